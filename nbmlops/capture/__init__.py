@@ -1,0 +1,1 @@
+"""What a run records: hashes, environment and git, the MLflow run layout."""

@@ -1,0 +1,242 @@
+"""The MLflow layout of a pipeline run, and the thread that writes it.
+
+Layout: one parent run per pipeline run (``nbmlops.kind=pipeline``, run name = notebook
+stem) holding every parameter, the seed, git commit, environment hash, data hashes, the
+metrics of all steps and the executed notebook; one nested run per step
+(``nbmlops.kind=step``) holding its code hash, data hashes, metrics, per-cell durations,
+the names and digests of the variables it produced, and its own output notebook.
+
+``import mlflow`` and opening a store cost seconds; :class:`Tracker` does all of it on one
+background thread, in submission order, while the kernel starts and runs. A locked SQLite
+store ("database is locked", several writers) is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import random
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from nbmlops.exceptions import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+KIND = "nbmlops.kind"
+NOTEBOOK = "nbmlops.notebook"
+STEP = "nbmlops.step"
+CODE_HASH = "nbmlops.code_hash"
+SETUP_HASH = "nbmlops.setup_hash"
+GIT_COMMIT = "nbmlops.git_commit"
+GIT_DIRTY = "nbmlops.git_dirty"
+ENV_HASH = "nbmlops.env_hash"
+SEED = "nbmlops.seed"
+SEED_SOURCE = "nbmlops.seed_source"
+DATA_PREFIX = "nbmlops.data."
+MODEL_URI = "nbmlops.model_uri"
+OUTPUT_DIR = "nbmlops.output_dir"
+FAILED_STEP = "nbmlops.failed_step"
+FAILED_CELL = "nbmlops.failed_cell"
+ERROR = "nbmlops.error"
+UNSAVED = "nbmlops.unsaved"
+PARENT = "mlflow.parentRunId"
+
+_TAG_SAFE = re.compile(r"[^A-Za-z0-9_.\-/ ]")
+
+
+def data_tag(name: str) -> str:
+    return DATA_PREFIX + _TAG_SAFE.sub("_", name)
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+class Tracker:
+    """Ordered, asynchronous access to one MLflow store from the driver process."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmlops-tracker")
+        self._client: Future[MlflowClient] = self._pool.submit(self._open)
+        self._pending: list[Future[Any]] = []
+
+    def _open(self) -> MlflowClient:
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from mlflow import MlflowClient
+
+            return retry(lambda: _checked(MlflowClient(self.uri)), self.uri)
+
+    @property
+    def client(self) -> MlflowClient:
+        return self._client.result()
+
+    def submit(self, fn: Callable[[MlflowClient], T]) -> Future[T]:
+        """Queue ``fn(client)``; operations run one at a time, in order."""
+        future = self._pool.submit(lambda: retry(lambda: fn(self.client), self.uri))
+        self._pending.append(future)
+        return future
+
+    def flush(self) -> list[BaseException]:
+        """Wait for every queued operation; return the errors they raised."""
+        errors = []
+        for future in self._pending:
+            exc = future.exception()
+            if exc is not None:
+                errors.append(exc)
+        self._pending.clear()
+        return errors
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _checked(client: MlflowClient) -> MlflowClient:
+    client.search_experiments(max_results=1)  # fails fast on an unreachable store
+    return client
+
+
+def retry(fn: Callable[[], T], uri: str, attempts: int = 8) -> T:
+    """Run ``fn``, retrying "database is locked" with jittered exponential backoff."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not _is_locked(exc) or attempt == attempts - 1:
+                if _is_locked(exc):
+                    raise TrackingError(uri, f"still locked after {attempts} tries: {exc}") from exc
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location=artifact_location))
+    except Exception:
+        exp = client.get_experiment_by_name(name)  # created by a concurrent run
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def create_run(
+    client: MlflowClient,
+    experiment: str,
+    name: str,
+    tags: dict[str, str],
+    params: dict[str, Any] | None = None,
+) -> str:
+    from mlflow.entities import Param
+
+    run = client.create_run(experiment, run_name=name, tags={"mlflow.user": _user(), **tags})
+    if params:
+        client.log_batch(
+            run.info.run_id,
+            params=[Param(k, _param_text(v)) for k, v in sorted(params.items())],
+        )
+    return str(run.info.run_id)
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 6000 else text[:5990] + "...(cut)"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def log_metrics(client: MlflowClient, run_ids: Iterable[str], events: list[dict[str, Any]]) -> None:
+    from mlflow.entities import Metric
+
+    metrics = [
+        Metric(e["name"], float(e["value"]), int(e["time"] * 1000), int(e.get("index") or 0))
+        for e in events
+    ]
+    for run_id in run_ids:
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+
+def log_params(client: MlflowClient, run_ids: Iterable[str], params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    for run_id in run_ids:
+        client.log_batch(run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
+
+
+def log_tags(client: MlflowClient, run_ids: Iterable[str], tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    for run_id in run_ids:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_datasets(client: MlflowClient, run_ids: Iterable[str], datasets: list[dict[str, Any]]) -> None:
+    """Log each dataset as an MLflow dataset input whose digest is nbmlops' full hash."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    for d in datasets:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if d.get("path"):
+                source = resolve_dataset_source(d["path"])
+            else:
+                source = CodeDatasetSource(tags={"nbmlops.step": d.get("step") or "", "variable": d["name"]})
+        dataset = MetaDataset(source=source, name=d["name"], digest=d["digest"])
+        context = "file" if d.get("path") else "step-output"
+        inputs.append(
+            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        )
+    for run_id in run_ids:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def log_json(client: MlflowClient, run_id: str, data: Any, artifact_file: str) -> None:
+    client.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
+
+
+def log_file(client: MlflowClient, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    client.log_artifact(run_id, str(path), artifact_path)
+
+
+def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def temporary_dir() -> Any:
+    with tempfile.TemporaryDirectory(prefix="nbmlops-") as d:
+        yield Path(d)

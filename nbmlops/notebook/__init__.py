@@ -1,0 +1,1 @@
+"""Read a tagged notebook into a Pipeline: steps, their DAG, parameters."""

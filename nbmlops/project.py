@@ -1,0 +1,43 @@
+"""Where a project keeps its state, and which MLflow store it uses by default.
+
+The embedded default needs no server: an SQLite store ``mlflow.db`` and an artifact
+folder ``mlruns/`` in the project folder (the working directory), plus nbmlops' own state
+in ``.nbmlops/`` (run outputs, saved step outputs, the file-hash cache). ``--tracking-uri``
+or ``MLFLOW_TRACKING_URI`` point every command at another store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIR = ".nbmlops"
+
+
+def project_root() -> Path:
+    return Path.cwd().resolve()
+
+
+def state_dir(root: Path | None = None) -> Path:
+    return (root or project_root()) / STATE_DIR
+
+
+def tracking_uri(explicit: str | None = None, root: Path | None = None) -> str:
+    """``explicit``, else ``MLFLOW_TRACKING_URI``, else the project's SQLite store."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifact location for new experiments: ``mlruns/`` beside a SQLite store.
+
+    MLflow's own default is relative to the working directory of whichever process
+    creates the experiment; an absolute folder keeps kernels and subprocesses agreeing.
+    For a tracking server, the server decides (None).
+    """
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "mlruns").resolve().as_uri()
+    return None

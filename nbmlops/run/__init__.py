@@ -1,0 +1,1 @@
+"""Execute a Pipeline through papermill in one kernel, with step boundaries."""

@@ -1,0 +1,258 @@
+"""The part of a pipeline run that lives inside the notebook's kernel.
+
+The engine (``nbmlops.run.engine``) calls these functions between cells through Jupyter's
+``user_expressions``, so nothing is added to the user's namespace or to the output notebook:
+
+* :func:`start` seeds ``random``, ``numpy`` and ``torch`` before any user code;
+* :func:`begin_step` remembers what the namespace holds when a step starts;
+* :func:`end_step` works out which variables the step produced (new, rebound, or changed in
+  place), hashes each over its full content and saves it, once, to the content-addressed
+  object store. That manifest is the step boundary the cache restores from.
+
+The notebook API (``nbmlops.api``) reports metrics, data and models through :func:`emit`,
+which appends JSON lines to the run's events file; the driver logs them to MLflow. The
+kernel never waits for the tracking store.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import json
+import os
+import random
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+from nbmlops.capture.hashing import data_kind, hash_bytes, hash_data, write_atomic
+
+
+class _State:
+    def __init__(self) -> None:
+        self.active = False
+        self.events: Path | None = None
+        self.objects: Path | None = None
+        self.run_dir: Path | None = None
+        self.step: str | None = None
+        self.step_started = 0.0
+        self.before: dict[str, int] = {}
+        self.hashes: dict[str, str] = {}  # name -> digest of its value as last seen
+
+
+_state = _State()
+
+
+def active() -> bool:
+    return _state.active
+
+
+def current_step() -> str | None:
+    return _state.step
+
+
+def emit(event: dict[str, Any]) -> None:
+    """Append one event for the driver to record (metric, param, data, model)."""
+    assert _state.events is not None
+    event = {**event, "step": _state.step, "time": time.time()}
+    with open(_state.events, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(event, default=str) + "\n")
+        fh.flush()
+
+
+def step_run_id(timeout: float = 120.0) -> str:
+    """The MLflow run id of the current step, once the driver has created it."""
+    assert _state.run_dir is not None and _state.step is not None
+    path = _state.run_dir / "steps" / f"{_state.step}.run_id"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the driver did not create the MLflow run of step {_state.step!r}")
+        time.sleep(0.02)
+    return path.read_text().strip()
+
+
+# ---------------------------------------------------------------- start: seeds
+
+
+def start(run_dir: str, objects: str, seed: int) -> str:
+    """Called once, before the first cell: the run's context and its seeds."""
+    _state.active = True
+    _state.run_dir = Path(run_dir)
+    _state.events = _state.run_dir / "events.jsonl"
+    _state.objects = Path(objects)
+    random.seed(seed)
+    sys.meta_path.insert(0, _SeedOnImport(seed))
+    for module in ("numpy", "torch"):
+        if module in sys.modules:
+            _seed_module(module, seed)
+    return json.dumps({"pid": os.getpid(), "python": sys.version.split()[0]})
+
+
+def _seed_module(name: str, seed: int) -> None:
+    module = sys.modules[name]
+    if name == "numpy":
+        module.random.seed(seed)
+        _make_default_rng_reproducible(module, seed)
+    elif name == "torch":
+        module.manual_seed(seed)
+
+
+def _make_default_rng_reproducible(np: Any, seed: int) -> None:
+    """``np.random.default_rng()`` without a seed draws from the run's seed sequence."""
+    original = np.random.default_rng
+    if getattr(original, "_nbmlops", False):
+        return
+    sequence = np.random.SeedSequence(seed)
+
+    def default_rng(seed: Any = None) -> Any:
+        if seed is None:
+            seed = sequence.spawn(1)[0]
+        return original(seed)
+
+    default_rng._nbmlops = True  # type: ignore[attr-defined]
+    default_rng.__doc__ = original.__doc__
+    np.random.default_rng = default_rng
+
+
+class _SeedOnImport(importlib.abc.MetaPathFinder):
+    """Seeds numpy and torch when the notebook first imports them (no import cost otherwise)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in ("numpy", "torch"):
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        exec_module = loader.exec_module  # type: ignore[attr-defined]
+        seed = self.seed
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: types.ModuleType) -> None:
+                exec_module(module)
+                _seed_module(fullname, seed)
+
+        spec.loader = _Loader()
+        return spec
+
+
+# ---------------------------------------------------------------- step boundaries
+
+
+def _user_ns() -> dict[str, Any]:
+    from IPython import get_ipython
+
+    return get_ipython().user_ns  # type: ignore[no-any-return]
+
+
+def _visible(ns: dict[str, Any]) -> dict[str, Any]:
+    from IPython import get_ipython
+
+    hidden = get_ipython().user_ns_hidden
+    return {
+        k: v
+        for k, v in ns.items()
+        if not k.startswith("_") and k not in hidden and not isinstance(v, types.ModuleType)
+    }
+
+
+def begin_step(name: str, names: list[str]) -> str:
+    """Remember the namespace as the step starts; hash the values it may change in place."""
+    _state.step = name
+    _state.step_started = time.monotonic()
+    ns = _visible(_user_ns())
+    _state.before = {k: id(v) for k, v in ns.items()}
+    for n in names:
+        if n in ns and n not in _state.hashes:
+            digest, _, _ = _digest(ns[n])
+            if digest:
+                _state.hashes[n] = digest
+    return "{}"
+
+
+def end_step(names: list[str], save: bool = True) -> str:
+    """The step's outputs: every variable that is new, rebound, or changed in content.
+
+    Each output is saved under ``objects/<digest>.pkl`` (skipped when already there); a
+    value that cannot be pickled is reported by name and makes the step uncacheable.
+    """
+    ns = _visible(_user_ns())
+    rebound = {k for k, v in ns.items() if _state.before.get(k) != id(v)}
+    candidates = sorted(rebound | {n for n in names if n in ns})
+    outputs: list[dict[str, Any]] = []
+    unsaved: list[dict[str, str]] = []
+    for n in candidates:
+        value = ns[n]
+        digest, payload, problem = _digest(value)
+        if problem:
+            unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
+            _state.hashes.pop(n, None)
+            continue
+        assert digest is not None
+        if n not in rebound and _state.hashes.get(n) == digest:
+            continue  # read, not changed
+        _state.hashes[n] = digest
+        kind = data_kind(value)
+        entry: dict[str, Any] = {"name": n, "type": _type_name(value), "digest": digest, "kind": kind}
+        if kind in ("dataframe", "series", "ndarray"):
+            entry["shape"] = list(getattr(value, "shape", ()))
+        if kind == "dataframe":
+            entry["columns"] = {str(c): str(t) for c, t in value.dtypes.items()}
+        if save:
+            problem = _save(digest, value, payload)
+            if problem:
+                unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
+                continue
+        outputs.append(entry)
+    deleted = sorted(set(_state.before) - set(ns))
+    for n in deleted:
+        _state.hashes.pop(n, None)
+    _state.step = None
+    return json.dumps({"outputs": outputs, "unsaved": unsaved, "deleted": deleted})
+
+
+def _type_name(value: Any) -> str:
+    t = type(value)
+    return f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__
+
+
+def _digest(value: Any) -> tuple[str | None, bytes | None, str | None]:
+    """(digest, pickled bytes if they were needed for the digest, problem)."""
+    if data_kind(value):
+        return hash_data(value), None, None
+    try:
+        import cloudpickle
+
+        payload = cloudpickle.dumps(value, protocol=5)
+    except Exception as exc:  # unpicklable values: connections, generators, locks ...
+        return None, None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return hash_bytes(payload), payload, None
+
+
+def _save(digest: str, value: Any, payload: bytes | None) -> str | None:
+    assert _state.objects is not None
+    path = _state.objects / digest[:2] / f"{digest}.pkl"
+    if path.exists():
+        return None
+    try:
+        if payload is None:
+            import cloudpickle
+
+            payload = cloudpickle.dumps(value, protocol=5)
+        write_atomic(path, payload)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

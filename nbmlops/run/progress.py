@@ -1,0 +1,129 @@
+"""How a run shows itself: a live progress display on a terminal, plain lines in a CI log."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nbmlops.notebook.pipeline import Pipeline
+
+
+class Reporter(Protocol):
+    def run_started(self, pipeline: Pipeline, run_dir: Path) -> None: ...
+    def step_started(self, name: str, index: int, total: int) -> None: ...
+    def cell_started(self, step: str | None, cell: int, source: str) -> None: ...
+    def cell_output(self, step: str | None, text: str) -> None: ...
+    def step_finished(self, name: str, status: str, seconds: float) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            return line.strip()[:60]
+    return ""
+
+
+class PlainReporter:
+    """One line per event, cell output streamed as it comes: for CI logs and pipes."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self._t0 = time.monotonic()
+
+    def _print(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def run_started(self, pipeline: Pipeline, run_dir: Path) -> None:
+        steps = " -> ".join(s.name for s in pipeline.steps)
+        self._print(f"nbmlops: {pipeline.path.name}: {steps}")
+
+    def step_started(self, name: str, index: int, total: int) -> None:
+        self._print(f"[{time.monotonic() - self._t0:7.1f}s] step {index + 1}/{total} {name}: started")
+
+    def cell_started(self, step: str | None, cell: int, source: str) -> None:
+        if not self.quiet:
+            self._print(f"[{time.monotonic() - self._t0:7.1f}s]   {step or 'setup'} cell {cell}: {_first_line(source)}")
+
+    def cell_output(self, step: str | None, text: str) -> None:
+        if self.quiet:
+            return
+        for line in text.rstrip("\n").splitlines():
+            self._print(f"  {step or 'setup'} | {line}")
+
+    def step_finished(self, name: str, status: str, seconds: float) -> None:
+        self._print(f"[{time.monotonic() - self._t0:7.1f}s] step {name}: {status.lower()} in {seconds:.2f}s")
+
+    def warn(self, message: str) -> None:
+        self._print(f"warning: {message}")
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter:
+    """A live line with the current step, cell and elapsed time; output scrolls above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task: int | None = None
+        self._step = ""
+
+    def run_started(self, pipeline: Pipeline, run_dir: Path) -> None:
+        self.progress.start()
+        self._task = self.progress.add_task("setup", total=len(pipeline.steps))
+        self.console.print(f"[bold]nbmlops[/] {pipeline.path.name}: " + " → ".join(s.name for s in pipeline.steps))
+
+    def step_started(self, name: str, index: int, total: int) -> None:
+        self._step = name
+        self._update(f"step {name}")
+
+    def cell_started(self, step: str | None, cell: int, source: str) -> None:
+        self._update(f"{'step ' + step if step else 'setup'} · cell {cell}: {_first_line(source)[:40]}")
+
+    def cell_output(self, step: str | None, text: str) -> None:
+        from rich.text import Text
+
+        for line in text.rstrip("\n").splitlines():
+            self.console.print(Text.assemble((f"{step or 'setup'} │ ", "dim"), line), highlight=False)
+
+    def step_finished(self, name: str, status: str, seconds: float) -> None:
+        mark = "[green]✓[/]" if status == "FINISHED" else "[red]✗[/]"
+        self.console.print(f"{mark} step [bold]{name}[/] {seconds:.2f}s")
+        if self._task is not None:
+            self.progress.advance(self._task)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}")
+
+    def _update(self, description: str) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, description=description)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def default_reporter(quiet: bool = False) -> Reporter:
+    if sys.stdout.isatty():
+        return RichReporter()
+    return PlainReporter(quiet=quiet)

@@ -1,0 +1,218 @@
+"""Run a tagged notebook as a pipeline: the one entry point the CLI, the widget and the
+JupyterLab server all call.
+
+``run_notebook`` parses the notebook, checks the parameters, picks the seed, opens the
+MLflow store on a background thread, and hands the notebook to papermill with the
+``nbmlops`` engine. The executed notebook is written under a temporary name and renamed
+only when the run succeeded; on failure or interruption the runs are marked FAILED or
+KILLED and the partial notebook is kept (and logged) under its ``.partial.ipynb`` name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbmlops import project
+from nbmlops.capture.environment import environment, git_info
+from nbmlops.capture.tracking import Tracker
+from nbmlops.exceptions import NbmlopsError, RunInterrupted, StepFailed, TrackingError
+from nbmlops.notebook.parameters import effective, resolve
+from nbmlops.notebook.pipeline import Pipeline, load_pipeline
+from nbmlops.run.progress import Reporter, default_reporter
+from nbmlops.run.session import Session
+
+
+@dataclass
+class StepResult:
+    name: str
+    run_id: str
+    status: str
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment: str
+    status: str
+    output_notebook: Path
+    output_dir: Path
+    seed: int
+    parameters: dict[str, Any]
+    metrics: dict[str, float]
+    steps: list[StepResult] = field(default_factory=list)
+    model_uri: str | None = None
+
+
+def run_notebook(
+    notebook: str | Path,
+    parameters: dict[str, str] | None = None,
+    *,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    output_dir: str | Path | None = None,
+    seed: int | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Run ``notebook``'s steps in one kernel through papermill and record it in MLflow.
+
+    ``parameters`` are the ``-p`` texts (``{"alpha": "0.5"}``), parsed as literals and
+    checked against the parameters cell. Raises :class:`StepFailed` when a cell fails and
+    :class:`RunInterrupted` on Ctrl-C or SIGTERM, after recording the run as such.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from nbmlops.run.engine import ensure_registered
+
+    pipeline = load_pipeline(notebook)
+    injected = resolve(pipeline.parameters, parameters or {})
+    seed, seed_source, injected = _choose_seed(pipeline, injected, seed)
+    values = effective(pipeline.parameters, injected)
+
+    root = project.project_root()
+    uri = project.tracking_uri(tracking_uri, root)
+    tracker = Tracker(uri)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(output_dir) if output_dir else project.state_dir(root) / "runs" / f"{pipeline.stem}-{stamp}-{secrets.token_hex(2)}"
+    run_dir = run_dir.resolve()
+    reporter = reporter or default_reporter()
+    session = Session(
+        pipeline=pipeline,
+        injected=injected,
+        values=values,
+        seed=seed,
+        seed_source=seed_source,
+        root=root,
+        run_dir=run_dir,
+        objects_dir=project.state_dir(root) / "objects",
+        tracker=tracker,
+        reporter=reporter,
+        experiment=experiment or pipeline.stem,
+        notebook_label=_label(pipeline.path, root),
+        env=environment(),
+        git=git_info(pipeline.path.resolve()),
+    )
+    session.start()
+    ensure_registered()
+    partial = run_dir / f"{pipeline.stem}.partial.ipynb"
+    final = run_dir / f"{pipeline.stem}.ipynb"
+    status = "FAILED"
+    error: BaseException | None = None
+    try:
+        with _sigterm_as_interrupt():
+            papermill.execute_notebook(
+                str(pipeline.path.resolve()),
+                str(partial),
+                parameters=injected,
+                engine_name="nbmlops",
+                kernel_name=pipeline.kernel_name,
+                language="python",
+                cwd=str(pipeline.path.resolve().parent),
+                progress_bar=False,
+                session=session,
+            )
+        os.replace(partial, final)
+        status = "FINISHED"
+    except PapermillExecutionError as exc:
+        error = exc
+    except KeyboardInterrupt as exc:
+        status, error = "KILLED", exc
+    except NbmlopsError as exc:
+        error = exc
+    except Exception as exc:  # the kernel died, papermill could not start it, ...
+        error = exc
+    finally:
+        reporter.close()
+        tracking_errors = session.finish(status, final if status == "FINISHED" else partial)
+        tracker.close()
+
+    parent = session.parent_id.result() if not session.parent_id.exception() else ""
+    if tracking_errors and not isinstance(error, KeyboardInterrupt):
+        first = tracking_errors[0]
+        raise first if isinstance(first, NbmlopsError) else TrackingError(uri, f"{type(first).__name__}: {first}") from first
+    if status == "KILLED":
+        raise RunInterrupted(parent, str(partial)) from error
+    if error is not None:
+        failure = session.failure
+        if failure is None:
+            if isinstance(error, NbmlopsError):
+                raise error
+            raise NbmlopsError(f"run failed before a step could finish: {type(error).__name__}: {error}") from error
+        step_run = session.steps[failure.step].run_id.result() if failure.step in session.steps else parent
+        raise StepFailed(
+            step=failure.step or "(setup)",
+            cell_index=failure.cell_index,
+            source=failure.source,
+            ename=failure.ename,
+            evalue=failure.evalue,
+            output_notebook=str(partial),
+            run_id=parent,
+            step_run_id=step_run,
+            traceback=failure.traceback,
+        ) from None
+
+    return RunResult(
+        run_id=parent,
+        experiment=session.experiment,
+        status=status,
+        output_notebook=final,
+        output_dir=run_dir,
+        seed=seed,
+        parameters=values,
+        metrics=dict(session.metrics),
+        steps=[StepResult(r.name, r.run_id.result(), r.status, r.seconds) for r in session.steps.values()],
+        model_uri=session.model_uri,
+    )
+
+
+def _choose_seed(pipeline: Pipeline, injected: dict[str, Any], seed: int | None) -> tuple[int, str, dict[str, Any]]:
+    """The run's seed: --seed, else the notebook's ``seed`` parameter, else a new one."""
+    param = pipeline.parameters.get("seed")
+    if seed is not None:
+        if param is not None:
+            injected = {**injected, "seed": seed}
+        return seed, "option", injected
+    if "seed" in injected and isinstance(injected["seed"], int):
+        return injected["seed"], "parameter", injected
+    if param is not None and isinstance(param.default, int) and not isinstance(param.default, bool):
+        return param.default, "parameter", injected
+    return secrets.randbelow(2**31), "generated", injected
+
+
+def _label(path: Path, root: Path) -> str:
+    """The notebook path as recorded: relative to the git root or the project folder."""
+    resolved = path.resolve()
+    info = git_info(resolved)
+    for base in ([info.root] if info else []) + [root]:
+        try:
+            return str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(resolved)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run like Ctrl-C does: runs marked KILLED, nothing half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,330 @@
+"""The driver's side of one pipeline run: what the engine reports, and what gets recorded.
+
+The engine calls a :class:`Session` as cells and steps start and end; the session shows
+progress (through a reporter), reads the events the notebook API wrote in the kernel, and
+queues every MLflow write on the :class:`~nbmlops.capture.tracking.Tracker` thread, so the
+kernel never waits for the tracking store.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient.exceptions import CellExecutionError
+
+from nbmlops.capture import tracking as t
+from nbmlops.capture.environment import Environment, GitInfo
+from nbmlops.capture.hashing import write_atomic
+from nbmlops.notebook.pipeline import Pipeline
+from nbmlops.run.progress import Reporter
+
+DATA_KINDS = ("dataframe", "series", "ndarray")
+
+
+@dataclass
+class StepRecord:
+    name: str
+    run_id: Future[str]
+    started: float
+    status: str = "RUNNING"
+    seconds: float = 0.0
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    unsaved: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Failure:
+    step: str | None
+    cell_index: int  # in the source notebook
+    source: str
+    ename: str
+    evalue: str
+    traceback: list[str]
+
+
+@dataclass
+class Session:
+    pipeline: Pipeline
+    injected: dict[str, Any]
+    values: dict[str, Any]
+    seed: int
+    seed_source: str
+    root: Path
+    run_dir: Path
+    objects_dir: Path
+    tracker: t.Tracker
+    reporter: Reporter
+    experiment: str
+    notebook_label: str
+    env: Environment
+    git: GitInfo | None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("nbmlops.run"))
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    failure: Failure | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    datasets: dict[str, str] = field(default_factory=dict)
+    model_uri: str | None = None
+    _events_offset: int = 0
+    _current_cell: Any = None
+
+    # ------------------------------------------------------------ run start
+
+    def start(self) -> None:
+        (self.run_dir / "steps").mkdir(parents=True, exist_ok=True)
+        tags = {
+            t.KIND: "pipeline",
+            t.NOTEBOOK: self.notebook_label,
+            t.SEED: str(self.seed),
+            t.SEED_SOURCE: self.seed_source,
+            t.ENV_HASH: self.env.hash,
+            t.SETUP_HASH: self.pipeline.setup_hash,
+            t.OUTPUT_DIR: str(self.run_dir),
+            "nbmlops.steps": ",".join(s.name for s in self.pipeline.steps),
+            "mlflow.source.name": self.notebook_label,
+            "mlflow.source.type": "NOTEBOOK",
+        }
+        if self.git:
+            tags.update(
+                {
+                    t.GIT_COMMIT: self.git.commit,
+                    t.GIT_DIRTY: str(self.git.dirty).lower(),
+                    "mlflow.source.git.commit": self.git.commit,
+                }
+            )
+        from nbmlops import project
+
+        artifact_root = project.artifact_root(self.tracker.uri)
+
+        def create(client: Any) -> str:
+            exp = t.experiment_id(client, self.experiment, artifact_root)
+            self._experiment_id = exp
+            run_id = t.create_run(client, exp, self.pipeline.stem, tags, self.values)
+            client.log_text(run_id, self.env.requirements, "environment/requirements.txt")
+            t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
+            return run_id
+
+        self.parent_id: Future[str] = self.tracker.submit(create)
+
+    def prepare(self, nb: nbformat.NotebookNode) -> None:
+        """Mark each cell of the notebook papermill will run with its step and source index.
+
+        Cells are reordered only when ``after:`` tags put a step before an earlier one.
+        """
+        step_of = {c.index: s.name for s in self.pipeline.steps for c in s.cells}
+        source_cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        for index, cell in enumerate(source_cells):
+            cell.metadata["nbmlops"] = {"cell": index, **({"step": step_of[index]} if index in step_of else {})}
+        for cell in nb.cells:
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.metadata["nbmlops"] = {"cell": "injected-parameters"}
+        order = {s.name: i for i, s in enumerate(self.pipeline.steps)}
+        nb.cells = sorted(nb.cells, key=lambda c: order.get(c.metadata.get("nbmlops", {}).get("step"), -1))
+
+    def kernel_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PYTHONHASHSEED": str(self.seed % 2**32),
+                "MLFLOW_TRACKING_URI": self.tracker.uri,
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "NBMLOPS_NOTEBOOK": self.notebook_label,
+                "NBMLOPS_PROJECT": str(self.root),
+            }
+        )
+        return env
+
+    def kernel_start_call(self) -> str:
+        self.reporter.run_started(self.pipeline, self.run_dir)
+        return f"start({str(self.run_dir)!r}, {str(self.objects_dir)!r}, {self.seed})"
+
+    def watched_names(self, step: str) -> list[str]:
+        s = self.pipeline.step(step)
+        return sorted(s.reads | s.writes)
+
+    # ------------------------------------------------------------ steps and cells
+
+    def step_started(self, name: str) -> None:
+        client_future = self.tracker._client
+        if client_future.done() and client_future.exception():
+            raise client_future.exception()  # type: ignore[misc]
+        step = self.pipeline.step(name)
+        tags = {
+            t.KIND: "step",
+            t.STEP: name,
+            t.CODE_HASH: step.code_hash,
+            t.SETUP_HASH: self.pipeline.setup_hash,
+            "nbmlops.upstream": ",".join(step.upstream),
+            "nbmlops.cells": ",".join(str(c.index) for c in step.cells),
+            "mlflow.source.name": self.notebook_label,
+        }
+        id_file = self.run_dir / "steps" / f"{name}.run_id"
+
+        def create(client: Any) -> str:
+            parent = self.parent_id.result()
+            run_id = t.create_run(client, self._experiment_id, name, {**tags, t.PARENT: parent})
+            write_atomic(id_file, run_id.encode())
+            return run_id
+
+        self.steps[name] = StepRecord(name, self.tracker.submit(create), time.monotonic())
+        index = [s.name for s in self.pipeline.steps].index(name)
+        self.reporter.step_started(name, index, len(self.pipeline.steps))
+
+    def cell_started(self, cell: nbformat.NotebookNode) -> None:
+        self._current_cell = cell
+        if cell.cell_type == "code":
+            meta = cell.metadata.get("nbmlops", {})
+            self.reporter.cell_started(meta.get("step"), meta.get("cell", -1), cell.source)
+
+    def cell_output(self, output: nbformat.NotebookNode) -> None:
+        step = (self._current_cell.metadata.get("nbmlops", {}) if self._current_cell else {}).get("step")
+        if output.output_type == "stream":
+            self.reporter.cell_output(step, "".join(output.text))
+        elif output.output_type == "error":
+            self.reporter.cell_output(step, f"{output.ename}: {output.evalue}\n")
+
+    def cell_failed(self, cell: nbformat.NotebookNode, error: CellExecutionError) -> None:
+        meta = cell.metadata.get("nbmlops", {})
+        self.failure = Failure(
+            step=meta.get("step"),
+            cell_index=meta.get("cell", -1),
+            source=cell.source,
+            ename=error.ename,
+            evalue=error.evalue,
+            traceback=list(error.traceback.splitlines()) if isinstance(error.traceback, str) else [],
+        )
+
+    def step_finished(
+        self, name: str, nb: nbformat.NotebookNode, result: dict[str, Any], failed: bool
+    ) -> None:
+        record = self.steps[name]
+        record.seconds = time.monotonic() - record.started
+        record.status = "FAILED" if failed else "FINISHED"
+        record.outputs = result.get("outputs", [])
+        record.unsaved = result.get("unsaved", [])
+        for u in record.unsaved:
+            self.reporter.warn(
+                f"step {name!r}: variable {u['name']!r} ({u['type']}) cannot be saved "
+                f"({u['problem']}); this step's outputs will not be cached"
+            )
+        events = self._read_events()
+        notebook_path = self._write_step_notebook(name, nb)
+        downstream = self.pipeline.downstream_reads(name)
+        handed_on = [
+            {"name": o["name"], "digest": o["digest"], "step": name}
+            for o in record.outputs
+            if o.get("kind") in DATA_KINDS and o["name"] in downstream
+        ]
+        durations = [
+            (c.metadata["nbmlops"]["cell"], float(c.metadata.get("papermill", {}).get("duration") or 0.0))
+            for c in nb.cells
+            if c.metadata.get("nbmlops", {}).get("step") == name and c.cell_type == "code"
+        ]
+        status = record.status
+        unsaved = record.unsaved
+
+        def record_step(client: Any) -> None:
+            run_id = record.run_id.result()
+            parent = self.parent_id.result()
+            self._log_events(client, run_id, parent, events + [dict(d, kind="data") for d in handed_on])
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            client.log_batch(
+                run_id,
+                metrics=[Metric("nbmlops.cell_seconds", sec, now, idx) for idx, sec in durations]
+                + [Metric("nbmlops.step_seconds", record.seconds, now, 0)],
+            )
+            t.log_json(client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json")
+            if unsaved:
+                t.log_tags(client, [run_id], {t.UNSAVED: ",".join(u["name"] for u in unsaved)})
+            t.log_file(client, run_id, notebook_path, "notebook")
+            t.terminate(client, run_id, status)
+
+        self.tracker.submit(record_step)
+        self.reporter.step_finished(name, status, record.seconds)
+
+    # ------------------------------------------------------------ run end
+
+    def finish(self, status: str, notebook: Path | None) -> list[BaseException]:
+        """Record the run's end (also after a failure or Ctrl-C); wait for the tracker."""
+        running = [r for r in self.steps.values() if r.status == "RUNNING"]  # interrupted
+        for record in running:
+            record.status = status
+            record.seconds = time.monotonic() - record.started
+        leftovers = self._read_events()
+        failure = self.failure
+
+        def record_run(client: Any) -> None:
+            parent = self.parent_id.result()
+            if leftovers:
+                step_run = running[-1].run_id.result() if running else None
+                self._log_events(client, step_run or parent, parent if step_run else None, leftovers)
+            for r in running:
+                t.terminate(client, r.run_id.result(), status)
+            if failure:
+                t.log_tags(
+                    client,
+                    [parent],
+                    {
+                        t.FAILED_STEP: failure.step or "(setup)",
+                        t.FAILED_CELL: str(failure.cell_index),
+                        t.ERROR: f"{failure.ename}: {failure.evalue}"[:4000],
+                    },
+                )
+            if notebook and notebook.exists():
+                t.log_file(client, parent, notebook, "notebook")
+            t.terminate(client, parent, status)
+
+        self.tracker.submit(record_run)
+        return self.tracker.flush()
+
+    # ------------------------------------------------------------ helpers
+
+    def _read_events(self) -> list[dict[str, Any]]:
+        path = self.run_dir / "events.jsonl"
+        if not path.exists():
+            return []
+        with open(path, encoding="utf-8") as fh:
+            fh.seek(self._events_offset)
+            chunk = fh.read()
+        complete, _, _ = chunk.rpartition("\n")  # ignore a line still being written
+        self._events_offset += len(complete.encode()) + (1 if complete else 0)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def _log_events(self, client: Any, run_id: str, parent: str | None, events: list[dict[str, Any]]) -> None:
+        runs = [run_id] + ([parent] if parent else [])
+        metrics = [e for e in events if e["kind"] == "metric"]
+        params = {e["name"]: e["value"] for e in events if e["kind"] == "param"}
+        data = [e for e in events if e["kind"] == "data"]
+        models = [e for e in events if e["kind"] == "model"]
+        if metrics:
+            t.log_metrics(client, runs, metrics)
+            self.metrics.update({e["name"]: float(e["value"]) for e in metrics})
+        if params:
+            t.log_params(client, runs, params)
+        if data:
+            t.log_datasets(client, runs, data)
+            t.log_tags(client, runs, {t.data_tag(d["name"]): d["digest"] for d in data})
+            self.datasets.update({d["name"]: d["digest"] for d in data})
+        for m in models:
+            self.model_uri = m["uri"]
+            t.log_tags(client, runs, {t.MODEL_URI: m["uri"]})
+
+    def _write_step_notebook(self, name: str, nb: nbformat.NotebookNode) -> Path:
+        """The step's own notebook: setup cells and the step's cells, as executed."""
+        step_nb = copy.deepcopy(nb)
+        step_nb.cells = [
+            c for c in step_nb.cells if c.metadata.get("nbmlops", {}).get("step") in (None, name)
+        ]
+        path = self.run_dir / "steps" / f"{name}.ipynb"
+        write_atomic(path, nbformat.writes(step_nb).encode())
+        return path
