@@ -250,7 +250,7 @@ def _link(
     where: str, steps: list[Step], declared: dict[str, list[str]], first_cell_of: dict[str, int]
 ) -> None:
     known = [s.name for s in steps]
-    for i, step in enumerate(steps):
+    for step in steps:
         ups = list(dict.fromkeys(declared.get(step.name, [])))
         for up in ups:
             if up not in known:
@@ -267,7 +267,28 @@ def _link(
                     f"remove the after:{up} tag",
                     cell=first_cell_of.get(step.name),
                 )
-        step.upstream = ups if ups else ([steps[i - 1].name] if i > 0 else [])
+        step.upstream = ups
+    # A step without after: tags follows the nearest earlier step that does not itself
+    # (through after: tags) come after it.
+    by_name = {s.name: s for s in steps}
+    for i, step in enumerate(steps):
+        if declared.get(step.name):
+            continue
+        for earlier in reversed(steps[:i]):
+            if step.name not in _ancestors(earlier.name, by_name):
+                step.upstream = [earlier.name]
+                break
+
+
+def _ancestors(name: str, by_name: dict[str, Step]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(by_name[name].upstream)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(by_name[n].upstream)
+    return seen
 
 
 def _topological(where: str, steps: list[Step], first_cell_of: dict[str, int]) -> list[Step]:

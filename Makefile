@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Run the example notebooks as tracked pipelines on the embedded default store
+# (./mlflow.db and ./mlruns, no server), then show what MLflow recorded.
+demo: $(STAMP)
+	$(BIN)/nbmlops steps notebooks/breast_cancer.ipynb
+	$(BIN)/nbmlops run notebooks/breast_cancer.ipynb -p n_estimators=200
+	$(BIN)/nbmlops run notebooks/diabetes.ipynb
+	$(BIN)/nbmlops show last --experiment breast_cancer
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check nbmlops tests bench
+	$(BIN)/mypy nbmlops
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_run.py
+
+clean:
+	rm -rf $(VENV) .nbmlops mlflow.db mlruns

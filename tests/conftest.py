@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny real notebooks, a real MLflow SQLite store in a temporary folder.
+
+Notebooks are executed for real by an IPython kernel; nothing of papermill, nbclient or
+MLflow is mocked. One store serves the session (creating an SQLite store costs seconds);
+each test gets its own experiment and its own project folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["IPYKERNEL_CELL_NAME"] = "<cell>"  # stable tracebacks, as nbclient's tests do
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def code(source: str, *tags: str) -> nbformat.NotebookNode:
+    cell = new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def markdown(source: str) -> nbformat.NotebookNode:
+    return new_markdown_cell(source)
+
+
+def write_notebook(path: Path, cells: list[Any], metadata: dict[str, Any] | None = None) -> Path:
+    nb = new_notebook(cells=cells, metadata=metadata if metadata is not None else {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).search_experiments()  # create the schema once
+    return uri
+
+
+@pytest.fixture
+def client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_uri: str) -> Path:
+    """A project folder as the working directory, its MLflow store set in the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    return tmp_path
+
+
+@pytest.fixture
+def experiment() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def nbmlops(project: Path, tracking_uri: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the ``nbmlops`` command line as a user would, in the project folder."""
+
+    def run(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "nbmlops"), *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"nbmlops {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+def pipeline_runs(client: Any, experiment: str) -> list[Any]:
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r} in the store"
+    return list(client.search_runs([exp.experiment_id], "tags.`nbmlops.kind` = 'pipeline'", order_by=["start_time DESC"]))
+
+
+def step_runs(client: Any, parent: Any) -> dict[str, Any]:
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    return {r.data.tags["nbmlops.step"]: r for r in runs}

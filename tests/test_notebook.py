@@ -1,0 +1,133 @@
+"""Reading tagged notebooks into pipelines: steps, DAG, parameters, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import code, markdown, write_notebook
+
+from nbmlops.exceptions import NotebookError, ParameterError
+from nbmlops.notebook.parameters import parse_value, resolve
+from nbmlops.notebook.pipeline import load_pipeline
+from nbmlops.notebook.source import code_hash, names
+
+
+def test_steps_setup_and_default_order(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "p.ipynb",
+        [
+            code("import math"),
+            code("alpha = 0.5\nname = 'x'", "parameters"),
+            markdown("# Load"),
+            code("data = [1, 2, 3]", "step:load"),
+            code("total = sum(data)"),
+            code("result = total * alpha", "step:compute"),
+        ],
+    )
+    p = load_pipeline(nb)
+    assert [s.name for s in p.steps] == ["load", "compute"]
+    assert [c.index for c in p.setup if c.is_code] == [0]
+    assert p.parameters_cell is not None and p.parameters_cell.index == 1
+    assert [c.index for c in p.step("load").cells] == [3, 4]
+    assert p.step("load").upstream == []
+    assert p.step("compute").upstream == ["load"]
+    assert p.parameters["alpha"].default == 0.5
+    assert p.parameters["name"].default == "x"
+
+
+def test_after_tags_reorder_steps(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "p.ipynb",
+        [
+            code("a = 1", "step:report", "after:train"),
+            code("b = 2", "step:train"),
+        ],
+    )
+    p = load_pipeline(nb)
+    assert [s.name for s in p.steps] == ["train", "report"]
+    assert p.step("report").upstream == ["train"]
+    assert p.step("train").upstream == []
+
+
+@pytest.mark.parametrize(
+    ("cells", "problem", "fix"),
+    [
+        (
+            [code("a = 1", "step:a", "after:b"), code("b = 1", "step:b", "after:a")],
+            "cycle: a -> b -> a",
+            "remove one of the after: tags",
+        ),
+        ([code("a = 1", "step:a", "after:nope")], "there is no step 'nope'", "known steps: a"),
+        ([code("a = 1", "step:a"), code("b = 1", "step:a")], "step 'a' is started twice (cells 0 and 1)", "rename one"),
+        (
+            [code("a = 1", "parameters"), code("b = 1", "parameters")],
+            "two cells are tagged 'parameters' (cells 0 and 1)",
+            "keep the tag on one cell",
+        ),
+        ([code("a = 1", "step:a"), code("x = 1", "parameters")], "parameters cell comes after step 'a'", "move the parameters cell"),
+        ([code("a = 1", "step:bad name!")], "is not a valid name", "use letters"),
+    ],
+)
+def test_bad_tags_name_the_problem_and_the_fix(tmp_path: Path, cells: list, problem: str, fix: str) -> None:
+    nb = write_notebook(tmp_path / "bad.ipynb", cells)
+    with pytest.raises(NotebookError) as info:
+        load_pipeline(nb)
+    assert problem in str(info.value)
+    assert fix in info.value.fix
+    assert str(nb) in str(info.value)
+
+
+def test_missing_kernelspec_and_invalid_json(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "nokernel.ipynb", [code("a = 1", "step:a")], metadata={})
+    with pytest.raises(NotebookError, match="no kernelspec in the notebook metadata") as info:
+        load_pipeline(nb)
+    assert '"kernelspec"' in info.value.fix
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"cells": [')
+    with pytest.raises(NotebookError, match="not a valid notebook"):
+        load_pipeline(broken)
+    with pytest.raises(NotebookError, match="no such notebook"):
+        load_pipeline(tmp_path / "missing.ipynb")
+
+
+def test_untagged_notebook_is_one_step(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "plain.ipynb", [code("x = 1", "parameters"), code("y = x + 1"), code("print(y)")])
+    p = load_pipeline(nb)
+    assert [s.name for s in p.steps] == ["main"]
+    assert [c.index for c in p.step("main").cells] == [1, 2]
+
+
+def test_code_hash_ignores_comments_and_blank_lines_but_not_code() -> None:
+    base = code_hash(["x = 1\ny = x + 2"])
+    assert code_hash(["# set up\nx = 1\n\n\ny = x + 2  # add"]) == base
+    assert code_hash(["x = 1\ny = x + 3"]) != base
+    assert code_hash(["%matplotlib inline\nx = 1"]) == code_hash(["%matplotlib inline\n# c\nx = 1"])
+
+
+def test_names_read_and_written() -> None:
+    reads, writes = names("model.fit(X, y)\ndf['a'] = 1\nz = len(X)")
+    assert {"model", "X", "y", "df"} <= reads
+    assert {"model", "df", "z"} <= writes
+    assert "len" not in reads
+
+
+def test_parameter_values_are_literals_checked_against_defaults(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "p.ipynb",
+        [code("alpha = 0.5\nlayers = [8]\nname = 'a'\nlimit = None\nn = 3", "parameters"), code("pass", "step:s")],
+    )
+    params = load_pipeline(nb).parameters
+    assert parse_value("0.5") == 0.5 and parse_value("[64,32]") == [64, 32] and parse_value("hello") == "hello"
+    assert resolve(params, {"alpha": "1", "layers": "[64,32]", "name": "1", "limit": "{'a': 1}"}) == {
+        "alpha": 1.0,
+        "layers": [64, 32],
+        "name": "1",
+        "limit": {"a": 1},
+    }
+    with pytest.raises(ParameterError, match="known parameters: alpha, layers, name, limit, n"):
+        resolve(params, {"alhpa": "1"})
+    with pytest.raises(ParameterError, match=r"got 'many' \(str\), but its default 3 is a int"):
+        resolve(params, {"n": "many"})
+    with pytest.raises(ParameterError, match="default 0.5 is a float"):
+        resolve(params, {"alpha": "[1]"})
