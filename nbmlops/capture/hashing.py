@@ -125,7 +125,7 @@ def _update_array(h: blake3.blake3, a: Any) -> None:
     if a.dtype.kind == "O":
         import pandas as pd
 
-        h.update(pd.util.hash_array(a.ravel()).tobytes())
+        h.update(_bytes_view(pd.util.hash_array(a.ravel())))
     else:
         h.update(_bytes_view(a))
 
@@ -137,7 +137,7 @@ def _update_column(h: blake3.blake3, s: Any) -> None:
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biufcmM":
         h.update(_bytes_view(s.to_numpy()))
     else:  # strings, categoricals, nullable and extension types
-        h.update(pd.util.hash_pandas_object(s, index=False).to_numpy().data)
+        h.update(_bytes_view(pd.util.hash_pandas_object(s, index=False).to_numpy()))
 
 
 def _bytes_view(a: Any) -> Any:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import tempfile
 from typing import TYPE_CHECKING, Any
 
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
@@ -129,7 +132,11 @@ class NbmlopsEngine(NBClientEngine):
             stdout_file=stdout_file,
             stderr_file=stderr_file,
         )
-        return StepClient(nb_man, session, **final_kwargs).execute(env=session.kernel_env())
+        with tempfile.TemporaryDirectory(prefix="nbmlops-kernel-") as sockets:
+            # Unix sockets instead of loopback TCP: no other local user can reach the kernel.
+            km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(sockets, "k"))
+            client = StepClient(nb_man, session, km=km, **final_kwargs)
+            return client.execute(env=session.kernel_env())
 
 
 def ensure_registered() -> None:

@@ -1,0 +1,114 @@
+"""Failing cells, bad input and interruptions: clear messages, nothing recorded is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from conftest import code, pipeline_runs, step_runs, write_notebook
+
+FAILING = [
+    code("import nbmlops"),
+    code("limit = 3", "parameters"),
+    code("values = list(range(10))\nnbmlops.log_metric('loaded', len(values))", "step:load"),
+    code("nbmlops.log_metric('before_failure', 1.5)\ntotal = sum(values)", "step:check"),
+    code("if total > limit:\n    raise ValueError(f'total {total} is over the limit {limit}')\nprint('never')"),
+    code("print('not reached')", "step:report"),
+]
+
+
+def test_failing_cell_names_step_cell_error_notebook_and_run(project: Path, nbmlops: Any, client: Any, experiment: str) -> None:
+    write_notebook(project / "fails.ipynb", FAILING)
+    result = nbmlops("run", "fails.ipynb", "--experiment", experiment, "--output-dir", "out")
+    assert result.returncode == 1
+    err = result.stderr
+    assert "step 'check' failed in cell 4" in err
+    assert "| if total > limit:" in err
+    assert "ValueError: total 45 is over the limit 3" in err
+    partial = project / "out" / "fails.partial.ipynb"
+    assert f"partial output notebook: {partial}" in err
+    assert "Traceback" not in err  # shown only with --verbose
+
+    [parent] = pipeline_runs(client, experiment)
+    assert f"MLflow run: {parent.info.run_id}" in err
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["nbmlops.failed_step"] == "check"
+    assert parent.data.tags["nbmlops.failed_cell"] == "4"
+    steps = step_runs(client, parent)
+    assert set(steps) == {"load", "check"}  # report never started
+    assert steps["load"].info.status == "FINISHED"
+    assert steps["check"].info.status == "FAILED"
+    # Nothing recorded before the failure is lost.
+    assert steps["check"].data.metrics["before_failure"] == 1.5
+    assert parent.data.metrics == {"loaded": 10.0, "before_failure": 1.5}
+
+    # papermill's error cell is in the partial notebook, which is also logged.
+    nb = nbformat.read(str(partial), as_version=4)
+    assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in nb.cells)
+    assert not (project / "out" / "fails.ipynb").exists()
+    assert [f.path for f in client.list_artifacts(parent.info.run_id, "notebook")] == ["notebook/fails.partial.ipynb"]
+
+    verbose = nbmlops("run", "fails.ipynb", "--experiment", experiment, "--verbose")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_bad_input_gets_one_clear_line_and_no_traceback(project: Path, nbmlops: Any) -> None:
+    write_notebook(project / "ok.ipynb", FAILING)
+    (project / "broken.ipynb").write_text("{ not json")
+    write_notebook(project / "cycle.ipynb", [code("a = 1", "step:a", "after:b"), code("b = 1", "step:b", "after:a")])
+    cases = {
+        ("run", "ok.ipynb", "-p", "limt=4"): "parameter 'limt': is not a parameter of this notebook",
+        ("run", "ok.ipynb", "-p", "limit=many"): "parameter 'limit': got 'many' (str), but its default 3 is a int",
+        ("run", "ok.ipynb", "-p", "limit"): "is not of the form name=value",
+        ("run", "broken.ipynb"): "broken.ipynb: not a valid notebook",
+        ("run", "cycle.ipynb"): "steps depend on each other in a cycle: a -> b -> a",
+        ("steps", "missing.ipynb"): "missing.ipynb: no such notebook",
+    }
+    for args, message in cases.items():
+        result = nbmlops(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    listed = nbmlops("run", "ok.ipynb", "-p", "limt=4")
+    assert "known parameters: limit" in listed.stderr
+
+
+def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(project: Path, tracking_uri: str, client: Any, experiment: str) -> None:
+    write_notebook(
+        project / "slow.ipynb",
+        [
+            code("import time, nbmlops"),
+            code("nbmlops.log_metric('started', 1)\nprint('sleeping', flush=True)\ntime.sleep(60)", "step:wait"),
+            code("print('after')", "step:after"),
+        ],
+    )
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nbmlops"), "run", "slow.ipynb", "--experiment", experiment, "--output-dir", "out"],
+        cwd=project,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "sleeping" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "marked KILLED" in err
+    [parent] = pipeline_runs(client, experiment)
+    assert parent.info.status == "KILLED"
+    steps = step_runs(client, parent)
+    assert steps["wait"].info.status == "KILLED"
+    assert steps["wait"].data.metrics["started"] == 1.0
+    assert not (project / "out" / "slow.ipynb").exists()
+    assert (project / "out" / "slow.partial.ipynb").exists()
