@@ -8,8 +8,8 @@ notebook, started on first use, so exploratory work is tracked too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import math
 import os
 import re
 import warnings
@@ -67,7 +67,13 @@ def log_param(name: str, value: Any) -> None:
     """Record a parameter computed in the notebook (the parameters cell is recorded already)."""
     _check_name("param", name)
     if _kernel.active():
-        _kernel.emit({"kind": "param", "name": name, "value": value if isinstance(value, str) else repr(value)})
+        _kernel.emit(
+            {
+                "kind": "param",
+                "name": name,
+                "value": value if isinstance(value, str) else repr(value),
+            }
+        )
     else:
         _interactive().log_param(name, value)
 
@@ -87,7 +93,9 @@ def track_data(data: Any, name: str | None = None) -> str:
     if isinstance(data, str | os.PathLike):
         path = Path(data).resolve()
         if not path.is_file():
-            raise ApiError(f"track_data: no such file {str(data)!r} (working directory {os.getcwd()})")
+            raise ApiError(
+                f"track_data: no such file {str(data)!r} (working directory {os.getcwd()})"
+            )
         digest = _file_hashes().digest(path)
         event = {"kind": "data", "name": name or path.name, "digest": digest, "path": str(path)}
     elif data_kind(data):
@@ -123,7 +131,13 @@ def read_parquet(path: str | os.PathLike[str], name: str | None = None, **kwargs
     return pd.read_parquet(path, **kwargs)
 
 
-def log_model(model: Any, name: str = "model", input_example: Any = None, flavor: str | None = None, **kwargs: Any) -> str:
+def log_model(
+    model: Any,
+    name: str = "model",
+    input_example: Any = None,
+    flavor: str | None = None,
+    **kwargs: Any,
+) -> str:
     """Log ``model`` as an MLflow model with its signature; returns its ``models:/`` URI.
 
     The flavor is found from the model's package (scikit-learn, XGBoost, LightGBM, ...) or
@@ -150,7 +164,13 @@ def log_model(model: Any, name: str = "model", input_example: Any = None, flavor
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
         info = module.log_model(model, name=name, input_example=example, **kwargs)
-    event = {"kind": "model", "name": name, "uri": info.model_uri, "model_id": getattr(info, "model_id", None), "flavor": module.__name__}
+    event = {
+        "kind": "model",
+        "name": name,
+        "uri": info.model_uri,
+        "model_id": getattr(info, "model_id", None),
+        "flavor": module.__name__,
+    }
     if _kernel.active():
         _kernel.emit(event)
     return str(info.model_uri)
@@ -177,14 +197,16 @@ def _requirements(module: Any) -> list[str]:
     """The flavor's own requirements plus the data libraries, pinned as installed here."""
     from importlib import metadata
 
-    reqs = list(module.get_default_pip_requirements()) if hasattr(module, "get_default_pip_requirements") else []
+    reqs = (
+        list(module.get_default_pip_requirements())
+        if hasattr(module, "get_default_pip_requirements")
+        else []
+    )
     names = {r.split("=")[0].split("<")[0].split(">")[0].strip().lower() for r in reqs}
     for dist in ("numpy", "pandas", "cloudpickle", "skops"):
         if dist not in names:
-            try:
+            with contextlib.suppress(metadata.PackageNotFoundError):
                 reqs.append(f"{dist}=={metadata.version(dist)}")
-            except metadata.PackageNotFoundError:
-                pass
     return reqs
 
 
@@ -236,9 +258,15 @@ class _Interactive:
         session = os.environ.get("JPY_SESSION_NAME") or os.environ.get("NBMLOPS_NOTEBOOK") or ""
         stem = Path(session).name.removesuffix(".ipynb") or "interactive"
         client = mlflow.MlflowClient(uri)
-        exp = t.experiment_id(client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or stem, project.artifact_root(uri))
+        exp = t.experiment_id(
+            client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or stem, project.artifact_root(uri)
+        )
         if mlflow.active_run() is None:
-            mlflow.start_run(experiment_id=exp, run_name=stem, tags={t.KIND: "interactive", t.NOTEBOOK: session or stem})
+            mlflow.start_run(
+                experiment_id=exp,
+                run_name=stem,
+                tags={t.KIND: "interactive", t.NOTEBOOK: session or stem},
+            )
 
     def log_metric(self, name: str, value: float, step: int | None) -> None:
         self.mlflow.log_metric(name, value, step=step)

@@ -39,7 +39,12 @@ def markdown(source: str) -> nbformat.NotebookNode:
 
 
 def write_notebook(path: Path, cells: list[Any], metadata: dict[str, Any] | None = None) -> Path:
-    nb = new_notebook(cells=cells, metadata=metadata if metadata is not None else {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}})
+    nb = new_notebook(
+        cells=cells,
+        metadata=metadata
+        if metadata is not None
+        else {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}},
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
@@ -79,7 +84,9 @@ def experiment() -> str:
 def nbmlops(project: Path, tracking_uri: str) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the ``nbmlops`` command line as a user would, in the project folder."""
 
-    def run(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 300, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
         result = subprocess.run(
             [str(Path(sys.executable).parent / "nbmlops"), *args],
@@ -90,7 +97,9 @@ def nbmlops(project: Path, tracking_uri: str) -> Callable[..., subprocess.Comple
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"nbmlops {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"nbmlops {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     return run
@@ -99,7 +108,11 @@ def nbmlops(project: Path, tracking_uri: str) -> Callable[..., subprocess.Comple
 def pipeline_runs(client: Any, experiment: str) -> list[Any]:
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no experiment {experiment!r} in the store"
-    return list(client.search_runs([exp.experiment_id], "tags.`nbmlops.kind` = 'pipeline'", order_by=["start_time DESC"]))
+    return list(
+        client.search_runs(
+            [exp.experiment_id], "tags.`nbmlops.kind` = 'pipeline'", order_by=["start_time DESC"]
+        )
+    )
 
 
 def step_runs(client: Any, parent: Any) -> dict[str, Any]:

@@ -36,7 +36,9 @@ def _metrics(client: Any, experiment: str) -> list[dict[str, float]]:
     return [r.data.metrics for r in pipeline_runs(client, experiment)]
 
 
-def test_same_seed_same_draws_and_generated_seed_is_recorded(project: Path, nbmlops: Any, client: Any, experiment: str) -> None:
+def test_same_seed_same_draws_and_generated_seed_is_recorded(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
     write_notebook(project / "rand.ipynb", RANDOM)
     nbmlops("run", "rand.ipynb", "--experiment", experiment, "-q", check=True)
     [generated] = pipeline_runs(client, experiment)
@@ -45,7 +47,16 @@ def test_same_seed_same_draws_and_generated_seed_is_recorded(project: Path, nbml
 
     # Re-running with the recorded seed reproduces every draw, PYTHONHASHSEED included.
     nbmlops("run", "rand.ipynb", "--experiment", experiment, "--seed", seed, "-q", check=True)
-    nbmlops("run", "rand.ipynb", "--experiment", experiment, "--seed", str(int(seed) + 1), "-q", check=True)
+    nbmlops(
+        "run",
+        "rand.ipynb",
+        "--experiment",
+        experiment,
+        "--seed",
+        str(int(seed) + 1),
+        "-q",
+        check=True,
+    )
     other, replay, first = _metrics(client, experiment)
     assert replay == first
     assert set(first) == {"random", "numpy_global", "numpy_default_rng", "str_hash"}
@@ -54,7 +65,9 @@ def test_same_seed_same_draws_and_generated_seed_is_recorded(project: Path, nbml
 
 
 @pytest.mark.parametrize("notebook", ["breast_cancer", "diabetes"])
-def test_example_notebooks_run_reproducibly_and_their_models_load(notebook: str, project: Path, nbmlops: Any, client: Any, experiment: str) -> None:
+def test_example_notebooks_run_reproducibly_and_their_models_load(
+    notebook: str, project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
     shutil.copytree(ROOT / "notebooks", project / "notebooks")
     path = f"notebooks/{notebook}.ipynb"
     nbmlops("run", path, "--experiment", experiment, "-q", check=True)
@@ -89,9 +102,15 @@ def test_full_content_hash_sees_what_mlflows_sampled_digest_misses() -> None:
     )
     changed = df.copy()
     changed.loc[15_000, "x"] += 1.0
-    assert mlflow.data.from_pandas(df).digest == mlflow.data.from_pandas(changed).digest  # MLflow samples
+    assert (
+        mlflow.data.from_pandas(df).digest == mlflow.data.from_pandas(changed).digest
+    )  # MLflow samples
     assert hash_data(df) != hash_data(changed)
-    for column, value in (("flag", not df.loc[3, "flag"]), ("when", pd.Timestamp("2000-01-01")), ("label", "c")):
+    for column, value in (
+        ("flag", not df.loc[3, "flag"]),
+        ("when", pd.Timestamp("2000-01-01")),
+        ("label", "c"),
+    ):
         other = df.copy()
         other.loc[3, column] = value
         assert hash_data(other) != hash_data(df), column
@@ -112,13 +131,21 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path: Path) -> None:
     assert FileHashCache(tmp_path / "cache.json").digest(data) != first
 
 
-def test_api_logs_to_an_interactive_run_outside_nbmlops_run(project: Path, client: Any, experiment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_logs_to_an_interactive_run_outside_nbmlops_run(
+    project: Path, client: Any, experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     nb = write_notebook(
         project / "explore.ipynb",
-        [code("import pandas as pd\nimport nbmlops\ndf = pd.DataFrame({'a': range(100)})\nnbmlops.track_data(df, name='frame')\nnbmlops.log_metric('m', 2.5)\nnbmlops.log_param('note', 'x')")],
+        [
+            code(
+                "import pandas as pd\nimport nbmlops\ndf = pd.DataFrame({'a': range(100)})\nnbmlops.track_data(df, name='frame')\nnbmlops.log_metric('m', 2.5)\nnbmlops.log_param('note', 'x')"
+            )
+        ],
     )
-    papermill.execute_notebook(str(nb), str(project / "out.ipynb"), progress_bar=False, kernel_name="python3")
+    papermill.execute_notebook(
+        str(nb), str(project / "out.ipynb"), progress_bar=False, kernel_name="python3"
+    )
     exp = client.get_experiment_by_name(experiment)
     [run] = client.search_runs([exp.experiment_id])
     assert run.data.tags["nbmlops.kind"] == "interactive"
@@ -129,7 +156,16 @@ def test_api_logs_to_an_interactive_run_outside_nbmlops_run(project: Path, clien
 def test_papermill_finds_the_engine_by_its_entry_point(project: Path) -> None:
     nb = write_notebook(project / "p.ipynb", [code("x = 1", "parameters"), code("print(x * 2)")])
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "papermill"), "--engine", "nbmlops", str(nb), "out.ipynb", "-p", "x", "21"],
+        [
+            str(Path(sys.executable).parent / "papermill"),
+            "--engine",
+            "nbmlops",
+            str(nb),
+            "out.ipynb",
+            "-p",
+            "x",
+            "21",
+        ],
         cwd=project,
         capture_output=True,
         text=True,

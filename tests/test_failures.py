@@ -18,12 +18,16 @@ FAILING = [
     code("limit = 3", "parameters"),
     code("values = list(range(10))\nnbmlops.log_metric('loaded', len(values))", "step:load"),
     code("nbmlops.log_metric('before_failure', 1.5)\ntotal = sum(values)", "step:check"),
-    code("if total > limit:\n    raise ValueError(f'total {total} is over the limit {limit}')\nprint('never')"),
+    code(
+        "if total > limit:\n    raise ValueError(f'total {total} is over the limit {limit}')\nprint('never')"
+    ),
     code("print('not reached')", "step:report"),
 ]
 
 
-def test_failing_cell_names_step_cell_error_notebook_and_run(project: Path, nbmlops: Any, client: Any, experiment: str) -> None:
+def test_failing_cell_names_step_cell_error_notebook_and_run(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
     write_notebook(project / "fails.ipynb", FAILING)
     result = nbmlops("run", "fails.ipynb", "--experiment", experiment, "--output-dir", "out")
     assert result.returncode == 1
@@ -52,7 +56,9 @@ def test_failing_cell_names_step_cell_error_notebook_and_run(project: Path, nbml
     nb = nbformat.read(str(partial), as_version=4)
     assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in nb.cells)
     assert not (project / "out" / "fails.ipynb").exists()
-    assert [f.path for f in client.list_artifacts(parent.info.run_id, "notebook")] == ["notebook/fails.partial.ipynb"]
+    assert [f.path for f in client.list_artifacts(parent.info.run_id, "notebook")] == [
+        "notebook/fails.partial.ipynb"
+    ]
 
     verbose = nbmlops("run", "fails.ipynb", "--experiment", experiment, "--verbose")
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
@@ -61,10 +67,23 @@ def test_failing_cell_names_step_cell_error_notebook_and_run(project: Path, nbml
 def test_bad_input_gets_one_clear_line_and_no_traceback(project: Path, nbmlops: Any) -> None:
     write_notebook(project / "ok.ipynb", FAILING)
     (project / "broken.ipynb").write_text("{ not json")
-    write_notebook(project / "cycle.ipynb", [code("a = 1", "step:a", "after:b"), code("b = 1", "step:b", "after:a")])
+    write_notebook(
+        project / "cycle.ipynb",
+        [code("a = 1", "step:a", "after:b"), code("b = 1", "step:b", "after:a")],
+    )
     cases = {
-        ("run", "ok.ipynb", "-p", "limt=4"): "parameter 'limt': is not a parameter of this notebook",
-        ("run", "ok.ipynb", "-p", "limit=many"): "parameter 'limit': got 'many' (str), but its default 3 is a int",
+        (
+            "run",
+            "ok.ipynb",
+            "-p",
+            "limt=4",
+        ): "parameter 'limt': is not a parameter of this notebook",
+        (
+            "run",
+            "ok.ipynb",
+            "-p",
+            "limit=many",
+        ): "parameter 'limit': got 'many' (str), but its default 3 is a int",
         ("run", "ok.ipynb", "-p", "limit"): "is not of the form name=value",
         ("run", "broken.ipynb"): "broken.ipynb: not a valid notebook",
         ("run", "cycle.ipynb"): "steps depend on each other in a cycle: a -> b -> a",
@@ -79,17 +98,30 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(project: Path, nbmlops: 
     assert "known parameters: limit" in listed.stderr
 
 
-def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(project: Path, tracking_uri: str, client: Any, experiment: str) -> None:
+def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(
+    project: Path, tracking_uri: str, client: Any, experiment: str
+) -> None:
     write_notebook(
         project / "slow.ipynb",
         [
             code("import time, nbmlops"),
-            code("nbmlops.log_metric('started', 1)\nprint('sleeping', flush=True)\ntime.sleep(60)", "step:wait"),
+            code(
+                "nbmlops.log_metric('started', 1)\nprint('sleeping', flush=True)\ntime.sleep(60)",
+                "step:wait",
+            ),
             code("print('after')", "step:after"),
         ],
     )
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "nbmlops"), "run", "slow.ipynb", "--experiment", experiment, "--output-dir", "out"],
+        [
+            str(Path(sys.executable).parent / "nbmlops"),
+            "run",
+            "slow.ipynb",
+            "--experiment",
+            experiment,
+            "--output-dir",
+            "out",
+        ],
         cwd=project,
         env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
         stdout=subprocess.PIPE,

@@ -59,17 +59,27 @@ def test_after_tags_reorder_steps(tmp_path: Path) -> None:
             "remove one of the after: tags",
         ),
         ([code("a = 1", "step:a", "after:nope")], "there is no step 'nope'", "known steps: a"),
-        ([code("a = 1", "step:a"), code("b = 1", "step:a")], "step 'a' is started twice (cells 0 and 1)", "rename one"),
+        (
+            [code("a = 1", "step:a"), code("b = 1", "step:a")],
+            "step 'a' is started twice (cells 0 and 1)",
+            "rename one",
+        ),
         (
             [code("a = 1", "parameters"), code("b = 1", "parameters")],
             "two cells are tagged 'parameters' (cells 0 and 1)",
             "keep the tag on one cell",
         ),
-        ([code("a = 1", "step:a"), code("x = 1", "parameters")], "parameters cell comes after step 'a'", "move the parameters cell"),
+        (
+            [code("a = 1", "step:a"), code("x = 1", "parameters")],
+            "parameters cell comes after step 'a'",
+            "move the parameters cell",
+        ),
         ([code("a = 1", "step:bad name!")], "is not a valid name", "use letters"),
     ],
 )
-def test_bad_tags_name_the_problem_and_the_fix(tmp_path: Path, cells: list, problem: str, fix: str) -> None:
+def test_bad_tags_name_the_problem_and_the_fix(
+    tmp_path: Path, cells: list, problem: str, fix: str
+) -> None:
     nb = write_notebook(tmp_path / "bad.ipynb", cells)
     with pytest.raises(NotebookError) as info:
         load_pipeline(nb)
@@ -92,7 +102,9 @@ def test_missing_kernelspec_and_invalid_json(tmp_path: Path) -> None:
 
 
 def test_untagged_notebook_is_one_step(tmp_path: Path) -> None:
-    nb = write_notebook(tmp_path / "plain.ipynb", [code("x = 1", "parameters"), code("y = x + 1"), code("print(y)")])
+    nb = write_notebook(
+        tmp_path / "plain.ipynb", [code("x = 1", "parameters"), code("y = x + 1"), code("print(y)")]
+    )
     p = load_pipeline(nb)
     assert [s.name for s in p.steps] == ["main"]
     assert [c.index for c in p.step("main").cells] == [1, 2]
@@ -115,11 +127,20 @@ def test_names_read_and_written() -> None:
 def test_parameter_values_are_literals_checked_against_defaults(tmp_path: Path) -> None:
     nb = write_notebook(
         tmp_path / "p.ipynb",
-        [code("alpha = 0.5\nlayers = [8]\nname = 'a'\nlimit = None\nn = 3", "parameters"), code("pass", "step:s")],
+        [
+            code("alpha = 0.5\nlayers = [8]\nname = 'a'\nlimit = None\nn = 3", "parameters"),
+            code("pass", "step:s"),
+        ],
     )
     params = load_pipeline(nb).parameters
-    assert parse_value("0.5") == 0.5 and parse_value("[64,32]") == [64, 32] and parse_value("hello") == "hello"
-    assert resolve(params, {"alpha": "1", "layers": "[64,32]", "name": "1", "limit": "{'a': 1}"}) == {
+    assert (
+        parse_value("0.5") == 0.5
+        and parse_value("[64,32]") == [64, 32]
+        and parse_value("hello") == "hello"
+    )
+    assert resolve(
+        params, {"alpha": "1", "layers": "[64,32]", "name": "1", "limit": "{'a': 1}"}
+    ) == {
         "alpha": 1.0,
         "layers": [64, 32],
         "name": "1",

@@ -27,22 +27,41 @@ PIPELINE = [
         "step:load",
     ),
     code("df['z'] = df['x'] * alpha\nsummary = float(df['z'].mean())", "step:features"),
-    code("# score it\nnbmlops.log_metric('score', summary)\nnbmlops.log_metrics({'rows': len(df)})\nprint('score', summary)", "step:evaluate"),
+    code(
+        "# score it\nnbmlops.log_metric('score', summary)\nnbmlops.log_metrics({'rows': len(df)})\nprint('score', summary)",
+        "step:evaluate",
+    ),
 ]
 
 
 @pytest.fixture
 def git_project(project: Path) -> Path:
     write_notebook(project / "pipe.ipynb", PIPELINE)
-    for args in (["init", "-q"], ["add", "pipe.ipynb"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "nb"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "pipe.ipynb"],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "nb"],
+    ):
         subprocess.run(["git", *args], cwd=project, check=True)
     return project
 
 
-def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(git_project: Path, nbmlops: Any, client: Any, experiment: str) -> None:
+def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(
+    git_project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
     notebook = git_project / "pipe.ipynb"
     before = notebook.read_bytes()
-    result = nbmlops("run", "pipe.ipynb", "-p", "alpha=2", "--experiment", experiment, "--output-dir", "out", check=True)
+    result = nbmlops(
+        "run",
+        "pipe.ipynb",
+        "-p",
+        "alpha=2",
+        "--experiment",
+        experiment,
+        "--output-dir",
+        "out",
+        check=True,
+    )
     assert "score" in result.stdout and "finished" in result.stdout
     assert notebook.read_bytes() == before, "the source notebook must never be modified"
 
@@ -52,12 +71,16 @@ def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(git_projec
     assert params == {"alpha": "2.0", "rows": "20000", "seed": "3"}
     assert tags["nbmlops.kind"] == "pipeline"
     assert tags["nbmlops.notebook"] == "pipe.ipynb"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=git_project, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=git_project, capture_output=True, text=True
+    ).stdout.strip()
     assert tags["nbmlops.git_commit"] == head
     assert tags["nbmlops.git_dirty"] == "false"
     assert tags["nbmlops.seed"] == "3" and tags["nbmlops.seed_source"] == "parameter"
     assert len(tags["nbmlops.env_hash"]) == 32
-    requirements = client.download_artifacts(parent.info.run_id, "environment/requirements.txt", str(git_project))
+    requirements = client.download_artifacts(
+        parent.info.run_id, "environment/requirements.txt", str(git_project)
+    )
     assert "mlflow==" in Path(requirements).read_text()
 
     # Full-content hashes: the file as read, and the DataFrame handed on to later steps.
@@ -67,7 +90,11 @@ def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(git_projec
     changed = frame.assign(z=frame["x"] * 2.0)  # what step features made of df
     assert tags["nbmlops.data.df"] == hash_data(changed)  # the parent keeps the latest
     digests = {(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs}
-    assert {("raw", hash_file(csv)), ("df", hash_data(frame)), ("df", hash_data(changed))} <= digests
+    assert {
+        ("raw", hash_file(csv)),
+        ("df", hash_data(frame)),
+        ("df", hash_data(changed)),
+    } <= digests
 
     assert metrics["score"] == pytest.approx(2 * frame["x"].mean())
     assert metrics["rows"] == 20000
@@ -89,7 +116,9 @@ def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(git_projec
     assert [m.step for m in history] == [3]  # one per code cell, by its index in the notebook
 
     # Which variables each step produced (the step boundary the cache restores from).
-    outputs_file = client.download_artifacts(steps["features"].info.run_id, "outputs.json", str(git_project))
+    outputs_file = client.download_artifacts(
+        steps["features"].info.run_id, "outputs.json", str(git_project)
+    )
     produced = {o["name"]: o for o in json.loads(Path(outputs_file).read_text())["outputs"]}
     assert set(produced) == {"df", "summary"}  # df changed in place, summary is new
     assert produced["df"]["digest"] == hash_data(changed)
@@ -108,12 +137,18 @@ def test_steps_command_prints_the_pipeline(project: Path, nbmlops: Any) -> None:
     write_notebook(project / "pipe.ipynb", PIPELINE)
     result = nbmlops("steps", "pipe.ipynb", check=True)
     assert "alpha = 1.0  (float)" in result.stdout
-    assert "1. load" in result.stdout and "3. evaluate" in result.stdout and "after features" in result.stdout
+    assert (
+        "1. load" in result.stdout
+        and "3. evaluate" in result.stdout
+        and "after features" in result.stdout
+    )
     described = json.loads(nbmlops("steps", "pipe.ipynb", "--json", check=True).stdout)
     assert [s["name"] for s in described["steps"]] == ["load", "features", "evaluate"]
 
 
-def test_dirty_checkout_is_recorded(git_project: Path, nbmlops: Any, client: Any, experiment: str) -> None:
+def test_dirty_checkout_is_recorded(
+    git_project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
     nb = nbformat.read(str(git_project / "pipe.ipynb"), as_version=4)
     nb.cells[2].source = "alpha = 3.0\nrows = 100\nseed = 3"
     nbformat.write(nb, str(git_project / "pipe.ipynb"))

@@ -119,7 +119,6 @@ def hash_data(obj: Any) -> str:
 
 
 def _update_array(h: blake3.blake3, a: Any) -> None:
-    import numpy as np
 
     h.update(f"{a.dtype.str}{a.shape}".encode())
     if a.dtype.kind == "O":

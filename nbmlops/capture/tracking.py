@@ -200,7 +200,9 @@ def log_tags(client: MlflowClient, run_ids: Iterable[str], tags: dict[str, str])
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def log_datasets(client: MlflowClient, run_ids: Iterable[str], datasets: list[dict[str, Any]]) -> None:
+def log_datasets(
+    client: MlflowClient, run_ids: Iterable[str], datasets: list[dict[str, Any]]
+) -> None:
     """Log each dataset as an MLflow dataset input whose digest is nbmlops' full hash."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -214,11 +216,15 @@ def log_datasets(client: MlflowClient, run_ids: Iterable[str], datasets: list[di
             if d.get("path"):
                 source = resolve_dataset_source(d["path"])
             else:
-                source = CodeDatasetSource(tags={"nbmlops.step": d.get("step") or "", "variable": d["name"]})
-        dataset = MetaDataset(source=source, name=d["name"], digest=d["digest"])
+                source = CodeDatasetSource(
+                    tags={"nbmlops.step": d.get("step") or "", "variable": d["name"]}
+                )
+        dataset = MetaDataset(source=source, name=d["name"], digest=d["digest"])  # type: ignore[abstract]
         context = "file" if d.get("path") else "step-output"
         inputs.append(
-            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+            DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+            )
         )
     for run_id in run_ids:
         client.log_inputs(run_id, datasets=inputs)
@@ -228,7 +234,9 @@ def log_json(client: MlflowClient, run_id: str, data: Any, artifact_file: str) -
     client.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
 
 
-def log_file(client: MlflowClient, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+def log_file(
+    client: MlflowClient, run_id: str, path: Path, artifact_path: str | None = None
+) -> None:
     client.log_artifact(run_id, str(path), artifact_path)
 
 

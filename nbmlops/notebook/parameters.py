@@ -40,7 +40,9 @@ class Parameter:
         }
 
 
-def read_parameters(nb: nbformat.NotebookNode, where: str, cell: int | None) -> dict[str, Parameter]:
+def read_parameters(
+    nb: nbformat.NotebookNode, where: str, cell: int | None
+) -> dict[str, Parameter]:
     """The parameters cell's names and defaults, as papermill infers them."""
     if cell is None:
         return {}
@@ -53,7 +55,10 @@ def read_parameters(nb: nbformat.NotebookNode, where: str, cell: int | None) -> 
         inferred = _infer_parameters(only)
     except Exception as exc:
         raise NotebookError(
-            where, f"papermill cannot read the parameters cell ({exc})", "simplify the cell to `name = value` lines", cell
+            where,
+            f"papermill cannot read the parameters cell ({exc})",
+            "simplify the cell to `name = value` lines",
+            cell,
         ) from exc
     params: dict[str, Parameter] = {}
     for p in inferred:
@@ -61,7 +66,11 @@ def read_parameters(nb: nbformat.NotebookNode, where: str, cell: int | None) -> 
             value = ast.literal_eval(p.default)
         except (ValueError, SyntaxError, TypeError):
             value = _UNSET
-        type_name = p.inferred_type_name if p.inferred_type_name != "None" else (type(value).__name__ if value is not _UNSET else "expression")
+        type_name = (
+            p.inferred_type_name
+            if p.inferred_type_name != "None"
+            else (type(value).__name__ if value is not _UNSET else "expression")
+        )
         params[p.name] = Parameter(p.name, p.default, type_name, p.help, value)
     return params
 

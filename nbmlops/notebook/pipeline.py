@@ -146,7 +146,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
         missing = "kernelspec" if not kernel_name else "language"
         raise NotebookError(where, f"no {missing} in the notebook metadata", _KERNELSPEC_FIX)
     if language.lower() != "python":
-        raise NotebookError(where, f"kernel language is {language!r}", "nbmlops runs Python notebooks")
+        raise NotebookError(
+            where, f"kernel language is {language!r}", "nbmlops runs Python notebooks"
+        )
 
     setup: list[Cell] = []
     parameters_cell: Cell | None = None

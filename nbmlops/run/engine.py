@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.manager import AsyncKernelManager
@@ -24,6 +22,7 @@ from nbclient.exceptions import CellExecutionError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
+from traitlets import default
 
 from nbmlops.exceptions import NbmlopsError
 
@@ -31,6 +30,14 @@ if TYPE_CHECKING:
     from nbmlops.run.session import Session
 
 KERNEL_MODULE = "nbmlops.run.kernel"
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels on Unix sockets instead of loopback TCP: no other local user can reach them."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
 
 
 class KernelCallError(NbmlopsError):
@@ -58,7 +65,9 @@ class StepClient(PapermillNotebookClient):
                     "  fix: install nbmlops in that environment, or register this one as a kernel: "
                     "python -m ipykernel install --user"
                 )
-            raise KernelCallError(f"nbmlops kernel call {call.split('(')[0]} failed: {ename}: {evalue}")
+            raise KernelCallError(
+                f"nbmlops kernel call {call.split('(')[0]} failed: {ename}: {evalue}"
+            )
         return json.loads(ast.literal_eval(result["data"]["text/plain"]))
 
     def papermill_execute_cells(self) -> None:
@@ -90,7 +99,9 @@ class StepClient(PapermillNotebookClient):
             self._end_step(current, failed=failed)
 
     def _end_step(self, step: str, failed: bool) -> None:
-        result = self.kernel_call(f"end_step({self.session.watched_names(step)!r}, save={not failed})")
+        result = self.kernel_call(
+            f"end_step({self.session.watched_names(step)!r}, save={not failed})"
+        )
         self.session.step_finished(step, self.nb, result, failed=failed)
 
     def process_message(self, *args: Any, **kwargs: Any) -> Any:
@@ -118,7 +129,14 @@ class NbmlopsEngine(NBClientEngine):
     ) -> Any:
         if session is None:
             return super().execute_managed_notebook(
-                nb_man, kernel_name, log_output, stdout_file, stderr_file, start_timeout, execution_timeout, **kwargs
+                nb_man,
+                kernel_name,
+                log_output,
+                stdout_file,
+                stderr_file,
+                start_timeout,
+                execution_timeout,
+                **kwargs,
             )
         session.prepare(nb_man.nb)
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
@@ -132,11 +150,8 @@ class NbmlopsEngine(NBClientEngine):
             stdout_file=stdout_file,
             stderr_file=stderr_file,
         )
-        with tempfile.TemporaryDirectory(prefix="nbmlops-kernel-") as sockets:
-            # Unix sockets instead of loopback TCP: no other local user can reach the kernel.
-            km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(sockets, "k"))
-            client = StepClient(nb_man, session, km=km, **final_kwargs)
-            return client.execute(env=session.kernel_env())
+        client = StepClient(nb_man, session, kernel_manager_class=IPCKernelManager, **final_kwargs)
+        return client.execute(env=session.kernel_env())
 
 
 def ensure_registered() -> None:

@@ -206,7 +206,12 @@ def end_step(names: list[str], save: bool = True) -> str:
             continue  # read, not changed
         _state.hashes[n] = digest
         kind = data_kind(value)
-        entry: dict[str, Any] = {"name": n, "type": _type_name(value), "digest": digest, "kind": kind}
+        entry: dict[str, Any] = {
+            "name": n,
+            "type": _type_name(value),
+            "digest": digest,
+            "kind": kind,
+        }
         if kind in ("dataframe", "series", "ndarray"):
             entry["shape"] = list(getattr(value, "shape", ()))
         if kind == "dataframe":

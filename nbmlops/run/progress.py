@@ -46,11 +46,15 @@ class PlainReporter:
         self._print(f"nbmlops: {pipeline.path.name}: {steps}")
 
     def step_started(self, name: str, index: int, total: int) -> None:
-        self._print(f"[{time.monotonic() - self._t0:7.1f}s] step {index + 1}/{total} {name}: started")
+        self._print(
+            f"[{time.monotonic() - self._t0:7.1f}s] step {index + 1}/{total} {name}: started"
+        )
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
         if not self.quiet:
-            self._print(f"[{time.monotonic() - self._t0:7.1f}s]   {step or 'setup'} cell {cell}: {_first_line(source)}")
+            self._print(
+                f"[{time.monotonic() - self._t0:7.1f}s]   {step or 'setup'} cell {cell}: {_first_line(source)}"
+            )
 
     def cell_output(self, step: str | None, text: str) -> None:
         if self.quiet:
@@ -59,7 +63,9 @@ class PlainReporter:
             self._print(f"  {step or 'setup'} | {line}")
 
     def step_finished(self, name: str, status: str, seconds: float) -> None:
-        self._print(f"[{time.monotonic() - self._t0:7.1f}s] step {name}: {status.lower()} in {seconds:.2f}s")
+        self._print(
+            f"[{time.monotonic() - self._t0:7.1f}s] step {name}: {status.lower()} in {seconds:.2f}s"
+        )
 
     def warn(self, message: str) -> None:
         self._print(f"warning: {message}")
@@ -73,7 +79,15 @@ class RichReporter:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            TaskID,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = Console()
         self.progress = Progress(
@@ -85,26 +99,32 @@ class RichReporter:
             console=self.console,
             transient=True,
         )
-        self._task: int | None = None
+        self._task: TaskID | None = None
         self._step = ""
 
     def run_started(self, pipeline: Pipeline, run_dir: Path) -> None:
         self.progress.start()
         self._task = self.progress.add_task("setup", total=len(pipeline.steps))
-        self.console.print(f"[bold]nbmlops[/] {pipeline.path.name}: " + " → ".join(s.name for s in pipeline.steps))
+        self.console.print(
+            f"[bold]nbmlops[/] {pipeline.path.name}: " + " → ".join(s.name for s in pipeline.steps)
+        )
 
     def step_started(self, name: str, index: int, total: int) -> None:
         self._step = name
         self._update(f"step {name}")
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
-        self._update(f"{'step ' + step if step else 'setup'} · cell {cell}: {_first_line(source)[:40]}")
+        self._update(
+            f"{'step ' + step if step else 'setup'} · cell {cell}: {_first_line(source)[:40]}"
+        )
 
     def cell_output(self, step: str | None, text: str) -> None:
         from rich.text import Text
 
         for line in text.rstrip("\n").splitlines():
-            self.console.print(Text.assemble((f"{step or 'setup'} │ ", "dim"), line), highlight=False)
+            self.console.print(
+                Text.assemble((f"{step or 'setup'} │ ", "dim"), line), highlight=False
+            )
 
     def step_finished(self, name: str, status: str, seconds: float) -> None:
         mark = "[green]✓[/]" if status == "FINISHED" else "[red]✗[/]"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops import project
-from nbmlops.capture.environment import environment, git_info
+from nbmlops.capture.environment import git_info
 from nbmlops.capture.tracking import Tracker
 from nbmlops.exceptions import NbmlopsError, RunInterrupted, StepFailed, TrackingError
 from nbmlops.notebook.parameters import effective, resolve
@@ -83,7 +83,11 @@ def run_notebook(
     uri = project.tracking_uri(tracking_uri, root)
     tracker = Tracker(uri)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(output_dir) if output_dir else project.state_dir(root) / "runs" / f"{pipeline.stem}-{stamp}-{secrets.token_hex(2)}"
+    run_dir = (
+        Path(output_dir)
+        if output_dir
+        else project.state_dir(root) / "runs" / f"{pipeline.stem}-{stamp}-{secrets.token_hex(2)}"
+    )
     run_dir = run_dir.resolve()
     reporter = reporter or default_reporter()
     session = Session(
@@ -99,7 +103,6 @@ def run_notebook(
         reporter=reporter,
         experiment=experiment or pipeline.stem,
         notebook_label=_label(pipeline.path, root),
-        env=environment(),
         git=git_info(pipeline.path.resolve()),
     )
     session.start()
@@ -139,7 +142,11 @@ def run_notebook(
     parent = session.parent_id.result() if not session.parent_id.exception() else ""
     if tracking_errors and not isinstance(error, KeyboardInterrupt):
         first = tracking_errors[0]
-        raise first if isinstance(first, NbmlopsError) else TrackingError(uri, f"{type(first).__name__}: {first}") from first
+        raise (
+            first
+            if isinstance(first, NbmlopsError)
+            else TrackingError(uri, f"{type(first).__name__}: {first}")
+        ) from first
     if status == "KILLED":
         raise RunInterrupted(parent, str(partial)) from error
     if error is not None:
@@ -147,8 +154,12 @@ def run_notebook(
         if failure is None:
             if isinstance(error, NbmlopsError):
                 raise error
-            raise NbmlopsError(f"run failed before a step could finish: {type(error).__name__}: {error}") from error
-        step_run = session.steps[failure.step].run_id.result() if failure.step in session.steps else parent
+            raise NbmlopsError(
+                f"run failed before a step could finish: {type(error).__name__}: {error}"
+            ) from error
+        step_run = (
+            session.steps[failure.step].run_id.result() if failure.step in session.steps else parent
+        )
         raise StepFailed(
             step=failure.step or "(setup)",
             cell_index=failure.cell_index,
@@ -170,12 +181,17 @@ def run_notebook(
         seed=seed,
         parameters=values,
         metrics=dict(session.metrics),
-        steps=[StepResult(r.name, r.run_id.result(), r.status, r.seconds) for r in session.steps.values()],
+        steps=[
+            StepResult(r.name, r.run_id.result(), r.status, r.seconds)
+            for r in session.steps.values()
+        ],
         model_uri=session.model_uri,
     )
 
 
-def _choose_seed(pipeline: Pipeline, injected: dict[str, Any], seed: int | None) -> tuple[int, str, dict[str, Any]]:
+def _choose_seed(
+    pipeline: Pipeline, injected: dict[str, Any], seed: int | None
+) -> tuple[int, str, dict[str, Any]]:
     """The run's seed: --seed, else the notebook's ``seed`` parameter, else a new one."""
     param = pipeline.parameters.get("seed")
     if seed is not None:

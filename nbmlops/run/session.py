@@ -22,7 +22,7 @@ import nbformat
 from nbclient.exceptions import CellExecutionError
 
 from nbmlops.capture import tracking as t
-from nbmlops.capture.environment import Environment, GitInfo
+from nbmlops.capture.environment import GitInfo, environment
 from nbmlops.capture.hashing import write_atomic
 from nbmlops.notebook.pipeline import Pipeline
 from nbmlops.run.progress import Reporter
@@ -65,7 +65,6 @@ class Session:
     reporter: Reporter
     experiment: str
     notebook_label: str
-    env: Environment
     git: GitInfo | None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("nbmlops.run"))
     steps: dict[str, StepRecord] = field(default_factory=dict)
@@ -85,7 +84,6 @@ class Session:
             t.NOTEBOOK: self.notebook_label,
             t.SEED: str(self.seed),
             t.SEED_SOURCE: self.seed_source,
-            t.ENV_HASH: self.env.hash,
             t.SETUP_HASH: self.pipeline.setup_hash,
             t.OUTPUT_DIR: str(self.run_dir),
             "nbmlops.steps": ",".join(s.name for s in self.pipeline.steps),
@@ -107,8 +105,9 @@ class Session:
         def create(client: Any) -> str:
             exp = t.experiment_id(client, self.experiment, artifact_root)
             self._experiment_id = exp
-            run_id = t.create_run(client, exp, self.pipeline.stem, tags, self.values)
-            client.log_text(run_id, self.env.requirements, "environment/requirements.txt")
+            env = environment()  # scans every installed distribution: off the critical path
+            run_id = t.create_run(client, exp, self.pipeline.stem, {**tags, t.ENV_HASH: env.hash}, self.values)
+            client.log_text(run_id, env.requirements, "environment/requirements.txt")
             t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
             return run_id
 
@@ -120,14 +119,21 @@ class Session:
         Cells are reordered only when ``after:`` tags put a step before an earlier one.
         """
         step_of = {c.index: s.name for s in self.pipeline.steps for c in s.cells}
-        source_cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        source_cells = [
+            c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])
+        ]
         for index, cell in enumerate(source_cells):
-            cell.metadata["nbmlops"] = {"cell": index, **({"step": step_of[index]} if index in step_of else {})}
+            cell.metadata["nbmlops"] = {
+                "cell": index,
+                **({"step": step_of[index]} if index in step_of else {}),
+            }
         for cell in nb.cells:
             if "injected-parameters" in cell.metadata.get("tags", []):
                 cell.metadata["nbmlops"] = {"cell": "injected-parameters"}
         order = {s.name: i for i, s in enumerate(self.pipeline.steps)}
-        nb.cells = sorted(nb.cells, key=lambda c: order.get(c.metadata.get("nbmlops", {}).get("step"), -1))
+        nb.cells = sorted(
+            nb.cells, key=lambda c: order.get(c.metadata.get("nbmlops", {}).get("step"), -1)
+        )
 
     def kernel_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -185,7 +191,9 @@ class Session:
             self.reporter.cell_started(meta.get("step"), meta.get("cell", -1), cell.source)
 
     def cell_output(self, output: nbformat.NotebookNode) -> None:
-        step = (self._current_cell.metadata.get("nbmlops", {}) if self._current_cell else {}).get("step")
+        step = (self._current_cell.metadata.get("nbmlops", {}) if self._current_cell else {}).get(
+            "step"
+        )
         if output.output_type == "stream":
             self.reporter.cell_output(step, "".join(output.text))
         elif output.output_type == "error":
@@ -199,7 +207,9 @@ class Session:
             source=cell.source,
             ename=error.ename,
             evalue=error.evalue,
-            traceback=list(error.traceback.splitlines()) if isinstance(error.traceback, str) else [],
+            traceback=list(error.traceback.splitlines())
+            if isinstance(error.traceback, str)
+            else [],
         )
 
     def step_finished(
@@ -224,7 +234,10 @@ class Session:
             if o.get("kind") in DATA_KINDS and o["name"] in downstream
         ]
         durations = [
-            (c.metadata["nbmlops"]["cell"], float(c.metadata.get("papermill", {}).get("duration") or 0.0))
+            (
+                c.metadata["nbmlops"]["cell"],
+                float(c.metadata.get("papermill", {}).get("duration") or 0.0),
+            )
             for c in nb.cells
             if c.metadata.get("nbmlops", {}).get("step") == name and c.cell_type == "code"
         ]
@@ -234,7 +247,9 @@ class Session:
         def record_step(client: Any) -> None:
             run_id = record.run_id.result()
             parent = self.parent_id.result()
-            self._log_events(client, run_id, parent, events + [dict(d, kind="data") for d in handed_on])
+            self._log_events(
+                client, run_id, parent, events + [dict(d, kind="data") for d in handed_on]
+            )
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
@@ -243,7 +258,9 @@ class Session:
                 metrics=[Metric("nbmlops.cell_seconds", sec, now, idx) for idx, sec in durations]
                 + [Metric("nbmlops.step_seconds", record.seconds, now, 0)],
             )
-            t.log_json(client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json")
+            t.log_json(
+                client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json"
+            )
             if unsaved:
                 t.log_tags(client, [run_id], {t.UNSAVED: ",".join(u["name"] for u in unsaved)})
             t.log_file(client, run_id, notebook_path, "notebook")
@@ -267,7 +284,9 @@ class Session:
             parent = self.parent_id.result()
             if leftovers:
                 step_run = running[-1].run_id.result() if running else None
-                self._log_events(client, step_run or parent, parent if step_run else None, leftovers)
+                self._log_events(
+                    client, step_run or parent, parent if step_run else None, leftovers
+                )
             for r in running:
                 t.terminate(client, r.run_id.result(), status)
             if failure:
@@ -300,7 +319,9 @@ class Session:
         self._events_offset += len(complete.encode()) + (1 if complete else 0)
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
-    def _log_events(self, client: Any, run_id: str, parent: str | None, events: list[dict[str, Any]]) -> None:
+    def _log_events(
+        self, client: Any, run_id: str, parent: str | None, events: list[dict[str, Any]]
+    ) -> None:
         runs = [run_id] + ([parent] if parent else [])
         metrics = [e for e in events if e["kind"] == "metric"]
         params = {e["name"]: e["value"] for e in events if e["kind"] == "param"}

@@ -1,0 +1,103 @@
+"""nbmlops run against plain papermill on the same notebook, alternating, medians and ratio.
+
+Both are run as a user runs them, from the command line, in a project with a warm
+SQLite MLflow store: ``nbmlops run NB`` (pipeline + full capture) and
+``papermill NB out.ipynb`` (the notebook's nbmlops calls then log to an interactive
+MLflow run, so both record the same metrics and model). Target: ratio <= 1.25.
+
+    python bench/bench_run.py [--notebook notebooks/breast_cancer.ipynb] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--notebook", default="notebooks/breast_cancer.ipynb")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="nbmlops-bench-"))
+    shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_EXPERIMENT_NAME": "bench-papermill",
+    }
+    notebook = args.notebook
+    commands = {
+        "nbmlops run": [
+            str(BIN / "nbmlops"),
+            "run",
+            notebook,
+            "-q",
+            "--experiment",
+            "bench-nbmlops",
+        ],
+        "papermill": [
+            str(BIN / "papermill"),
+            notebook,
+            str(work / "out.ipynb"),
+            "--no-progress-bar",
+            "--log-level",
+            "WARNING",
+        ],
+    }
+    print(
+        f"notebook {notebook}, {args.repeat} runs each, alternating; warming up the store ...",
+        flush=True,
+    )
+    for cmd in commands.values():
+        timed(cmd, work, env)
+
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for i in range(args.repeat):
+        order = list(commands) if i % 2 == 0 else list(reversed(commands))
+        for name in order:
+            times[name].append(timed(commands[name], work, env))
+        print(
+            f"  round {i + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in commands),
+            flush=True,
+        )
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print()
+    print(f"{'command':<14}{'median':>9}{'min':>9}{'max':>9}")
+    for name, values in times.items():
+        print(f"{name:<14}{med[name]:>8.2f}s{min(values):>8.2f}s{max(values):>8.2f}s")
+    ratio = med["nbmlops run"] / med["papermill"]
+    print(
+        f"ratio nbmlops/papermill (medians): {ratio:.3f}  (target <= 1.25: {'met' if ratio <= 1.25 else 'NOT met'})"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Read pipeline runs back from MLflow: what ``nbmlops runs``/``show`` print, and the UI lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbmlops.capture import tracking as t
+from nbmlops.exceptions import NbmlopsError
+
+
+class RunNotFound(NbmlopsError):
+    pass
+
+
+@dataclass
+class StepView:
+    name: str
+    run_id: str
+    status: str
+    code_hash: str
+    seconds: float | None
+    metrics: dict[str, float]
+
+
+@dataclass
+class PipelineView:
+    run_id: str
+    experiment: str
+    notebook: str
+    status: str
+    start_time: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+    seed: str
+    git_commit: str | None
+    git_dirty: str | None
+    env_hash: str
+    data: dict[str, str]
+    model_uri: str | None
+    failed_step: str | None
+    error: str | None
+    steps: list[StepView] = field(default_factory=list)
+
+
+def pipeline_runs(client: Any, experiment: str | None = None, max_results: int = 20) -> list[Any]:
+    """Pipeline runs, newest first, of one experiment or of all."""
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            known = ", ".join(e.name for e in client.search_experiments()) or "none yet"
+            raise RunNotFound(
+                f"no experiment {experiment!r} in the store\n  fix: pick one of: {known}"
+            )
+        ids = [exp.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    return list(
+        client.search_runs(
+            ids,
+            f"tags.`{t.KIND}` = 'pipeline'",
+            order_by=["attributes.start_time DESC"],
+            max_results=max_results,
+        )
+    )
+
+
+def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineView:
+    """The pipeline run ``run_id`` (or ``"last"``) with its steps."""
+    if run_id == "last":
+        runs = pipeline_runs(client, experiment, max_results=1)
+        if not runs:
+            raise RunNotFound("no pipeline runs yet\n  fix: run one with `nbmlops run NOTEBOOK`")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:
+            raise RunNotFound(
+                f"no run {run_id!r} in the store\n  fix: list runs with `nbmlops runs`"
+            ) from exc
+    tags = run.data.tags
+    if tags.get(t.KIND) != "pipeline":
+        raise RunNotFound(
+            f"run {run_id} is not a pipeline run (it is {tags.get(t.KIND, 'not from nbmlops')})"
+        )
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.`{t.PARENT}` = '{run.info.run_id}'"
+    )
+    order = tags.get("nbmlops.steps", "").split(",")
+    children = sorted(
+        children,
+        key=lambda r: (
+            order.index(r.data.tags.get(t.STEP)) if r.data.tags.get(t.STEP) in order else 99
+        ),
+    )
+    return PipelineView(
+        run_id=run.info.run_id,
+        experiment=client.get_experiment(run.info.experiment_id).name,
+        notebook=tags.get(t.NOTEBOOK, ""),
+        status=run.info.status,
+        start_time=run.info.start_time,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        seed=tags.get(t.SEED, ""),
+        git_commit=tags.get(t.GIT_COMMIT),
+        git_dirty=tags.get(t.GIT_DIRTY),
+        env_hash=tags.get(t.ENV_HASH, ""),
+        data={
+            k.removeprefix(t.DATA_PREFIX): v for k, v in tags.items() if k.startswith(t.DATA_PREFIX)
+        },
+        model_uri=tags.get(t.MODEL_URI),
+        failed_step=tags.get(t.FAILED_STEP),
+        error=tags.get(t.ERROR),
+        steps=[
+            StepView(
+                name=c.data.tags.get(t.STEP, "?"),
+                run_id=c.info.run_id,
+                status=c.info.status,
+                code_hash=c.data.tags.get(t.CODE_HASH, ""),
+                seconds=c.data.metrics.get("nbmlops.step_seconds"),
+                metrics={k: v for k, v in c.data.metrics.items() if not k.startswith("nbmlops.")},
+            )
+            for c in children
+        ],
+    )
