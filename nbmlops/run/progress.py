@@ -80,11 +80,11 @@ class RichReporter:
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import (
-            TaskID,
             BarColumn,
             MofNCompleteColumn,
             Progress,
             SpinnerColumn,
+            TaskID,
             TextColumn,
             TimeElapsedColumn,
         )
