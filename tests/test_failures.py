@@ -144,3 +144,39 @@ def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(
     assert steps["wait"].data.metrics["started"] == 1.0
     assert not (project / "out" / "slow.ipynb").exists()
     assert (project / "out" / "slow.partial.ipynb").exists()
+
+
+def test_dead_kernel_is_reported_as_a_failed_step(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "dies.ipynb",
+        [code("import os"), code("x = 1", "step:ok"), code("os._exit(1)", "step:crash")],
+    )
+    result = nbmlops("run", "dies.ipynb", "--experiment", experiment)
+    assert result.returncode == 1
+    assert "step 'crash' failed in cell 2" in result.stderr
+    assert "DeadKernelError: the kernel died while running this cell" in result.stderr
+    [parent] = pipeline_runs(client, experiment)
+    assert parent.info.status == "FAILED"
+    steps = step_runs(client, parent)
+    assert steps["ok"].info.status == "FINISHED" and steps["crash"].info.status == "FAILED"
+
+
+def test_unpicklable_output_is_named_and_the_run_goes_on(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "gen.ipynb",
+        [
+            code("squares = (i * i for i in range(5))\nn = 3", "step:make"),
+            code("total = n * 2", "step:use"),
+        ],
+    )
+    result = nbmlops("run", "gen.ipynb", "--experiment", experiment, check=True)
+    assert "step 'make': variable 'squares' (generator) cannot be saved" in result.stdout
+    assert "will not be cached" in result.stdout
+    [parent] = pipeline_runs(client, experiment)
+    steps = step_runs(client, parent)
+    assert steps["make"].data.tags["nbmlops.unsaved"] == "squares"
+    assert "nbmlops.unsaved" not in steps["use"].data.tags

@@ -152,3 +152,15 @@ def test_parameter_values_are_literals_checked_against_defaults(tmp_path: Path) 
         resolve(params, {"n": "many"})
     with pytest.raises(ParameterError, match="default 0.5 is a float"):
         resolve(params, {"alpha": "[1]"})
+
+
+def test_secret_looking_parameters_are_refused(tmp_path: Path) -> None:
+    nb = write_notebook(
+        tmp_path / "p.ipynb",
+        [code("db_password = ''\napi_key = None", "parameters"), code("pass", "step:s")],
+    )
+    params = load_pipeline(nb).parameters
+    for name in ("db_password", "api_key"):
+        with pytest.raises(ParameterError, match="looks like a secret") as info:
+            resolve(params, {name: "hunter2"})
+        assert "os.environ" in info.value.fix

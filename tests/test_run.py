@@ -156,3 +156,53 @@ def test_dirty_checkout_is_recorded(
     [parent] = pipeline_runs(client, experiment)
     assert parent.data.tags["nbmlops.git_dirty"] == "true"
     assert parent.data.params["rows"] == "100"
+
+
+def test_reused_output_dir_records_only_the_new_run(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(project / "pipe.ipynb", PIPELINE)
+    nbmlops(
+        "run",
+        "pipe.ipynb",
+        "-p",
+        "rows=100",
+        "--experiment",
+        experiment,
+        "--output-dir",
+        "out",
+        "-q",
+        check=True,
+    )
+    nbmlops(
+        "run",
+        "pipe.ipynb",
+        "-p",
+        "rows=200",
+        "--experiment",
+        experiment,
+        "--output-dir",
+        "out",
+        "-q",
+        check=True,
+    )
+    second, first = pipeline_runs(client, experiment)
+    assert first.data.metrics["rows"] == 100 and second.data.metrics["rows"] == 200
+    history = client.get_metric_history(second.info.run_id, "rows")
+    assert [m.value for m in history] == [200.0]
+
+
+def test_runs_and_show_print_what_was_recorded(
+    project: Path, nbmlops: Any, experiment: str
+) -> None:
+    write_notebook(project / "pipe.ipynb", PIPELINE)
+    nbmlops("run", "pipe.ipynb", "-p", "rows=100", "--experiment", experiment, "-q", check=True)
+    listed = nbmlops("runs", "--experiment", experiment, check=True).stdout
+    assert "finished" in listed and "pipe.ipynb" in listed and "score" in listed
+    shown = nbmlops("show", "last", "--experiment", experiment, check=True).stdout
+    assert "seed 3" in shown and "parameters: alpha=1.0, rows=100, seed=3" in shown
+    for step in ("load", "features", "evaluate"):
+        assert f" {step} " in shown
+    assert "raw " in shown and "BLAKE3" in shown
+    missing = nbmlops("show", "last", "--experiment", "no-such-experiment")
+    assert missing.returncode == 2 and "no experiment 'no-such-experiment'" in missing.stderr

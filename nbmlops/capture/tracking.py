@@ -13,13 +13,11 @@ store ("database is locked", several writers) is retried with backoff.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import logging
 import random
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -242,9 +240,3 @@ def log_file(
 
 def terminate(client: MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status=status)
-
-
-@contextlib.contextmanager
-def temporary_dir() -> Any:
-    with tempfile.TemporaryDirectory(prefix="nbmlops-") as d:
-        yield Path(d)

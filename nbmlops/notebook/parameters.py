@@ -10,6 +10,7 @@ its default is refused (an int is accepted where the default is a float; a defau
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,9 @@ import nbformat
 from nbmlops.exceptions import NotebookError, ParameterError
 
 _UNSET = object()
+_SECRET = re.compile(
+    r"(password|passwd|secret|token|api_?key|access_?key|private_?key|credentials?)$", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,12 @@ def resolve(parameters: dict[str, Parameter], given: dict[str, str]) -> dict[str
                 name,
                 "is not a parameter of this notebook",
                 f"known parameters: {known}; add it to the cell tagged 'parameters' to make it one",
+            )
+        if _SECRET.search(name):
+            raise ParameterError(
+                name,
+                "looks like a secret; -p values are written into the output notebook and recorded in MLflow",
+                f"read it in the notebook from the environment instead: os.environ[{name.upper()!r}]",
             )
         param = parameters[name]
         value = parse_value(text)

@@ -18,7 +18,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
@@ -93,6 +93,9 @@ class StepClient(PapermillNotebookClient):
                 session.cell_failed(self.nb.cells[index], ex)
                 failed = True
                 break
+            except DeadKernelError as ex:
+                session.cell_failed(self.nb.cells[index], ex)
+                raise
             finally:
                 self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
         if current is not None:

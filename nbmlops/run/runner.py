@@ -92,7 +92,6 @@ def run_notebook(
     reporter = reporter or default_reporter()
     session = Session(
         pipeline=pipeline,
-        injected=injected,
         values=values,
         seed=seed,
         seed_source=seed_source,

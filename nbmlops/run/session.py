@@ -54,7 +54,6 @@ class Failure:
 @dataclass
 class Session:
     pipeline: Pipeline
-    injected: dict[str, Any]
     values: dict[str, Any]
     seed: int
     seed_source: str
@@ -79,6 +78,9 @@ class Session:
 
     def start(self) -> None:
         (self.run_dir / "steps").mkdir(parents=True, exist_ok=True)
+        # A reused --output-dir must not hand this run the last run's events or run ids.
+        for stale in [self.run_dir / "events.jsonl", *(self.run_dir / "steps").glob("*.run_id")]:
+            stale.unlink(missing_ok=True)
         tags = {
             t.KIND: "pipeline",
             t.NOTEBOOK: self.notebook_label,
@@ -106,7 +108,9 @@ class Session:
             exp = t.experiment_id(client, self.experiment, artifact_root)
             self._experiment_id = exp
             env = environment()  # scans every installed distribution: off the critical path
-            run_id = t.create_run(client, exp, self.pipeline.stem, {**tags, t.ENV_HASH: env.hash}, self.values)
+            run_id = t.create_run(
+                client, exp, self.pipeline.stem, {**tags, t.ENV_HASH: env.hash}, self.values
+            )
             client.log_text(run_id, env.requirements, "environment/requirements.txt")
             t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
             return run_id
@@ -199,17 +203,20 @@ class Session:
         elif output.output_type == "error":
             self.reporter.cell_output(step, f"{output.ename}: {output.evalue}\n")
 
-    def cell_failed(self, cell: nbformat.NotebookNode, error: CellExecutionError) -> None:
+    def cell_failed(self, cell: nbformat.NotebookNode, error: BaseException) -> None:
+        """A cell raised (``CellExecutionError``) or the kernel died under it."""
         meta = cell.metadata.get("nbmlops", {})
+        if isinstance(error, CellExecutionError):
+            ename, evalue = error.ename, error.evalue
+            tb = error.traceback.splitlines() if isinstance(error.traceback, str) else []
+        else:
+            ename = type(error).__name__
+            evalue = (
+                f"the kernel died while running this cell ({error}); out of memory, or os._exit()?"
+            )
+            tb = []
         self.failure = Failure(
-            step=meta.get("step"),
-            cell_index=meta.get("cell", -1),
-            source=cell.source,
-            ename=error.ename,
-            evalue=error.evalue,
-            traceback=list(error.traceback.splitlines())
-            if isinstance(error.traceback, str)
-            else [],
+            meta.get("step"), meta.get("cell", -1), cell.source, ename, evalue, tb
         )
 
     def step_finished(
