@@ -180,3 +180,47 @@ def test_unpicklable_output_is_named_and_the_run_goes_on(
     steps = step_runs(client, parent)
     assert steps["make"].data.tags["nbmlops.unsaved"] == "squares"
     assert "nbmlops.unsaved" not in steps["use"].data.tags
+
+
+def test_step_that_logged_a_model_then_failed_stays_failed(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "model_fails.ipynb",
+        [
+            code(
+                "import numpy as np\nfrom sklearn.linear_model import LinearRegression\nimport nbmlops"
+            ),
+            code(
+                "X = np.arange(20.0).reshape(10, 2)\nmodel = LinearRegression().fit(X, X.sum(axis=1))\n"
+                "nbmlops.log_model(model, input_example=X)\nraise RuntimeError('validation failed after logging')",
+                "step:train",
+            ),
+        ],
+    )
+    result = nbmlops("run", "model_fails.ipynb", "--experiment", experiment)
+    assert (
+        result.returncode == 1 and "RuntimeError: validation failed after logging" in result.stderr
+    )
+    [parent] = pipeline_runs(client, experiment)
+    train = step_runs(client, parent)["train"]
+    # The kernel resumed this run to log the model; its shutdown must not mark it FINISHED.
+    assert train.info.status == "FAILED" and parent.info.status == "FAILED"
+    assert train.data.tags["nbmlops.model_uri"].startswith("models:/")
+
+
+def test_kernel_ends_the_resumed_step_run_with_the_step_status(
+    tracking_uri: str, client: Any, experiment: str
+) -> None:
+    # Under ipykernel 6 cells run on the main thread, where MLflow's exit hook would mark a
+    # run still active in the kernel FINISHED at shutdown; end_step ends it first.
+    import mlflow
+
+    from nbmlops.run import kernel
+
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = client.create_experiment(experiment)
+    run = mlflow.start_run(experiment_id=exp)
+    kernel._end_mlflow_run(failed=True)
+    assert mlflow.active_run() is None
+    assert client.get_run(run.info.run_id).info.status == "FAILED"

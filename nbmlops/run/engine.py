@@ -103,7 +103,7 @@ class StepClient(PapermillNotebookClient):
 
     def _end_step(self, step: str, failed: bool) -> None:
         result = self.kernel_call(
-            f"end_step({self.session.watched_names(step)!r}, save={not failed})"
+            f"end_step({self.session.watched_names(step)!r}, failed={failed})"
         )
         self.session.step_finished(step, self.nb, result, failed=failed)
 

@@ -183,12 +183,15 @@ def begin_step(name: str, names: list[str]) -> str:
     return "{}"
 
 
-def end_step(names: list[str], save: bool = True) -> str:
+def end_step(names: list[str], failed: bool = False) -> str:
     """The step's outputs: every variable that is new, rebound, or changed in content.
 
     Each output is saved under ``objects/<digest>.pkl`` (skipped when already there); a
     value that cannot be pickled is reported by name and makes the step uncacheable.
+    Nothing is saved for a failed step.
     """
+    _end_mlflow_run(failed)
+    save = not failed
     ns = _visible(_user_ns())
     rebound = {k for k, v in ns.items() if _state.before.get(k) != id(v)}
     candidates = sorted(rebound | {n for n in names if n in ns})
@@ -227,6 +230,17 @@ def end_step(names: list[str], save: bool = True) -> str:
         _state.hashes.pop(n, None)
     _state.step = None
     return json.dumps({"outputs": outputs, "unsaved": unsaved, "deleted": deleted})
+
+
+def _end_mlflow_run(failed: bool) -> None:
+    """End the step run ``log_model`` resumed here, with the step's status.
+
+    Left open, MLflow's exit hook in this kernel could mark it FINISHED at shutdown, after
+    the driver had recorded FAILED (cells run on the main thread under ipykernel 6).
+    """
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
 def _type_name(value: Any) -> str:
