@@ -37,7 +37,9 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
     return elapsed
 
 
@@ -102,7 +104,9 @@ def main() -> None:
     print()
     for label, ratio in ratios.items():
         verdict = "met" if ratio <= 1.25 else "NOT met"
-        print(f"ratio nbmlops/papermill (medians), {label}: {ratio:.3f}  (target <= 1.25: {verdict})")
+        print(
+            f"ratio nbmlops/papermill (medians), {label}: {ratio:.3f}  (target <= 1.25: {verdict})"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -81,8 +81,11 @@ class RunInterrupted(NbmlopsError):
     def __init__(self, run_id: str | None, output_notebook: str | None) -> None:
         self.run_id = run_id
         self.output_notebook = output_notebook
+        recorded = (
+            f"MLflow run {run_id} marked KILLED" if run_id else "before its MLflow run was created"
+        )
         super().__init__(
-            f"run interrupted; MLflow run {run_id} marked KILLED"
+            f"run interrupted; {recorded}"
             + (f"\n  partial output notebook: {output_notebook}" if output_notebook else "")
         )
 

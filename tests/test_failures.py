@@ -88,6 +88,12 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(project: Path, nbmlops: 
         ("run", "broken.ipynb"): "broken.ipynb: not a valid notebook",
         ("run", "cycle.ipynb"): "steps depend on each other in a cycle: a -> b -> a",
         ("steps", "missing.ipynb"): "missing.ipynb: no such notebook",
+        (
+            "run",
+            "ok.ipynb",
+            "--tracking-uri",
+            "http://127.0.0.1:9/",
+        ): "no answer from the tracking server",
     }
     for args, message in cases.items():
         result = nbmlops(*args)

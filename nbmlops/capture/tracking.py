@@ -106,6 +106,26 @@ class Tracker:
         self._pool.shutdown(wait=True)
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before a kernel starts, when a tracking server does not answer.
+
+    MLflow's own client retries an unreachable server for minutes; one request to the
+    server's ``/health`` tells at once.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered: a server (maybe behind a proxy without /health)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(uri, f"no answer from the tracking server ({reason})") from exc
+
+
 def _checked(client: MlflowClient) -> MlflowClient:
     client.search_experiments(max_results=1)  # fails fast on an unreachable store
     return client

@@ -23,7 +23,7 @@ from typing import Any
 
 from nbmlops import project
 from nbmlops.capture.environment import git_info
-from nbmlops.capture.tracking import Tracker
+from nbmlops.capture.tracking import Tracker, check_reachable
 from nbmlops.exceptions import NbmlopsError, RunInterrupted, StepFailed, TrackingError
 from nbmlops.notebook.parameters import effective, resolve
 from nbmlops.notebook.pipeline import Pipeline, load_pipeline
@@ -81,6 +81,7 @@ def run_notebook(
 
     root = project.project_root()
     uri = project.tracking_uri(tracking_uri, root)
+    check_reachable(uri)
     tracker = Tracker(uri)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (
