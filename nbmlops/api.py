@@ -115,20 +115,31 @@ def track_data(data: Any, name: str | None = None) -> str:
     return digest
 
 
-def read_csv(path: str | os.PathLike[str], name: str | None = None, **kwargs: Any) -> Any:
-    """``pandas.read_csv`` that records the file's full-content hash first."""
+def read_csv(path: Any, name: str | None = None, **kwargs: Any) -> Any:
+    """``pandas.read_csv`` that records the file's full-content hash first.
+
+    A URL or an open buffer is hashed as the DataFrame that was read.
+    """
     import pandas as pd
 
-    track_data(path, name)
-    return pd.read_csv(path, **kwargs)
+    return _read(pd.read_csv, path, name, kwargs)
 
 
-def read_parquet(path: str | os.PathLike[str], name: str | None = None, **kwargs: Any) -> Any:
+def read_parquet(path: Any, name: str | None = None, **kwargs: Any) -> Any:
     """``pandas.read_parquet`` that records the file's full-content hash first."""
     import pandas as pd
 
-    track_data(path, name)
-    return pd.read_parquet(path, **kwargs)
+    return _read(pd.read_parquet, path, name, kwargs)
+
+
+def _read(reader: Any, path: Any, name: str | None, kwargs: dict[str, Any]) -> Any:
+    if isinstance(path, str | os.PathLike) and "://" not in str(path):
+        track_data(path, name)
+        return reader(path, **kwargs)
+    frame = reader(path, **kwargs)
+    source = str(path) if isinstance(path, str) else getattr(path, "name", None)
+    track_data(frame, name or (Path(str(source)).name if source else None) or "data")
+    return frame
 
 
 def log_model(
@@ -153,6 +164,11 @@ def log_model(
         # MLflow otherwise infers them in a subprocess that reloads the model (~7 s here).
         kwargs["pip_requirements"] = _requirements(module)
     if _kernel.active():
+        if _kernel._state.step is None:
+            raise ApiError(
+                "log_model: called in a setup cell, before any step; "
+                "move it into a step (a cell tagged step:<name>, or a cell after one)"
+            )
         run_id = _kernel.step_run_id()
         active = mlflow.active_run()
         if active is None or active.info.run_id != run_id:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from typing import Any
@@ -39,6 +40,10 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, internal: bool = Fa
     verbose = bool(ctx.params.get("verbose")) or "--verbose" in sys.argv or "-v" in sys.argv
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
+        if isinstance(exc, StepFailed) and exc.traceback:
+            click.echo("the cell's traceback:", err=True)
+            text = "\n".join(exc.traceback)
+            click.echo(text if sys.stderr.isatty() else _ANSI.sub("", text), err=True)
     prefix = "internal error: " if internal else "error: "
     click.secho(prefix + (str(exc) or type(exc).__name__), fg="red", err=True)
     if not verbose and (internal or isinstance(exc, StepFailed)):

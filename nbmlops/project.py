@@ -25,9 +25,12 @@ def state_dir(root: Path | None = None) -> Path:
 def tracking_uri(explicit: str | None = None, root: Path | None = None) -> str:
     """``explicit``, else ``MLFLOW_TRACKING_URI``, else the project's SQLite store."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+    if not uri:
+        return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # Relative: papermill changes the working directory, and the kernel runs elsewhere.
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def artifact_root(uri: str) -> str | None:

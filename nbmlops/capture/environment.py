@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import platform
+import contextlib
+import io
+import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from nbmlops.capture.hashing import hash_bytes
 
@@ -29,18 +32,29 @@ class Environment:
         return hash_bytes(self.requirements.encode())
 
 
-@lru_cache(maxsize=1)
-def environment() -> Environment:
-    packages = {
-        f"{(d.metadata['Name'] or '').lower().replace('_', '-')}=={d.version}"
-        for d in metadata.distributions()
-        if d.metadata["Name"]
-    }
-    return Environment(
-        python=platform.python_version(),
-        platform=f"{sys.platform}-{platform.machine()}",
-        packages=tuple(sorted(packages)),
-    )
+_LIST_PACKAGES = """
+import json, platform, sys
+from importlib import metadata
+names = sorted({f"{(d.metadata['Name'] or '').lower().replace('_', '-')}=={d.version}"
+                for d in metadata.distributions() if d.metadata['Name']})
+print(json.dumps([platform.python_version(), f"{sys.platform}-{platform.machine()}", names]))
+"""
+
+
+@lru_cache(maxsize=4)
+def environment(python: str = "") -> Environment:
+    """The package set of ``python`` (default: this interpreter), e.g. the kernel's."""
+    if not python or os.path.realpath(python) == os.path.realpath(sys.executable):
+        namespace: dict[str, Any] = {}
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            exec(_LIST_PACKAGES, namespace)
+        version, plat, names = json.loads(out.getvalue())
+    else:
+        result = subprocess.run(
+            [python, "-c", _LIST_PACKAGES], capture_output=True, text=True, timeout=120
+        )
+        version, plat, names = json.loads(result.stdout)
+    return Environment(python=version, platform=plat, packages=tuple(names))
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,10 @@ class GitInfo:
 
 
 def git_info(path: Path) -> GitInfo | None:
-    """The commit checked out where ``path`` lives, and whether the tree has changes."""
+    """The commit checked out where ``path`` lives, and whether the tree has changes.
+
+    A notebook git does not track counts as a change: the commit does not hold it.
+    """
     folder = path if path.is_dir() else path.parent
     try:
         out = subprocess.run(
@@ -69,6 +86,12 @@ def git_info(path: Path) -> GitInfo | None:
             text=True,
             timeout=30,
         )
+        tracked = subprocess.run(
+            ["git", "-C", root, "ls-files", "--error-unmatch", str(path)],
+            capture_output=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
-    return GitInfo(Path(root), commit, bool(status.stdout.strip()))
+    untracked = path.is_file() and tracked.returncode != 0
+    return GitInfo(Path(root), commit, bool(status.stdout.strip()) or untracked)

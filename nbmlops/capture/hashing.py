@@ -119,12 +119,9 @@ def hash_data(obj: Any) -> str:
 
 
 def _update_array(h: blake3.blake3, a: Any) -> None:
-
     h.update(f"{a.dtype.str}{a.shape}".encode())
     if a.dtype.kind == "O":
-        import pandas as pd
-
-        h.update(_bytes_view(pd.util.hash_array(a.ravel())))
+        _update_objects(h, a.ravel().tolist())
     else:
         h.update(_bytes_view(a))
 
@@ -135,8 +132,17 @@ def _update_column(h: blake3.blake3, s: Any) -> None:
 
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biufcmM":
         h.update(_bytes_view(s.to_numpy()))
-    else:  # strings, categoricals, nullable and extension types
+    elif isinstance(s.dtype, np.dtype):  # object: mixed types, lists, dicts ...
+        _update_objects(h, s.tolist())
+    else:  # strings, categoricals, nullable and other extension types
         h.update(_bytes_view(pd.util.hash_pandas_object(s, index=False).to_numpy()))
+
+
+def _update_objects(h: blake3.blake3, values: list[Any]) -> None:
+    """Python objects by their pickled form: 1 and "1" differ, unhashable values work."""
+    import pickle
+
+    h.update(pickle.dumps(values, protocol=5))
 
 
 def _bytes_view(a: Any) -> Any:

@@ -80,15 +80,22 @@ class Tracker:
             warnings.simplefilter("ignore")
             from mlflow import MlflowClient
 
-            return retry(lambda: _checked(MlflowClient(self.uri)), self.uri)
+            client = retry(lambda: MlflowClient(self.uri), self.uri)
+            retrying = RetryingClient(client, self.uri)
+            retrying.search_experiments(max_results=1)  # fails fast on an unreachable store
+            return retrying  # type: ignore[return-value]
 
     @property
     def client(self) -> MlflowClient:
         return self._client.result()
 
     def submit(self, fn: Callable[[MlflowClient], T]) -> Future[T]:
-        """Queue ``fn(client)``; operations run one at a time, in order."""
-        future = self._pool.submit(lambda: retry(lambda: fn(self.client), self.uri))
+        """Queue ``fn(client)``; operations run one at a time, in order.
+
+        Each MLflow call inside ``fn`` is retried on its own when the store is locked;
+        ``fn`` itself is not re-run (a re-run could create a run twice).
+        """
+        future = self._pool.submit(lambda: fn(self.client))
         self._pending.append(future)
         return future
 
@@ -126,9 +133,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(uri, f"no answer from the tracking server ({reason})") from exc
 
 
-def _checked(client: MlflowClient) -> MlflowClient:
-    client.search_experiments(max_results=1)  # fails fast on an unreachable store
-    return client
+class RetryingClient:
+    """An ``MlflowClient`` whose every call is retried while SQLite says "database is locked".
+
+    A locked write is rolled back, so retrying one call never records anything twice.
+    """
+
+    def __init__(self, client: MlflowClient, uri: str) -> None:
+        self._client = client
+        self._uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: retry(lambda: attr(*args, **kwargs), self._uri)
 
 
 def retry(fn: Callable[[], T], uri: str, attempts: int = 8) -> T:

@@ -72,7 +72,7 @@ class StepClient(PapermillNotebookClient):
 
     def papermill_execute_cells(self) -> None:
         session = self.session
-        self.kernel_call(session.kernel_start_call())
+        session.kernel_started(self.kernel_call(session.kernel_start_call()))
         current: str | None = None
         failed = False
         for index, cell in enumerate(self.nb.cells):
@@ -81,7 +81,8 @@ class StepClient(PapermillNotebookClient):
                 if current is not None:
                     self._end_step(current, failed=False)
                 if step is not None:
-                    self.kernel_call(f"begin_step({step!r}, {session.watched_names(step)!r})")
+                    watched, _ = session.watched_names(step)
+                    self.kernel_call(f"begin_step({step!r}, {watched!r})")
                     session.step_started(step)
                 current = step
             try:
@@ -102,9 +103,8 @@ class StepClient(PapermillNotebookClient):
             self._end_step(current, failed=failed)
 
     def _end_step(self, step: str, failed: bool) -> None:
-        result = self.kernel_call(
-            f"end_step({self.session.watched_names(step)!r}, failed={failed})"
-        )
+        watched, writes = self.session.watched_names(step)
+        result = self.kernel_call(f"end_step({watched!r}, {writes!r}, failed={failed})")
         self.session.step_finished(step, self.nb, result, failed=failed)
 
     def process_message(self, *args: Any, **kwargs: Any) -> Any:

@@ -49,10 +49,6 @@ def active() -> bool:
     return _state.active
 
 
-def current_step() -> str | None:
-    return _state.step
-
-
 def emit(event: dict[str, Any]) -> None:
     """Append one event for the driver to record (metric, param, data, model)."""
     assert _state.events is not None
@@ -88,7 +84,7 @@ def start(run_dir: str, objects: str, seed: int) -> str:
     for module in ("numpy", "torch"):
         if module in sys.modules:
             _seed_module(module, seed)
-    return json.dumps({"pid": os.getpid(), "python": sys.version.split()[0]})
+    return json.dumps({"pid": os.getpid(), "executable": sys.executable})
 
 
 def _seed_module(name: str, seed: int) -> None:
@@ -183,28 +179,30 @@ def begin_step(name: str, names: list[str]) -> str:
     return "{}"
 
 
-def end_step(names: list[str], failed: bool = False) -> str:
+def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     """The step's outputs: every variable that is new, rebound, or changed in content.
 
-    Each output is saved under ``objects/<digest>.pkl`` (skipped when already there); a
-    value that cannot be pickled is reported by name and makes the step uncacheable.
-    Nothing is saved for a failed step.
+    Each output is saved under ``objects/<digest>.pkl`` (skipped when already there). A
+    value the step bound or may have changed that cannot be pickled is reported by name
+    and makes the step uncacheable; one it only read is not its output. Nothing is saved
+    for a failed step.
     """
     _end_mlflow_run(failed)
-    save = not failed
     ns = _visible(_user_ns())
     rebound = {k for k, v in ns.items() if _state.before.get(k) != id(v)}
-    candidates = sorted(rebound | {n for n in names if n in ns})
+    produced = rebound | set(writes)
     outputs: list[dict[str, Any]] = []
     unsaved: list[dict[str, str]] = []
-    for n in candidates:
+    for n in sorted(rebound | {n for n in names if n in ns}):
         value = ns[n]
         digest, payload, problem = _digest(value)
-        if problem:
-            unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
+        if problem or digest is None:
             _state.hashes.pop(n, None)
+            if n in produced:
+                unsaved.append(
+                    {"name": n, "type": _type_name(value), "problem": problem or "no digest"}
+                )
             continue
-        assert digest is not None
         if n not in rebound and _state.hashes.get(n) == digest:
             continue  # read, not changed
         _state.hashes[n] = digest
@@ -215,21 +213,20 @@ def end_step(names: list[str], failed: bool = False) -> str:
             "digest": digest,
             "kind": kind,
         }
-        if kind in ("dataframe", "series", "ndarray"):
+        if kind:
             entry["shape"] = list(getattr(value, "shape", ()))
         if kind == "dataframe":
             entry["columns"] = {str(c): str(t) for c, t in value.dtypes.items()}
-        if save:
+        if not failed:
             problem = _save(digest, value, payload)
             if problem:
                 unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
                 continue
         outputs.append(entry)
-    deleted = sorted(set(_state.before) - set(ns))
-    for n in deleted:
+    for n in set(_state.before) - set(ns):  # deleted by the step
         _state.hashes.pop(n, None)
     _state.step = None
-    return json.dumps({"outputs": outputs, "unsaved": unsaved, "deleted": deleted})
+    return json.dumps({"outputs": outputs, "unsaved": unsaved})
 
 
 def _end_mlflow_run(failed: bool) -> None:
@@ -250,9 +247,9 @@ def _type_name(value: Any) -> str:
 
 def _digest(value: Any) -> tuple[str | None, bytes | None, str | None]:
     """(digest, pickled bytes if they were needed for the digest, problem)."""
-    if data_kind(value):
-        return hash_data(value), None, None
     try:
+        if data_kind(value):
+            return hash_data(value), None, None
         import cloudpickle
 
         payload = cloudpickle.dumps(value, protocol=5)

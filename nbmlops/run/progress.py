@@ -77,7 +77,8 @@ class PlainReporter:
 class RichReporter:
     """A live line with the current step, cell and elapsed time; output scrolls above it."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -119,6 +120,8 @@ class RichReporter:
         )
 
     def cell_output(self, step: str | None, text: str) -> None:
+        if self.quiet:
+            return
         from rich.text import Text
 
         for line in text.rstrip("\n").splitlines():
@@ -145,5 +148,5 @@ class RichReporter:
 
 def default_reporter(quiet: bool = False) -> Reporter:
     if sys.stdout.isatty():
-        return RichReporter()
+        return RichReporter(quiet=quiet)
     return PlainReporter(quiet=quiet)

@@ -21,14 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.kernelspec import NoSuchKernel
+
 from nbmlops import project
-from nbmlops.capture.environment import git_info
+from nbmlops.capture.environment import GitInfo, git_info
 from nbmlops.capture.tracking import Tracker, check_reachable
-from nbmlops.exceptions import NbmlopsError, RunInterrupted, StepFailed, TrackingError
+from nbmlops.exceptions import (
+    NbmlopsError,
+    ParameterError,
+    RunInterrupted,
+    StepFailed,
+    TrackingError,
+)
 from nbmlops.notebook.parameters import effective, resolve
 from nbmlops.notebook.pipeline import Pipeline, load_pipeline
 from nbmlops.run.progress import Reporter, default_reporter
-from nbmlops.run.session import Session
+from nbmlops.run.session import Session, signals_deferred
 
 
 @dataclass
@@ -70,7 +78,6 @@ def run_notebook(
     :class:`RunInterrupted` on Ctrl-C or SIGTERM, after recording the run as such.
     """
     import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     from nbmlops.run.engine import ensure_registered
 
@@ -82,14 +89,17 @@ def run_notebook(
     root = project.project_root()
     uri = project.tracking_uri(tracking_uri, root)
     check_reachable(uri)
-    tracker = Tracker(uri)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = (
-        Path(output_dir)
-        if output_dir
-        else project.state_dir(root) / "runs" / f"{pipeline.stem}-{stamp}-{secrets.token_hex(2)}"
+    default_dir = (
+        project.state_dir(root) / "runs" / f"{pipeline.stem}-{stamp}-{secrets.token_hex(2)}"
     )
-    run_dir = run_dir.resolve()
+    run_dir = Path(output_dir).resolve() if output_dir else default_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NbmlopsError(
+            f"--output-dir {run_dir} is a file\n  fix: name a folder (it is created if missing)"
+        )
+    git = git_info(pipeline.path.resolve())
+    tracker = Tracker(uri)
     reporter = reporter or default_reporter()
     session = Session(
         pipeline=pipeline,
@@ -102,17 +112,17 @@ def run_notebook(
         tracker=tracker,
         reporter=reporter,
         experiment=experiment or pipeline.stem,
-        notebook_label=_label(pipeline.path, root),
-        git=git_info(pipeline.path.resolve()),
+        notebook_label=_label(pipeline.path, root, git),
+        git=git,
     )
-    session.start()
     ensure_registered()
     partial = run_dir / f"{pipeline.stem}.partial.ipynb"
     final = run_dir / f"{pipeline.stem}.ipynb"
     status = "FAILED"
     error: BaseException | None = None
-    try:
-        with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt():
+        try:
+            session.start()
             papermill.execute_notebook(
                 str(pipeline.path.resolve()),
                 str(partial),
@@ -124,39 +134,41 @@ def run_notebook(
                 progress_bar=False,
                 session=session,
             )
-        os.replace(partial, final)
-        status = "FINISHED"
-    except PapermillExecutionError as exc:
-        error = exc
-    except KeyboardInterrupt as exc:
-        status, error = "KILLED", exc
-    except NbmlopsError as exc:
-        error = exc
-    except Exception as exc:  # the kernel died, papermill could not start it, ...
-        error = exc
-    finally:
-        reporter.close()
-        tracking_errors = session.finish(status, final if status == "FINISHED" else partial)
-        tracker.close()
+            os.replace(partial, final)
+            status = "FINISHED"
+        except KeyboardInterrupt as exc:
+            status, error = "KILLED", exc
+        except NoSuchKernel as exc:
+            error = _no_such_kernel(pipeline, exc)
+        except OSError as exc:
+            error = (
+                NbmlopsError(f"cannot write the run's outputs under {run_dir}: {exc}")
+                if not session.steps
+                else exc
+            )
+        except Exception as exc:  # a failing cell (PapermillExecutionError), a dead kernel, ...
+            error = exc
+        finally:
+            reporter.close()
+            with signals_deferred():  # a second Ctrl-C must not cut the recording short
+                tracking_errors = session.finish(status, final if status == "FINISHED" else partial)
+                tracker.close()
 
     parent = session.parent_id.result() if not session.parent_id.exception() else ""
-    if tracking_errors and not isinstance(error, KeyboardInterrupt):
+    tracking_error = None
+    if tracking_errors:
         first = tracking_errors[0]
-        raise (
+        tracking_error = (
             first
             if isinstance(first, NbmlopsError)
             else TrackingError(uri, f"{type(first).__name__}: {first}")
-        ) from first
+        )
     if status == "KILLED":
         raise RunInterrupted(parent, str(partial)) from error
-    if error is not None:
-        failure = session.failure
-        if failure is None:
-            if isinstance(error, NbmlopsError):
-                raise error
-            raise NbmlopsError(
-                f"run failed before a step could finish: {type(error).__name__}: {error}"
-            ) from error
+    failure = session.failure
+    if error is not None and failure is not None:
+        if tracking_error is not None:
+            reporter.warn(f"the failure may be incompletely recorded: {tracking_error}")
         step_run = (
             session.steps[failure.step].run_id.result() if failure.step in session.steps else parent
         )
@@ -171,6 +183,14 @@ def run_notebook(
             step_run_id=step_run,
             traceback=failure.traceback,
         ) from None
+    if tracking_error is not None:
+        raise tracking_error
+    if error is not None:
+        if isinstance(error, NbmlopsError):
+            raise error
+        raise NbmlopsError(
+            f"run failed before a step could finish: {type(error).__name__}: {error}"
+        ) from error
 
     return RunResult(
         run_id=parent,
@@ -189,26 +209,52 @@ def run_notebook(
     )
 
 
+def _no_such_kernel(pipeline: Pipeline, exc: Exception) -> NbmlopsError:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+    return NbmlopsError(
+        f"{pipeline.path}: the notebook asks for a Jupyter kernel named {pipeline.kernel_name!r}, "
+        f"which is not installed here (installed: {known})\n"
+        "  fix: in JupyterLab pick a kernel (Kernel > Change Kernel) and save the notebook, or "
+        f"register one: python -m ipykernel install --user --name {pipeline.kernel_name}"
+    )
+
+
+SEED_RANGE = 2**32  # what numpy and PYTHONHASHSEED accept
+
+
 def _choose_seed(
     pipeline: Pipeline, injected: dict[str, Any], seed: int | None
 ) -> tuple[int, str, dict[str, Any]]:
-    """The run's seed: --seed, else the notebook's ``seed`` parameter, else a new one."""
+    """The run's seed: --seed, else the notebook's ``seed`` parameter, else a new one.
+
+    When the notebook has a ``seed`` parameter, the run's seed is injected into it, so the
+    recorded parameter and the seed agree and a replay with ``--seed`` takes the same path.
+    """
     param = pipeline.parameters.get("seed")
+    given = injected.get(
+        "seed", param.default if param is not None and param.has_literal_default else None
+    )
     if seed is not None:
-        if param is not None:
-            injected = {**injected, "seed": seed}
-        return seed, "option", injected
-    if "seed" in injected and isinstance(injected["seed"], int):
-        return injected["seed"], "parameter", injected
-    if param is not None and isinstance(param.default, int) and not isinstance(param.default, bool):
-        return param.default, "parameter", injected
-    return secrets.randbelow(2**31), "generated", injected
+        source = "option"
+    elif isinstance(given, int) and not isinstance(given, bool):
+        seed, source = given, "parameter"
+    else:
+        seed, source = secrets.randbelow(2**31), "generated"
+    if not 0 <= seed < SEED_RANGE:
+        raise ParameterError(
+            "seed", f"{seed} is outside 0 .. {SEED_RANGE - 1}", "pick a seed in that range"
+        )
+    unchanged = param is not None and param.has_literal_default and param.default == seed
+    if param is not None and not unchanged:
+        injected = {**injected, "seed": seed}
+    return seed, source, injected
 
 
-def _label(path: Path, root: Path) -> str:
+def _label(path: Path, root: Path, info: GitInfo | None) -> str:
     """The notebook path as recorded: relative to the git root or the project folder."""
     resolved = path.resolve()
-    info = git_info(resolved)
     for base in ([info.root] if info else []) + [root]:
         try:
             return str(resolved.relative_to(base))

@@ -3,7 +3,8 @@
 The engine calls a :class:`Session` as cells and steps start and end; the session shows
 progress (through a reporter), reads the events the notebook API wrote in the kernel, and
 queues every MLflow write on the :class:`~nbmlops.capture.tracking.Tracker` thread, so the
-kernel never waits for the tracking store.
+kernel never waits for the tracking store. Ctrl-C and SIGTERM are held back while the
+session updates its bookkeeping, so an interruption never loses what was already read.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import copy
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from typing import Any
 import nbformat
 from nbclient.exceptions import CellExecutionError
 
+from nbmlops import project
 from nbmlops.capture import tracking as t
 from nbmlops.capture.environment import GitInfo, environment
 from nbmlops.capture.hashing import write_atomic
@@ -28,6 +34,20 @@ from nbmlops.notebook.pipeline import Pipeline
 from nbmlops.run.progress import Reporter
 
 DATA_KINDS = ("dataframe", "series", "ndarray")
+INJECTED = "injected-parameters"
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done (they are delivered after it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass
@@ -69,18 +89,26 @@ class Session:
     steps: dict[str, StepRecord] = field(default_factory=dict)
     failure: Failure | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    datasets: dict[str, str] = field(default_factory=dict)
     model_uri: str | None = None
     _events_offset: int = 0
     _current_cell: Any = None
+    _nb: Any = None  # the notebook papermill is executing (for notebooks of killed steps)
 
     # ------------------------------------------------------------ run start
 
     def start(self) -> None:
-        (self.run_dir / "steps").mkdir(parents=True, exist_ok=True)
-        # A reused --output-dir must not hand this run the last run's events or run ids.
-        for stale in [self.run_dir / "events.jsonl", *(self.run_dir / "steps").glob("*.run_id")]:
-            stale.unlink(missing_ok=True)
+        """Clear what a previous run left in a reused output folder; create the parent run."""
+        steps_dir = self.run_dir / "steps"
+        steps_dir.mkdir(parents=True, exist_ok=True)
+        stem = self.pipeline.stem
+        stale = [
+            self.run_dir / "events.jsonl",
+            self.run_dir / f"{stem}.ipynb",
+            self.run_dir / f"{stem}.partial.ipynb",
+        ]
+        for path in [*stale, *steps_dir.iterdir()]:
+            if path.is_file():
+                path.unlink()
         tags = {
             t.KIND: "pipeline",
             t.NOTEBOOK: self.notebook_label,
@@ -100,18 +128,12 @@ class Session:
                     "mlflow.source.git.commit": self.git.commit,
                 }
             )
-        from nbmlops import project
-
         artifact_root = project.artifact_root(self.tracker.uri)
 
         def create(client: Any) -> str:
             exp = t.experiment_id(client, self.experiment, artifact_root)
             self._experiment_id = exp
-            env = environment()  # scans every installed distribution: off the critical path
-            run_id = t.create_run(
-                client, exp, self.pipeline.stem, {**tags, t.ENV_HASH: env.hash}, self.values
-            )
-            client.log_text(run_id, env.requirements, "environment/requirements.txt")
+            run_id = t.create_run(client, exp, self.pipeline.stem, tags, self.values)
             t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
             return run_id
 
@@ -120,30 +142,31 @@ class Session:
     def prepare(self, nb: nbformat.NotebookNode) -> None:
         """Mark each cell of the notebook papermill will run with its step and source index.
 
-        Cells are reordered only when ``after:`` tags put a step before an earlier one.
+        papermill either inserts an ``injected-parameters`` cell or replaces the one the
+        source already has in place. Cells are reordered only when ``after:`` tags put a
+        step before an earlier one.
         """
+        self._nb = nb
+        source = self.pipeline.notebook.cells
         step_of = {c.index: s.name for s in self.pipeline.steps for c in s.cells}
-        source_cells = [
-            c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])
-        ]
-        for index, cell in enumerate(source_cells):
-            cell.metadata["nbmlops"] = {
-                "cell": index,
-                **({"step": step_of[index]} if index in step_of else {}),
-            }
+        i = 0
         for cell in nb.cells:
-            if "injected-parameters" in cell.metadata.get("tags", []):
-                cell.metadata["nbmlops"] = {"cell": "injected-parameters"}
-        order = {s.name: i for i, s in enumerate(self.pipeline.steps)}
-        nb.cells = sorted(
-            nb.cells, key=lambda c: order.get(c.metadata.get("nbmlops", {}).get("step"), -1)
-        )
+            inserted = INJECTED in cell.metadata.get("tags", []) and (
+                i >= len(source) or INJECTED not in source[i].get("metadata", {}).get("tags", [])
+            )
+            if inserted:
+                cell.metadata["nbmlops"] = {"cell": INJECTED}
+                continue
+            cell.metadata["nbmlops"] = {"cell": i, **({"step": step_of[i]} if i in step_of else {})}
+            i += 1
+        order = {s.name: n for n, s in enumerate(self.pipeline.steps)}
+        nb.cells = sorted(nb.cells, key=lambda c: order.get(c.metadata["nbmlops"].get("step"), -1))
 
     def kernel_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
-                "PYTHONHASHSEED": str(self.seed % 2**32),
+                "PYTHONHASHSEED": str(self.seed),
                 "MLFLOW_TRACKING_URI": self.tracker.uri,
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "NBMLOPS_NOTEBOOK": self.notebook_label,
@@ -156,9 +179,22 @@ class Session:
         self.reporter.run_started(self.pipeline, self.run_dir)
         return f"start({str(self.run_dir)!r}, {str(self.objects_dir)!r}, {self.seed})"
 
-    def watched_names(self, step: str) -> list[str]:
+    def kernel_started(self, info: dict[str, Any]) -> None:
+        """Record the environment of the Python the kernel runs (it may not be ours)."""
+        python = info.get("executable", "")
+
+        def log_environment(client: Any) -> None:
+            env = environment(python)  # scans every installed distribution: off the critical path
+            parent = self.parent_id.result()
+            t.log_tags(client, [parent], {t.ENV_HASH: env.hash})
+            client.log_text(parent, env.requirements, "environment/requirements.txt")
+
+        self.tracker.submit(log_environment)
+
+    def watched_names(self, step: str) -> tuple[list[str], list[str]]:
+        """Names the step's code reads, and names it binds or may change in place."""
         s = self.pipeline.step(step)
-        return sorted(s.reads | s.writes)
+        return sorted(s.reads | s.writes), sorted(s.writes)
 
     # ------------------------------------------------------------ steps and cells
 
@@ -184,7 +220,8 @@ class Session:
             write_atomic(id_file, run_id.encode())
             return run_id
 
-        self.steps[name] = StepRecord(name, self.tracker.submit(create), time.monotonic())
+        with signals_deferred():
+            self.steps[name] = StepRecord(name, self.tracker.submit(create), time.monotonic())
         index = [s.name for s in self.pipeline.steps].index(name)
         self.reporter.step_started(name, index, len(self.pipeline.steps))
 
@@ -195,9 +232,8 @@ class Session:
             self.reporter.cell_started(meta.get("step"), meta.get("cell", -1), cell.source)
 
     def cell_output(self, output: nbformat.NotebookNode) -> None:
-        step = (self._current_cell.metadata.get("nbmlops", {}) if self._current_cell else {}).get(
-            "step"
-        )
+        meta = self._current_cell.metadata.get("nbmlops", {}) if self._current_cell else {}
+        step = meta.get("step")
         if output.output_type == "stream":
             self.reporter.cell_output(step, "".join(output.text))
         elif output.output_type == "error":
@@ -215,16 +251,27 @@ class Session:
                 f"the kernel died while running this cell ({error}); out of memory, or os._exit()?"
             )
             tb = []
+        cell_index = meta.get("cell", -1)
         self.failure = Failure(
-            meta.get("step"), meta.get("cell", -1), cell.source, ename, evalue, tb
+            meta.get("step"),
+            cell_index if isinstance(cell_index, int) else -1,
+            cell.source,
+            ename,
+            evalue,
+            tb,
         )
 
     def step_finished(
         self, name: str, nb: nbformat.NotebookNode, result: dict[str, Any], failed: bool
     ) -> None:
+        with signals_deferred():
+            self._step_finished(name, nb, result, failed)
+
+    def _step_finished(
+        self, name: str, nb: nbformat.NotebookNode, result: dict[str, Any], failed: bool
+    ) -> None:
         record = self.steps[name]
         record.seconds = time.monotonic() - record.started
-        record.status = "FAILED" if failed else "FINISHED"
         record.outputs = result.get("outputs", [])
         record.unsaved = result.get("unsaved", [])
         for u in record.unsaved:
@@ -236,7 +283,7 @@ class Session:
         notebook_path = self._write_step_notebook(name, nb)
         downstream = self.pipeline.downstream_reads(name)
         handed_on = [
-            {"name": o["name"], "digest": o["digest"], "step": name}
+            {"kind": "data", "name": o["name"], "digest": o["digest"], "step": name}
             for o in record.outputs
             if o.get("kind") in DATA_KINDS and o["name"] in downstream
         ]
@@ -248,32 +295,34 @@ class Session:
             for c in nb.cells
             if c.metadata.get("nbmlops", {}).get("step") == name and c.cell_type == "code"
         ]
-        status = record.status
+        status = "FAILED" if failed else "FINISHED"
         unsaved = record.unsaved
 
         def record_step(client: Any) -> None:
             run_id = record.run_id.result()
-            parent = self.parent_id.result()
-            self._log_events(
-                client, run_id, parent, events + [dict(d, kind="data") for d in handed_on]
-            )
-            from mlflow.entities import Metric
+            try:
+                self._log_events(client, run_id, events + handed_on)
+                from mlflow.entities import Metric
 
-            now = int(time.time() * 1000)
-            client.log_batch(
-                run_id,
-                metrics=[Metric("nbmlops.cell_seconds", sec, now, idx) for idx, sec in durations]
-                + [Metric("nbmlops.step_seconds", record.seconds, now, 0)],
-            )
-            t.log_json(
-                client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json"
-            )
-            if unsaved:
-                t.log_tags(client, [run_id], {t.UNSAVED: ",".join(u["name"] for u in unsaved)})
-            t.log_file(client, run_id, notebook_path, "notebook")
-            t.terminate(client, run_id, status)
+                now = int(time.time() * 1000)
+                client.log_batch(
+                    run_id,
+                    metrics=[
+                        Metric("nbmlops.cell_seconds", sec, now, idx) for idx, sec in durations
+                    ]
+                    + [Metric("nbmlops.step_seconds", record.seconds, now, 0)],
+                )
+                t.log_json(
+                    client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json"
+                )
+                if unsaved:
+                    t.log_tags(client, [run_id], {t.UNSAVED: ",".join(u["name"] for u in unsaved)})
+                t.log_file(client, run_id, notebook_path, "notebook")
+            finally:
+                t.terminate(client, run_id, status)
 
         self.tracker.submit(record_step)
+        record.status = status  # only once its record is queued
         self.reporter.step_finished(name, status, record.seconds)
 
     # ------------------------------------------------------------ run end
@@ -281,34 +330,42 @@ class Session:
     def finish(self, status: str, notebook: Path | None) -> list[BaseException]:
         """Record the run's end (also after a failure or Ctrl-C); wait for the tracker."""
         running = [r for r in self.steps.values() if r.status == "RUNNING"]  # interrupted
+        leftovers = self._read_events()
+        failure = self.failure
+        notebooks = {}
         for record in running:
             record.status = status
             record.seconds = time.monotonic() - record.started
-        leftovers = self._read_events()
-        failure = self.failure
+            if self._nb is not None:
+                notebooks[record.name] = self._write_step_notebook(record.name, self._nb)
 
         def record_run(client: Any) -> None:
             parent = self.parent_id.result()
-            if leftovers:
-                step_run = running[-1].run_id.result() if running else None
+            try:
                 self._log_events(
-                    client, step_run or parent, parent if step_run else None, leftovers
+                    client, running[-1].run_id.result() if running else None, leftovers
                 )
-            for r in running:
-                t.terminate(client, r.run_id.result(), status)
-            if failure:
-                t.log_tags(
-                    client,
-                    [parent],
-                    {
-                        t.FAILED_STEP: failure.step or "(setup)",
-                        t.FAILED_CELL: str(failure.cell_index),
-                        t.ERROR: f"{failure.ename}: {failure.evalue}"[:4000],
-                    },
-                )
-            if notebook and notebook.exists():
-                t.log_file(client, parent, notebook, "notebook")
-            t.terminate(client, parent, status)
+                for r in running:
+                    run_id = r.run_id.result()
+                    try:
+                        if r.name in notebooks:
+                            t.log_file(client, run_id, notebooks[r.name], "notebook")
+                    finally:
+                        t.terminate(client, run_id, status)
+                if failure:
+                    t.log_tags(
+                        client,
+                        [parent],
+                        {
+                            t.FAILED_STEP: failure.step or "(setup)",
+                            t.FAILED_CELL: str(failure.cell_index),
+                            t.ERROR: f"{failure.ename}: {failure.evalue}"[:4000],
+                        },
+                    )
+                if notebook and notebook.exists():
+                    t.log_file(client, parent, notebook, "notebook")
+            finally:
+                t.terminate(client, parent, status)
 
         self.tracker.submit(record_run)
         return self.tracker.flush()
@@ -319,33 +376,36 @@ class Session:
         path = self.run_dir / "events.jsonl"
         if not path.exists():
             return []
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:
             fh.seek(self._events_offset)
             chunk = fh.read()
-        complete, _, _ = chunk.rpartition("\n")  # ignore a line still being written
-        self._events_offset += len(complete.encode()) + (1 if complete else 0)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for next time
+        self._events_offset += end
+        return [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
 
-    def _log_events(
-        self, client: Any, run_id: str, parent: str | None, events: list[dict[str, Any]]
-    ) -> None:
-        runs = [run_id] + ([parent] if parent else [])
-        metrics = [e for e in events if e["kind"] == "metric"]
-        params = {e["name"]: e["value"] for e in events if e["kind"] == "param"}
-        data = [e for e in events if e["kind"] == "data"]
-        models = [e for e in events if e["kind"] == "model"]
-        if metrics:
-            t.log_metrics(client, runs, metrics)
-            self.metrics.update({e["name"]: float(e["value"]) for e in metrics})
-        if params:
-            t.log_params(client, runs, params)
-        if data:
-            t.log_datasets(client, runs, data)
-            t.log_tags(client, runs, {t.data_tag(d["name"]): d["digest"] for d in data})
-            self.datasets.update({d["name"]: d["digest"] for d in data})
-        for m in models:
-            self.model_uri = m["uri"]
-            t.log_tags(client, runs, {t.MODEL_URI: m["uri"]})
+    def _log_events(self, client: Any, step_run: str | None, events: list[dict[str, Any]]) -> None:
+        """Events of a step go to its run and the parent; events of setup cells to the parent."""
+        parent = self.parent_id.result()
+        by_run: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for e in events:
+            runs: tuple[str, ...] = (step_run, parent) if step_run and e.get("step") else (parent,)
+            by_run.setdefault(runs, []).append(e)
+        for runs, batch in by_run.items():
+            metrics = [e for e in batch if e["kind"] == "metric"]
+            params = {e["name"]: e["value"] for e in batch if e["kind"] == "param"}
+            data = [e for e in batch if e["kind"] == "data"]
+            models = [e for e in batch if e["kind"] == "model"]
+            if metrics:
+                t.log_metrics(client, runs, metrics)
+                self.metrics.update({e["name"]: float(e["value"]) for e in metrics})
+            if params:
+                t.log_params(client, runs, params)
+            if data:
+                t.log_datasets(client, runs, data)
+                t.log_tags(client, runs, {t.data_tag(d["name"]): d["digest"] for d in data})
+            for m in models:
+                self.model_uri = m["uri"]
+                t.log_tags(client, runs, {t.MODEL_URI: m["uri"]})
 
     def _write_step_notebook(self, name: str, nb: nbformat.NotebookNode) -> Path:
         """The step's own notebook: setup cells and the step's cells, as executed."""
