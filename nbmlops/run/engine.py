@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.manager import AsyncKernelManager
@@ -33,11 +36,26 @@ KERNEL_MODULE = "nbmlops.run.kernel"
 
 
 class IPCKernelManager(AsyncKernelManager):
-    """Kernels on Unix sockets instead of loopback TCP: no other local user can reach them."""
+    """Kernels on Unix sockets instead of loopback TCP: no other local user can reach them.
+
+    The sockets live in a private temporary folder per kernel (never in the notebook's
+    folder, where concurrent runs would race for the same names), removed at shutdown.
+    """
 
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return os.path.join(tempfile.mkdtemp(prefix="nbmlops-kernel-"), "k")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
+
+    cleanup_resources = _async_cleanup_resources  # type: ignore[assignment]
 
 
 class KernelCallError(NbmlopsError):

@@ -1,0 +1,136 @@
+"""Edge cases a user meets: relative stores, setup-cell calls, untracked notebooks, seeds."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from conftest import code, pipeline_runs, step_runs, write_notebook
+
+
+def test_relative_sqlite_uri_is_one_store_for_driver_and_kernel(
+    project: Path, nbmlops: Any, experiment: str
+) -> None:
+    # The notebook lives in a subfolder: papermill runs it there, the kernel logs a model.
+    write_notebook(
+        project / "nbs" / "m.ipynb",
+        [
+            code(
+                "import numpy as np\nfrom sklearn.linear_model import LinearRegression\nimport nbmlops"
+            ),
+            code(
+                "X = np.arange(20.0).reshape(10, 2)\nmodel = LinearRegression().fit(X, X.sum(axis=1))\n"
+                "nbmlops.log_model(model, input_example=X)",
+                "step:train",
+            ),
+        ],
+    )
+    nbmlops(
+        "run",
+        "nbs/m.ipynb",
+        "--tracking-uri",
+        "sqlite:///local.db",
+        "--experiment",
+        experiment,
+        "-q",
+        check=True,
+    )
+    assert not (project / "nbs" / "local.db").exists()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'local.db'}")
+    [parent] = pipeline_runs(client, experiment)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["nbmlops.model_uri"].startswith("models:/")
+
+
+def test_setup_cell_calls_go_to_the_pipeline_run(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "s.ipynb",
+        [
+            code("import io, nbmlops\nnbmlops.log_param('source', 'setup')"),
+            code("df = nbmlops.read_csv(io.StringIO('a,b\\n1,2\\n'), name='inline')", "step:load"),
+        ],
+    )
+    nbmlops("run", "s.ipynb", "--experiment", experiment, "-q", check=True)
+    [parent] = pipeline_runs(client, experiment)
+    assert parent.data.params["source"] == "setup"
+    load = step_runs(client, parent)["load"]
+    assert "source" not in load.data.params  # setup is not the first step
+    assert load.data.tags["nbmlops.data.inline"] == parent.data.tags["nbmlops.data.inline"]
+
+
+def test_log_model_in_a_setup_cell_says_where_to_move_it(
+    project: Path, nbmlops: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "setup_model.ipynb",
+        [
+            code(
+                "import numpy as np\nfrom sklearn.linear_model import LinearRegression\nimport nbmlops\n"
+                "m = LinearRegression().fit(np.ones((3, 1)), np.ones(3))\nnbmlops.log_model(m)"
+            ),
+            code("x = 1", "step:s"),
+        ],
+    )
+    result = nbmlops("run", "setup_model.ipynb", "--experiment", experiment)
+    assert result.returncode == 1
+    assert "step '(setup)' failed in cell 0" in result.stderr
+    assert (
+        "log_model: called in a setup cell, before any step; move it into a step" in result.stderr
+    )
+
+
+def test_untracked_notebook_in_a_clean_checkout_is_recorded_dirty(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    for args in (
+        ["init", "-q"],
+        [
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "empty",
+        ],
+    ):
+        subprocess.run(["git", *args], cwd=project, check=True)
+    write_notebook(project / "new.ipynb", [code("x = 1", "step:s")])
+    nbmlops("run", "new.ipynb", "--experiment", experiment, "-q", check=True)
+    [parent] = pipeline_runs(client, experiment)
+    assert parent.data.tags["nbmlops.git_dirty"] == "true"
+
+
+def test_seed_parameter_without_a_value_gets_the_recorded_seed(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "seedless.ipynb",
+        [
+            code("seed = None", "parameters"),
+            code("import nbmlops\nnbmlops.log_metric('seen', seed)", "step:s"),
+        ],
+    )
+    nbmlops("run", "seedless.ipynb", "--experiment", experiment, "-q", check=True)
+    [run] = pipeline_runs(client, experiment)
+    seed = run.data.tags["nbmlops.seed"]
+    assert run.data.tags["nbmlops.seed_source"] == "generated"
+    assert run.data.params["seed"] == seed and run.data.metrics["seen"] == float(seed)
+    out_of_range = nbmlops("run", "seedless.ipynb", "--seed", str(2**32))
+    assert out_of_range.returncode == 2 and "is outside 0 .. 4294967295" in out_of_range.stderr
+
+
+def test_unknown_kernel_names_the_installed_ones(project: Path, nbmlops: Any) -> None:
+    spec = {"name": "no-such-kernel", "display_name": "X", "language": "python"}
+    write_notebook(project / "k.ipynb", [code("x = 1", "step:s")], metadata={"kernelspec": spec})
+    result = nbmlops("run", "k.ipynb")
+    assert result.returncode == 2
+    assert "asks for a Jupyter kernel named 'no-such-kernel'" in result.stderr
+    assert "python3" in result.stderr and "ipykernel install" in result.stderr
