@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from typing import Any
@@ -50,9 +51,8 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, internal: bool = Fa
     sys.exit(code)
 
 
-verbose_option = click.option(
-    "-v", "--verbose", is_flag=True, help="Show tracebacks and every cell's output."
-)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -62,6 +62,7 @@ def test_failing_cell_names_step_cell_error_notebook_and_run(
 
     verbose = nbmlops("run", "fails.ipynb", "--experiment", experiment, "--verbose")
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    assert "the cell's traceback:" in verbose.stderr and "----> 2" in verbose.stderr
 
 
 def test_bad_input_gets_one_clear_line_and_no_traceback(project: Path, nbmlops: Any) -> None:
