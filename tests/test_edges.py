@@ -134,3 +134,20 @@ def test_unknown_kernel_names_the_installed_ones(project: Path, nbmlops: Any) ->
     assert result.returncode == 2
     assert "asks for a Jupyter kernel named 'no-such-kernel'" in result.stderr
     assert "python3" in result.stderr and "ipykernel install" in result.stderr
+
+
+def test_papermill_output_as_source_keeps_cell_indices(project: Path, nbmlops: Any) -> None:
+    # A notebook saved from a papermill run already has an injected-parameters cell.
+    write_notebook(
+        project / "reused.ipynb",
+        [
+            code("x = 1", "parameters"),
+            code("# Parameters\nx = 2", "injected-parameters"),
+            code("y = x * 10", "step:a"),
+            code("raise ValueError(f'x is {x}')", "step:b"),
+        ],
+    )
+    replaced = nbmlops("run", "reused.ipynb", "-p", "x=7")
+    assert "step 'b' failed in cell 3" in replaced.stderr and "x is 7" in replaced.stderr
+    kept = nbmlops("run", "reused.ipynb")  # without -p papermill runs the old cell, as it does
+    assert "step 'b' failed in cell 3" in kept.stderr and "x is 2" in kept.stderr
