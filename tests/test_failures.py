@@ -164,6 +164,7 @@ def test_dead_kernel_is_reported_as_a_failed_step(
     assert result.returncode == 1
     assert "step 'crash' failed in cell 2" in result.stderr
     assert "DeadKernelError: the kernel died while running this cell" in result.stderr
+    assert "kernel.log" in result.stderr
     [parent] = pipeline_runs(client, experiment)
     assert parent.info.status == "FAILED"
     steps = step_runs(client, parent)

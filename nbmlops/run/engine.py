@@ -172,7 +172,10 @@ class NbmlopsEngine(NBClientEngine):
             stderr_file=stderr_file,
         )
         client = StepClient(nb_man, session, kernel_manager_class=IPCKernelManager, **final_kwargs)
-        return client.execute(env=session.kernel_env())
+        # The kernel process's own log (not cell output, which comes as messages) goes to a
+        # file: its noise on Ctrl-C or at shutdown is not the user's business.
+        with open(session.run_dir / "kernel.log", "wb") as log:
+            return client.execute(env=session.kernel_env(), stdout=log, stderr=log)
 
 
 def ensure_registered() -> None:

@@ -248,7 +248,8 @@ class Session:
         else:
             ename = type(error).__name__
             evalue = (
-                f"the kernel died while running this cell ({error}); out of memory, or os._exit()?"
+                f"the kernel died while running this cell ({error}); out of memory, or os._exit()? "
+                f"The kernel's log: {self.run_dir / 'kernel.log'}"
             )
             tb = []
         cell_index = meta.get("cell", -1)
