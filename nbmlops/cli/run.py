@@ -1,82 +1,13 @@
-"""The ``nbmlops`` command line: parses arguments, calls the core, prints the outcome.
-
-A user's mistake (bad notebook, unknown parameter, failing cell) prints one clear message
-and exits non-zero; the traceback is shown only with ``--verbose``.
-"""
+"""``nbmlops run``, ``steps``, ``runs`` and ``show``: executing a notebook and reading back
+what its runs recorded."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import sys
-import traceback
-from typing import Any
 
 import click
 
-from nbmlops.exceptions import NbmlopsError, StepFailed
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except NbmlopsError as exc:
-            _fail(ctx, exc, exc.exit_code)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            click.secho("interrupted", fg="red", err=True)
-            sys.exit(130)
-        except Exception as exc:
-            _fail(ctx, exc, 3, internal=True)
-
-
-def _fail(ctx: click.Context, exc: BaseException, code: int, internal: bool = False) -> None:
-    verbose = bool(ctx.params.get("verbose")) or "--verbose" in sys.argv or "-v" in sys.argv
-    if verbose:
-        traceback.print_exception(exc, file=sys.stderr)
-        if isinstance(exc, StepFailed) and exc.traceback:
-            click.echo("the cell's traceback:", err=True)
-            text = "\n".join(exc.traceback)
-            click.echo(text if sys.stderr.isatty() else _ANSI.sub("", text), err=True)
-    prefix = "internal error: " if internal else "error: "
-    click.secho(prefix + (str(exc) or type(exc).__name__), fg="red", err=True)
-    if not verbose and (internal or isinstance(exc, StepFailed)):
-        click.echo("  (run with --verbose for the full traceback)", err=True)
-    sys.exit(code)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-verbose_option = click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@verbose_option
-@click.version_option(package_name="nbmlops")
-def cli(verbose: bool) -> None:
-    """Tagged notebooks in, tracked and reproducible pipeline runs out."""
-
-
-def main() -> None:
-    """The console script: run the command, then exit without a slow interpreter teardown.
-
-    Tearing down MLflow's module graph costs ~0.5 s; every record is flushed by then.
-    """
-    try:
-        cli()
-        code: int | str | None = 0
-    except SystemExit as exc:
-        code = exc.code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if "mlflow" in sys.modules and isinstance(code, int | None):
-        os._exit(code or 0)
-    raise SystemExit(code)
+from nbmlops.cli import _client, _console, cli, tracking_uri_option, verbose_option
 
 
 @cli.command()
@@ -90,9 +21,7 @@ def main() -> None:
     help="Set a parameter (a Python literal, else text). Repeatable.",
 )
 @click.option("--experiment", help="MLflow experiment (default: the notebook's name).")
-@click.option(
-    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."
-)
+@tracking_uri_option
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
@@ -173,26 +102,9 @@ def steps(notebook: str, as_json: bool, verbose: bool) -> None:
         click.echo(f"  {i}. {s.name:<14} cells {cells}{after}")
 
 
-def _console() -> Any:
-    """Rich output for terminals; wide plain lines (no wrapping of run ids) in CI logs."""
-    from rich.console import Console
-
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
-
-    from nbmlops import project
-
-    return MlflowClient(project.tracking_uri(tracking_uri))
-
-
 @cli.command()
 @click.option("--experiment", help="Only this experiment.")
-@click.option(
-    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."
-)
+@tracking_uri_option
 @click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
 @verbose_option
 def runs(experiment: str | None, tracking_uri: str | None, limit: int, verbose: bool) -> None:
@@ -229,9 +141,7 @@ def runs(experiment: str | None, tracking_uri: str | None, limit: int, verbose: 
 @cli.command()
 @click.argument("run_id", default="last")
 @click.option("--experiment", help="With 'last': the last run of this experiment.")
-@click.option(
-    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."
-)
+@tracking_uri_option
 @verbose_option
 def show(run_id: str, experiment: str | None, tracking_uri: str | None, verbose: bool) -> None:
     """Show what a pipeline run recorded (RUN_ID, or 'last')."""
@@ -282,7 +192,3 @@ def show(run_id: str, experiment: str | None, tracking_uri: str | None, verbose:
         for name, digest in sorted(view.data.items()):
             data.add_row(name, digest)
         console.print(data)
-
-
-if __name__ == "__main__":
-    main()
