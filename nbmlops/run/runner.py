@@ -70,12 +70,14 @@ def run_notebook(
     output_dir: str | Path | None = None,
     seed: int | None = None,
     reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RunResult:
     """Run ``notebook``'s steps in one kernel through papermill and record it in MLflow.
 
     ``parameters`` are the ``-p`` texts (``{"alpha": "0.5"}``), parsed as literals and
     checked against the parameters cell. Raises :class:`StepFailed` when a cell fails and
     :class:`RunInterrupted` on Ctrl-C or SIGTERM, after recording the run as such.
+    ``tags`` are added to the pipeline run (e.g. the drift report that started a retraining).
     """
     import papermill
 
@@ -114,6 +116,7 @@ def run_notebook(
         experiment=experiment or pipeline.stem,
         notebook_label=_label(pipeline.path, root, git),
         git=git,
+        extra_tags=dict(tags or {}),
     )
     ensure_registered()
     partial = run_dir / f"{pipeline.stem}.partial.ipynb"

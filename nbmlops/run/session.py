@@ -85,6 +85,7 @@ class Session:
     experiment: str
     notebook_label: str
     git: GitInfo | None
+    extra_tags: dict[str, str] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("nbmlops.run"))
     steps: dict[str, StepRecord] = field(default_factory=dict)
     failure: Failure | None = None
@@ -119,6 +120,7 @@ class Session:
             "nbmlops.steps": ",".join(s.name for s in self.pipeline.steps),
             "mlflow.source.name": self.notebook_label,
             "mlflow.source.type": "NOTEBOOK",
+            **self.extra_tags,
         }
         if self.git:
             tags.update(
