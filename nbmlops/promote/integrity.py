@@ -1,0 +1,52 @@
+"""sha256 of every file of a model, recorded at promotion and checked before use.
+
+The manifest maps each file's path (relative to the model folder, ``/``-separated) to its
+sha256; the total digest is the sha256 of the manifest's canonical JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from nbmlops.promote.errors import IntegrityError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(folder: str | Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    root = Path(folder)
+    files: dict[str, str] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            files[path.relative_to(root).as_posix()] = sha256_file(path)
+    return dict(sorted(files.items()))
+
+
+def total_digest(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def verify(folder: str | Path, expected: dict[str, str], model: str) -> None:
+    """Raise :class:`IntegrityError` naming the first file that differs from ``expected``."""
+    actual = manifest(folder)
+    for path, digest in expected.items():
+        if path not in actual:
+            raise IntegrityError(model, path, "is missing")
+        if actual[path] != digest:
+            raise IntegrityError(model, path, "has changed (sha256 differs)")
+    for path in actual:
+        if path not in expected:
+            raise IntegrityError(model, path, "was added")
