@@ -2,9 +2,207 @@
 
 from __future__ import annotations
 
-from nbmlops.cli import cli
+import datetime as dt
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nbmlops.cli import _console, cli, tracking_uri_option, verbose_option
 
 
 @cli.group()
 def monitor() -> None:
     """Watch a served model: input drift against its training data, serving skew."""
+
+
+@monitor.command()
+@click.argument("model", required=False, metavar="[MODEL[@ALIAS]]")
+@click.option(
+    "--current",
+    required=True,
+    type=click.Path(),
+    help="Production inputs: the service's monitor log folder, or a .csv/.parquet file.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(),
+    help="Compare with this .csv/.parquet file (or saved profile .json) instead of MODEL's "
+    "reference profile.",
+)
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON result.")
+@click.option(
+    "--psi-threshold",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="A numeric feature drifted if its PSI is above this.",
+)
+@click.option(
+    "--ks-pvalue",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="A feature drifted if its KS (numeric) or chi-square (categorical) p-value is below.",
+)
+@click.option(
+    "--js-threshold",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="A categorical feature drifted if its Jensen-Shannon distance is above this.",
+)
+@click.option(
+    "--allow-missing-columns",
+    is_flag=True,
+    help="Compare the features present even if some reference features are missing.",
+)
+@click.option(
+    "--retrain",
+    type=click.Path(dir_okay=False),
+    metavar="NOTEBOOK",
+    help="When drift is found, run NOTEBOOK as a pipeline tagged with the drift report.",
+)
+@tracking_uri_option
+@verbose_option
+def drift(
+    model: str | None,
+    current: str,
+    reference: str | None,
+    report: str | None,
+    json_path: str | None,
+    psi_threshold: float,
+    ks_pvalue: float,
+    js_threshold: float,
+    allow_missing_columns: bool,
+    retrain: str | None,
+    tracking_uri: str | None,
+    verbose: bool,
+) -> None:
+    """Compare production inputs (--current) with MODEL's training data.
+
+    MODEL is NAME (its @champion), NAME@ALIAS or NAME/VERSION of a promoted model; or give
+    --reference FILE instead. Exits 0 without drift, 1 when a feature drifted, 2 on bad
+    input.
+    """
+    from nbmlops.monitor.data import read_current, read_reference
+    from nbmlops.monitor.drift import Thresholds, check_drift
+    from nbmlops.monitor.errors import MonitorInputError
+
+    if (model is None) == (reference is None):
+        raise MonitorInputError(
+            "nbmlops monitor drift",
+            "give either MODEL[@ALIAS] or --reference FILE" + (", not both" if model else ""),
+            "e.g. nbmlops monitor drift mymodel@champion --current logs/, or "
+            "nbmlops monitor drift --reference train.csv --current today.csv",
+        )
+    thresholds = Thresholds(psi=psi_threshold, pvalue=ks_pvalue, js=js_threshold)
+    model_label: str | None = None
+    if model is not None:
+        from nbmlops.promote.registry import load_reference, resolve_model
+
+        ref = resolve_model(model, tracking_uri)
+        ref_data: Any = load_reference(ref, tracking_uri)
+        model_label = f"{ref.name}@{ref.alias}" if ref.alias else f"{ref.name}/{ref.version}"
+        ref_source = f"{ref} reference profile"
+    else:
+        assert reference is not None
+        ref_data = read_reference(reference)
+        ref_source = reference
+    current_df = read_current(current)
+    result = check_drift(
+        ref_data,
+        current_df,
+        thresholds,
+        allow_missing_columns=allow_missing_columns,
+        reference_source=ref_source,
+        current_source=current,
+    )
+    _print_result(result)
+    written = _write_reports(result, json_path, report, needed=bool(retrain and result.any_drift))
+    for path in written:
+        click.echo(f"  wrote {path}")
+    if result.any_drift:
+        click.secho(result.summary(), fg="red", bold=True)
+    else:
+        click.secho(result.summary(), fg="green")
+    if retrain and result.any_drift:
+        from nbmlops.monitor.retrain import retrain as run_retrain
+        from nbmlops.run.progress import default_reporter
+
+        click.echo(f"retraining: running {retrain}")
+        run = run_retrain(
+            retrain,
+            written,
+            model=model_label,
+            tracking_uri=tracking_uri,
+            reporter=default_reporter(quiet=True),
+        )
+        click.secho(
+            f"retrain run {run.run_id} finished (experiment {run.experiment!r})", fg="green"
+        )
+    if result.any_drift:
+        raise SystemExit(1)
+
+
+def _write_reports(
+    result: Any, json_path: str | None, html_path: str | None, needed: bool
+) -> list[Path]:
+    """Write the requested reports; with --retrain, both always (to .nbmlops/drift/)."""
+    from nbmlops import project
+    from nbmlops.monitor.report import write_html, write_json
+
+    if needed and not (json_path and html_path):
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        folder = project.state_dir() / "drift" / stamp
+        json_path = json_path or str(folder / "drift.json")
+        html_path = html_path or str(folder / "drift.html")
+    written = []
+    if json_path:
+        written.append(write_json(result, json_path))
+    if html_path:
+        written.append(write_html(result, html_path))
+    return written
+
+
+def _print_result(result: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from nbmlops.monitor.report import table_rows
+
+    console = _console()
+    console.print(
+        escape(
+            f"reference: {result.reference_source} ({result.reference_rows} rows)   "
+            f"current: {result.current_source} ({result.current_rows} rows)"
+        )
+    )
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col, justify in (
+        ("feature", "left"),
+        ("kind", "left"),
+        ("statistic", "right"),
+        ("", "right"),
+        ("p-value", "right"),
+        ("drift", "left"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in table_rows(result):
+        mark = "[bold red]✗ DRIFT[/]" if row["drifted"] == "DRIFT" else "[green]ok[/]"
+        table.add_row(
+            escape(row["feature"]), row["kind"], row["stat1"], row["stat2"], row["pvalue"], mark
+        )
+    console.print(table)
+    if result.missing_columns:
+        console.print(
+            "[yellow]missing from current (not compared):[/] "
+            + escape(", ".join(result.missing_columns))
+        )
+    if result.new_columns:
+        console.print("not in the reference (ignored): " + escape(", ".join(result.new_columns)))
+    for name, why in result.skipped.items():
+        console.print(escape(f"skipped {name}: {why}"))
+    console.print(f"rule: {result.thresholds.rule()}")
