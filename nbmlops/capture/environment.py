@@ -95,3 +95,15 @@ def git_info(path: Path) -> GitInfo | None:
         return None
     untracked = path.is_file() and tracked.returncode != 0
     return GitInfo(Path(root), commit, bool(status.stdout.strip()) or untracked)
+
+
+def kernel_python(kernel_name: str) -> str:
+    """The interpreter a Jupyter kernel runs, as jupyter_client will launch it."""
+    import shutil
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv = KernelSpecManager().get_kernel_spec(kernel_name).argv
+    if not argv or argv[0] in {"python", f"python{sys.version_info[0]}"}:
+        return sys.executable  # what jupyter_client substitutes
+    return shutil.which(argv[0]) or argv[0]

@@ -100,6 +100,13 @@ tracking_uri_option = click.option(
     "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."
 )
 
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    envvar="NBMLOPS_CACHE_DIR",
+    help="Step cache folder (default: $NBMLOPS_CACHE_DIR, else .nbmlops/ in the project).",
+)
+
 # Commands register themselves on ``cli`` when their module is imported.
 from nbmlops.cli import monitor, promote, run, serve  # noqa: E402,F401
 

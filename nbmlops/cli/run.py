@@ -7,7 +7,14 @@ import json
 
 import click
 
-from nbmlops.cli import _client, _console, cli, tracking_uri_option, verbose_option
+from nbmlops.cli import (
+    _client,
+    _console,
+    cache_dir_option,
+    cli,
+    tracking_uri_option,
+    verbose_option,
+)
 
 
 @cli.command()
@@ -32,6 +39,16 @@ from nbmlops.cli import _client, _console, cli, tracking_uri_option, verbose_opt
     type=int,
     help="Seed for random, numpy and torch (default: the notebook's seed parameter, else a new one).",
 )
+@click.option("--no-cache", is_flag=True, help="Execute every step (the cache is still refreshed).")
+@click.option(
+    "--refresh", multiple=True, metavar="STEP", help="Execute STEP even if cached. Repeatable."
+)
+@cache_dir_option
+@click.option(
+    "--resume",
+    metavar="RUN_ID",
+    help="Re-run a failed or killed run ('last': the newest) from the step that failed.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Do not echo cell output.")
 @verbose_option
 def run(
@@ -41,10 +58,18 @@ def run(
     tracking_uri: str | None,
     output_dir: str | None,
     seed: int | None,
+    no_cache: bool,
+    refresh: tuple[str, ...],
+    cache_dir: str | None,
+    resume: str | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
-    """Run NOTEBOOK's steps as one tracked pipeline run."""
+    """Run NOTEBOOK's steps as one tracked pipeline run.
+
+    Steps whose code, parameters read, inputs, data files and environment did not change
+    since they last ran are not executed: their outputs come from the step cache.
+    """
     from nbmlops.notebook.parameters import parse_assignments
     from nbmlops.run.progress import default_reporter
     from nbmlops.run.runner import run_notebook
@@ -57,11 +82,22 @@ def run(
         output_dir=output_dir,
         seed=seed,
         reporter=default_reporter(quiet=quiet),
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        refresh=refresh,
+        resume=resume,
     )
     click.echo("")
     width = max((len(s.name) for s in result.steps), default=4)
     for s in result.steps:
-        click.echo(f"  {s.name:<{width}}  {s.status.lower():<8} {s.seconds:6.2f}s  run {s.run_id}")
+        if s.cached_from:
+            click.echo(
+                f"  {s.name:<{width}}  cached            run {s.run_id} (from {s.cached_from})"
+            )
+        else:
+            click.echo(
+                f"  {s.name:<{width}}  {s.status.lower():<8} {s.seconds:6.2f}s  run {s.run_id}"
+            )
     if result.metrics:
         click.echo(
             "  metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items()))

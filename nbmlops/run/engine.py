@@ -14,12 +14,14 @@ Registered under papermill's ``papermill.engine`` entry point as ``nbmlops``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
@@ -27,6 +29,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
 from traitlets import default
 
+from nbmlops.cache.store import Entry
 from nbmlops.exceptions import NbmlopsError
 
 if TYPE_CHECKING:
@@ -88,21 +91,65 @@ class StepClient(PapermillNotebookClient):
             )
         return json.loads(ast.literal_eval(result["data"]["text/plain"]))
 
+    def execute(self, **kwargs: Any) -> Any:
+        """papermill's ``execute``, except that the kernel starts only when a step must run:
+        a run whose steps all come from the cache starts no kernel at all."""
+        self.reset_execution_trackers()
+        with contextlib.ExitStack() as stack:
+            self._start_kernel = lambda: stack.enter_context(self.setup_kernel(**kwargs))
+            self.papermill_execute_cells()
+            if self.kc is not None:
+                info_msg = self.wait_for_reply(self.kc.kernel_info())
+                self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
+                self.set_widgets_metadata()
+        return self.nb
+
     def papermill_execute_cells(self) -> None:
         session = self.session
-        session.kernel_started(self.kernel_call(session.kernel_start_call()))
-        current: str | None = None
-        failed = False
+        session.reporter.run_started(session.pipeline, session.run_dir)
+        setup: list[tuple[int, Any]] = []
+        steps: dict[str, list[tuple[int, Any]]] = {}
         for index, cell in enumerate(self.nb.cells):
             step = cell.metadata.get("nbmlops", {}).get("step")
-            if step != current:
-                if current is not None:
-                    self._end_step(current, failed=False)
-                if step is not None:
-                    watched, _ = session.watched_names(step)
-                    self.kernel_call(f"begin_step({step!r}, {watched!r})")
-                    session.step_started(step)
-                current = step
+            (steps.setdefault(step, []) if step else setup).append((index, cell))
+        kernel_ready = False
+        skipped: list[dict[str, Any]] = []  # outputs of cached steps the kernel has not seen
+        first_hit: Entry | None = None
+        for name, cells in steps.items():
+            key, entry = session.lookup(name)
+            with contextlib.ExitStack() as lock:
+                if entry is None:
+                    lock.enter_context(session.cache.computing(key))
+                    key, entry = session.lookup(name)  # another run may have computed it
+                if entry is not None:
+                    self._show_cached(cells, entry)
+                    session.step_hit(name, entry, self.nb)
+                    skipped.append({"outputs": entry.outputs, "rng": entry.rng})
+                    first_hit = first_hit or entry
+                    continue
+                if not kernel_ready:
+                    self._start_kernel()
+                    session.kernel_started(self.kernel_call(session.kernel_start_call()))
+                    kernel_ready = True
+                    if not self._run_cells(setup):
+                        return
+                if skipped:
+                    self.kernel_call(f"restore({skipped!r})")
+                    skipped = []
+                watched, _ = session.watched_names(name)
+                self.kernel_call(f"begin_step({name!r}, {watched!r})")
+                session.step_started(name)
+                ok = self._run_cells(cells)
+                self._end_step(name, failed=not ok)
+                if not ok:
+                    return
+        if not kernel_ready and first_hit is not None:
+            self._show_cached(setup, first_hit, setup=True)
+
+    def _run_cells(self, cells: list[tuple[int, Any]]) -> bool:
+        """Execute cells as papermill does; False when one fails (the rest do not run)."""
+        session = self.session
+        for index, cell in cells:
             try:
                 self.nb_man.cell_start(cell, index)
                 session.cell_started(cell)
@@ -110,15 +157,29 @@ class StepClient(PapermillNotebookClient):
             except CellExecutionError as ex:
                 self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
                 session.cell_failed(self.nb.cells[index], ex)
-                failed = True
-                break
+                return False
             except DeadKernelError as ex:
                 session.cell_failed(self.nb.cells[index], ex)
                 raise
             finally:
                 self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
-        if current is not None:
-            self._end_step(current, failed=failed)
+        return True
+
+    def _show_cached(self, cells: list[tuple[int, Any]], entry: Entry, setup: bool = False) -> None:
+        """Fill skipped cells with the outputs they had in the run that computed them."""
+        saved = entry.setup_cells if setup else entry.cells
+        by_index = {c["metadata"]["nbmlops"]["cell"]: c for c in saved}
+        code = iter(c for c in saved if c["cell_type"] == "code")
+        for index, cell in cells:
+            if cell.cell_type != "code":
+                continue
+            source = by_index.get(cell.metadata["nbmlops"]["cell"]) if setup else next(code, None)
+            self.nb_man.cell_start(cell, index)
+            if source is not None:
+                cell.outputs = nbformat.from_dict(source.get("outputs", []))
+                cell.execution_count = source.get("execution_count")
+            cell.metadata["nbmlops"]["cached_from"] = entry.source_run
+            self.nb_man.cell_complete(cell, cell_index=index)
 
     def _end_step(self, step: str, failed: bool) -> None:
         watched, writes = self.session.watched_names(step)

@@ -7,7 +7,10 @@ The engine (``nbmlops.run.engine``) calls these functions between cells through 
 * :func:`begin_step` remembers what the namespace holds when a step starts;
 * :func:`end_step` works out which variables the step produced (new, rebound, or changed in
   place), hashes each over its full content and saves it, once, to the content-addressed
-  object store. That manifest is the step boundary the cache restores from.
+  object store, with the state of the random generators. That manifest is the step
+  boundary the cache restores from;
+* :func:`restore` puts the outputs (and generator state) of steps the cache skipped into the
+  namespace, exactly as if they had run, after checking every file's hash.
 
 The notebook API (``nbmlops.api``) reports metrics, data and models through :func:`emit`,
 which appends JSON lines to the run's events file; the driver logs them to MLflow. The
@@ -27,7 +30,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from nbmlops.capture.hashing import data_kind, hash_bytes, hash_data, write_atomic
+from nbmlops.capture.hashing import data_kind, hash_bytes, hash_data, hash_file, write_atomic
 
 
 class _State:
@@ -101,14 +104,17 @@ def _make_default_rng_reproducible(np: Any, seed: int) -> None:
     original = np.random.default_rng
     if getattr(original, "_nbmlops", False):
         return
-    sequence = np.random.SeedSequence(seed)
+    spawned = [0]  # children drawn so far: part of the generators' state a cache hit restores
 
     def default_rng(seed: Any = None) -> Any:
-        if seed is None:
-            seed = sequence.spawn(1)[0]
+        if seed is None:  # the n-th child of SeedSequence(run seed), as .spawn() would give
+            seed = np.random.SeedSequence(run_seed, spawn_key=(spawned[0],))
+            spawned[0] += 1
         return original(seed)
 
+    run_seed = seed
     default_rng._nbmlops = True  # type: ignore[attr-defined]
+    default_rng._nbmlops_spawned = spawned  # type: ignore[attr-defined]
     default_rng.__doc__ = original.__doc__
     np.random.default_rng = default_rng
 
@@ -218,15 +224,17 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
         if kind == "dataframe":
             entry["columns"] = {str(c): str(t) for c, t in value.dtypes.items()}
         if not failed:
-            problem = _save(digest, value, payload)
+            blob, problem = _save(digest, value, payload)
             if problem:
                 unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
                 continue
+            entry["blob"] = blob
         outputs.append(entry)
     for n in set(_state.before) - set(ns):  # deleted by the step
         _state.hashes.pop(n, None)
     _state.step = None
-    return json.dumps({"outputs": outputs, "unsaved": unsaved})
+    rng = _save_rng() if not failed else {}
+    return json.dumps({"outputs": outputs, "unsaved": unsaved, "rng": rng})
 
 
 def _end_mlflow_run(failed: bool) -> None:
@@ -258,17 +266,91 @@ def _digest(value: Any) -> tuple[str | None, bytes | None, str | None]:
     return hash_bytes(payload), payload, None
 
 
-def _save(digest: str, value: Any, payload: bytes | None) -> str | None:
+def _object_path(digest: str) -> Path:
     assert _state.objects is not None
-    path = _state.objects / digest[:2] / f"{digest}.pkl"
-    if path.exists():
-        return None
+    return _state.objects / digest[:2] / f"{digest}.pkl"
+
+
+def _save(digest: str, value: Any, payload: bytes | None) -> tuple[str | None, str | None]:
+    """Save ``value`` as object ``digest``; (digest of the file's bytes, problem)."""
+    path = _object_path(digest)
     try:
+        if path.exists():
+            return hash_file(path), None
         if payload is None:
             import cloudpickle
 
             payload = cloudpickle.dumps(value, protocol=5)
         write_atomic(path, payload)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        return None, f"{type(exc).__name__}: {exc}"
+    return hash_bytes(payload), None
+
+
+# ---------------------------------------------------------------- random generators
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"random": random.getstate()}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        state["numpy"] = np.random.get_state()
+        spawned = getattr(np.random.default_rng, "_nbmlops_spawned", None)
+        if spawned is not None:
+            state["spawned"] = spawned[0]
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        state["torch"] = torch.get_rng_state().numpy().tobytes()
+    return state
+
+
+def _save_rng() -> dict[str, str]:
+    """Save the generators' state after a step; a cache hit restores it."""
+    import pickle
+
+    payload = pickle.dumps(_rng_state(), protocol=5)
+    digest = hash_bytes(payload)
+    path = _object_path(digest)
+    if not path.exists():
+        write_atomic(path, payload)
+    return {"digest": digest, "blob": digest}
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["random"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+        spawned = getattr(np.random.default_rng, "_nbmlops_spawned", None)
+        if spawned is not None and "spawned" in state:
+            spawned[0] = state["spawned"]
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
+
+
+def _load(digest: str, blob: str) -> bytes:
+    path = _object_path(digest)
+    payload = path.read_bytes()
+    if hash_bytes(payload) != blob:
+        raise ValueError(f"object {path} is damaged (its hash does not match)")
+    return payload
+
+
+def restore(entries: list[dict[str, Any]]) -> str:
+    """Bind the outputs of skipped steps, in order, and set the generators' state after them."""
+    import pickle
+
+    import cloudpickle
+
+    ns = _user_ns()
+    for entry in entries:
+        for out in entry["outputs"]:
+            ns[out["name"]] = cloudpickle.loads(_load(out["digest"], out["blob"]))
+            _state.hashes[out["name"]] = out["digest"]
+    rng = entries[-1].get("rng") if entries else None
+    if rng:
+        _set_rng(pickle.loads(_load(rng["digest"], rng["blob"])))
+    return "{}"

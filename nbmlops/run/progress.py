@@ -17,7 +17,9 @@ class Reporter(Protocol):
     def step_started(self, name: str, index: int, total: int) -> None: ...
     def cell_started(self, step: str | None, cell: int, source: str) -> None: ...
     def cell_output(self, step: str | None, text: str) -> None: ...
-    def step_finished(self, name: str, status: str, seconds: float) -> None: ...
+    def step_finished(self, name: str, status: str, seconds: float) -> None:
+        """``status``: FINISHED, FAILED, KILLED, or CACHED (a hit: not executed)."""
+
     def warn(self, message: str) -> None: ...
     def close(self) -> None: ...
 
@@ -63,9 +65,10 @@ class PlainReporter:
             self._print(f"  {step or 'setup'} | {line}")
 
     def step_finished(self, name: str, status: str, seconds: float) -> None:
-        self._print(
-            f"[{time.monotonic() - self._t0:7.1f}s] step {name}: {status.lower()} in {seconds:.2f}s"
+        outcome = (
+            "cached (not executed)" if status == "CACHED" else f"{status.lower()} in {seconds:.2f}s"
         )
+        self._print(f"[{time.monotonic() - self._t0:7.1f}s] step {name}: {outcome}")
 
     def warn(self, message: str) -> None:
         self._print(f"warning: {message}")
@@ -130,8 +133,11 @@ class RichReporter:
             )
 
     def step_finished(self, name: str, status: str, seconds: float) -> None:
-        mark = "[green]✓[/]" if status == "FINISHED" else "[red]✗[/]"
-        self.console.print(f"{mark} step [bold]{name}[/] {seconds:.2f}s")
+        if status == "CACHED":
+            self.console.print(f"[cyan]↺[/] step [bold]{name}[/] cached")
+        else:
+            mark = "[green]✓[/]" if status == "FINISHED" else "[red]✗[/]"
+            self.console.print(f"{mark} step [bold]{name}[/] {seconds:.2f}s")
         if self._task is not None:
             self.progress.advance(self._task)
 

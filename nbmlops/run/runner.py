@@ -11,6 +11,7 @@ KILLED and the partial notebook is kept (and logged) under its ``.partial.ipynb`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import signal
@@ -24,7 +25,10 @@ from typing import Any
 from jupyter_client.kernelspec import NoSuchKernel
 
 from nbmlops import project
-from nbmlops.capture.environment import GitInfo, git_info
+from nbmlops.cache.keys import KeyContext
+from nbmlops.cache.store import StepCache
+from nbmlops.capture.environment import GitInfo, environment, git_info, kernel_python
+from nbmlops.capture.hashing import FileHashCache
 from nbmlops.capture.tracking import Tracker, check_reachable
 from nbmlops.exceptions import (
     NbmlopsError,
@@ -36,6 +40,7 @@ from nbmlops.exceptions import (
 from nbmlops.notebook.parameters import effective, resolve
 from nbmlops.notebook.pipeline import Pipeline, load_pipeline
 from nbmlops.run.progress import Reporter, default_reporter
+from nbmlops.run.resume import INJECTED, RESUMED_FROM, find_resumable
 from nbmlops.run.session import Session, signals_deferred
 
 
@@ -45,6 +50,7 @@ class StepResult:
     run_id: str
     status: str
     seconds: float
+    cached_from: str | None = None  # the run whose outputs a cache hit reused
 
 
 @dataclass
@@ -71,6 +77,10 @@ def run_notebook(
     seed: int | None = None,
     reporter: Reporter | None = None,
     tags: dict[str, str] | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    refresh: tuple[str, ...] = (),
+    resume: str | None = None,
 ) -> RunResult:
     """Run ``notebook``'s steps in one kernel through papermill and record it in MLflow.
 
@@ -78,18 +88,41 @@ def run_notebook(
     checked against the parameters cell. Raises :class:`StepFailed` when a cell fails and
     :class:`RunInterrupted` on Ctrl-C or SIGTERM, after recording the run as such.
     ``tags`` are added to the pipeline run (e.g. the drift report that started a retraining).
+
+    Steps whose cache key is unchanged are not executed: their outputs come from the step
+    cache under ``cache_dir`` (default: the project's ``.nbmlops/``). ``use_cache=False``
+    executes every step, ``refresh`` the steps named. ``resume`` (a run id, or ``"last"``)
+    re-runs a failed or killed run with its parameters and seed: the steps that succeeded
+    come from the cache.
     """
     import papermill
 
     from nbmlops.run.engine import ensure_registered
 
     pipeline = load_pipeline(notebook)
+    unknown = [s for s in refresh if s not in {p.name for p in pipeline.steps}]
+    if unknown:
+        raise NbmlopsError(
+            f"--refresh {unknown[0]}: {pipeline.path} has no step {unknown[0]!r}\n"
+            f"  fix: name one of its steps: {', '.join(p.name for p in pipeline.steps)}"
+        )
+    root = project.project_root()
+    uri = project.tracking_uri(tracking_uri, root)
+    tags = dict(tags or {})
+    if resume:
+        if parameters:
+            raise NbmlopsError(
+                "--resume reuses the parameters of the run it resumes\n"
+                "  fix: drop the -p options (start a new run to change parameters)"
+            )
+        previous = find_resumable(uri, resume, experiment or pipeline.stem, pipeline.stem)
+        parameters, seed = previous.parameters, previous.seed
+        tags[RESUMED_FROM] = previous.run_id
     injected = resolve(pipeline.parameters, parameters or {})
     seed, seed_source, injected = _choose_seed(pipeline, injected, seed)
     values = effective(pipeline.parameters, injected)
+    tags[INJECTED] = json.dumps({k: repr(v) for k, v in injected.items()})
 
-    root = project.project_root()
-    uri = project.tracking_uri(tracking_uri, root)
     check_reachable(uri)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     default_dir = (
@@ -103,6 +136,16 @@ def run_notebook(
     git = git_info(pipeline.path.resolve())
     tracker = Tracker(uri)
     reporter = reporter or default_reporter()
+    state = Path(cache_dir).resolve() if cache_dir else project.state_dir(root)
+    cache = StepCache(state)
+    keys = KeyContext(
+        pipeline=pipeline,
+        values=values,
+        seed=seed,
+        env_hash=_env_hash(pipeline),
+        base_dir=pipeline.path.resolve().parent,
+        files=FileHashCache(project.state_dir(root) / "file-hashes.json"),
+    )
     session = Session(
         pipeline=pipeline,
         values=values,
@@ -110,13 +153,17 @@ def run_notebook(
         seed_source=seed_source,
         root=root,
         run_dir=run_dir,
-        objects_dir=project.state_dir(root) / "objects",
+        objects_dir=cache.objects,
+        cache=cache,
+        keys=keys,
+        cache_read=use_cache,
+        refresh=frozenset(refresh),
         tracker=tracker,
         reporter=reporter,
         experiment=experiment or pipeline.stem,
         notebook_label=_label(pipeline.path, root, git),
         git=git,
-        extra_tags=dict(tags or {}),
+        extra_tags=tags,
     )
     ensure_registered()
     partial = run_dir / f"{pipeline.stem}.partial.ipynb"
@@ -205,11 +252,18 @@ def run_notebook(
         parameters=values,
         metrics=dict(session.metrics),
         steps=[
-            StepResult(r.name, r.run_id.result(), r.status, r.seconds)
+            StepResult(r.name, r.run_id.result(), r.status, r.seconds, r.cached_from)
             for r in session.steps.values()
         ],
         model_uri=session.model_uri,
     )
+
+
+def _env_hash(pipeline: Pipeline) -> str:
+    try:
+        return environment(kernel_python(pipeline.kernel_name)).hash
+    except NoSuchKernel as exc:
+        raise _no_such_kernel(pipeline, exc) from None
 
 
 def _no_such_kernel(pipeline: Pipeline, exc: Exception) -> NbmlopsError:

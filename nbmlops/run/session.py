@@ -27,6 +27,8 @@ import nbformat
 from nbclient.exceptions import CellExecutionError
 
 from nbmlops import project
+from nbmlops.cache.keys import SETUP_RNG, KeyContext
+from nbmlops.cache.store import Entry, StepCache
 from nbmlops.capture import tracking as t
 from nbmlops.capture.environment import GitInfo, environment
 from nbmlops.capture.hashing import write_atomic
@@ -34,6 +36,11 @@ from nbmlops.notebook.pipeline import Pipeline
 from nbmlops.run.progress import Reporter
 
 DATA_KINDS = ("dataframe", "series", "ndarray")
+EVENT_KINDS = ("metric", "param", "data", "model")  # what a cache hit replays
+CACHE = "nbmlops.cache"
+CACHE_SOURCE = "nbmlops.cache_source_run"
+CACHE_KEY = "nbmlops.cache_key"
+CACHE_HITS = "nbmlops.cache_hits"
 INJECTED = "injected-parameters"
 
 
@@ -59,6 +66,7 @@ class StepRecord:
     seconds: float = 0.0
     outputs: list[dict[str, Any]] = field(default_factory=list)
     unsaved: list[dict[str, str]] = field(default_factory=list)
+    cached_from: str | None = None  # the run whose outputs a cache hit reused
 
 
 @dataclass
@@ -85,12 +93,19 @@ class Session:
     experiment: str
     notebook_label: str
     git: GitInfo | None
+    cache: StepCache
+    keys: KeyContext
+    cache_read: bool = True  # False with --no-cache: execute everything (entries are refreshed)
+    refresh: frozenset[str] = frozenset()  # steps to execute whatever the cache holds
     extra_tags: dict[str, str] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("nbmlops.run"))
     steps: dict[str, StepRecord] = field(default_factory=dict)
     failure: Failure | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str | None = None
+    produced: dict[str, str] = field(default_factory=dict)  # variable -> digest, so far
+    rng: str = SETUP_RNG  # digest of the random generators' state, so far
+    _keys: dict[str, str] = field(default_factory=dict)
     _events_offset: int = 0
     _current_cell: Any = None
     _nb: Any = None  # the notebook papermill is executing (for notebooks of killed steps)
@@ -178,7 +193,6 @@ class Session:
         return env
 
     def kernel_start_call(self) -> str:
-        self.reporter.run_started(self.pipeline, self.run_dir)
         return f"start({str(self.run_dir)!r}, {str(self.objects_dir)!r}, {self.seed})"
 
     def kernel_started(self, info: dict[str, Any]) -> None:
@@ -200,7 +214,9 @@ class Session:
 
     # ------------------------------------------------------------ steps and cells
 
-    def step_started(self, name: str) -> None:
+    def step_started(
+        self, name: str, extra: dict[str, str] | None = None, announce: bool = True
+    ) -> None:
         client_future = self.tracker._client
         if client_future.done() and client_future.exception():
             raise client_future.exception()  # type: ignore[misc]
@@ -213,6 +229,9 @@ class Session:
             "nbmlops.upstream": ",".join(step.upstream),
             "nbmlops.cells": ",".join(str(c.index) for c in step.cells),
             "mlflow.source.name": self.notebook_label,
+            CACHE: "miss",
+            CACHE_KEY: self._keys.get(name, ""),
+            **(extra or {}),
         }
         id_file = self.run_dir / "steps" / f"{name}.run_id"
 
@@ -224,8 +243,9 @@ class Session:
 
         with signals_deferred():
             self.steps[name] = StepRecord(name, self.tracker.submit(create), time.monotonic())
-        index = [s.name for s in self.pipeline.steps].index(name)
-        self.reporter.step_started(name, index, len(self.pipeline.steps))
+        if announce:
+            index = [s.name for s in self.pipeline.steps].index(name)
+            self.reporter.step_started(name, index, len(self.pipeline.steps))
 
     def cell_started(self, cell: nbformat.NotebookNode) -> None:
         self._current_cell = cell
@@ -284,12 +304,6 @@ class Session:
             )
         events = self._read_events()
         notebook_path = self._write_step_notebook(name, nb)
-        downstream = self.pipeline.downstream_reads(name)
-        handed_on = [
-            {"kind": "data", "name": o["name"], "digest": o["digest"], "step": name}
-            for o in record.outputs
-            if o.get("kind") in DATA_KINDS and o["name"] in downstream
-        ]
         durations = [
             (
                 c.metadata["nbmlops"]["cell"],
@@ -299,7 +313,32 @@ class Session:
             if c.metadata.get("nbmlops", {}).get("step") == name and c.cell_type == "code"
         ]
         status = "FAILED" if failed else "FINISHED"
+        self._record_step(record, events, notebook_path, durations, status)
+        record.status = status  # only once its record is queued
+        self.produced.update({o["name"]: o["digest"] for o in record.outputs})
+        if result.get("rng"):
+            self.rng = result["rng"]["digest"]
+        if not failed and not record.unsaved:
+            self._store(name, nb, record, events, result.get("rng", {}))
+        self.reporter.step_finished(name, status, record.seconds)
+
+    def _record_step(
+        self,
+        record: StepRecord,
+        events: list[dict[str, Any]],
+        notebook_path: Path,
+        durations: list[tuple[int, float]],
+        status: str,
+    ) -> None:
+        """Queue the step run's record: events, timings, outputs manifest, notebook, status."""
+        downstream = self.pipeline.downstream_reads(record.name)
+        handed_on = [
+            {"kind": "data", "name": o["name"], "digest": o["digest"], "step": record.name}
+            for o in record.outputs
+            if o.get("kind") in DATA_KINDS and o["name"] in downstream
+        ]
         unsaved = record.unsaved
+        seconds = record.seconds
 
         def record_step(client: Any) -> None:
             run_id = record.run_id.result()
@@ -313,7 +352,7 @@ class Session:
                     metrics=[
                         Metric("nbmlops.cell_seconds", sec, now, idx) for idx, sec in durations
                     ]
-                    + [Metric("nbmlops.step_seconds", record.seconds, now, 0)],
+                    + [Metric("nbmlops.step_seconds", seconds, now, 0)],
                 )
                 t.log_json(
                     client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json"
@@ -325,8 +364,79 @@ class Session:
                 t.terminate(client, run_id, status)
 
         self.tracker.submit(record_step)
-        record.status = status  # only once its record is queued
-        self.reporter.step_finished(name, status, record.seconds)
+
+    # ------------------------------------------------------------ the step cache
+
+    def lookup(self, name: str) -> tuple[str, Entry | None]:
+        """The step's cache key, and the entry to reuse (None: execute the step)."""
+        key, _ = self.keys.key(self.pipeline.step(name), self.produced, self.rng)
+        self._keys[name] = key
+        if not self.cache_read or name in self.refresh:
+            return key, None
+        entry = self.cache.get(key)
+        if entry is None:
+            return key, None
+        for path, digest in entry.files.items():  # data files the step read through the API
+            try:
+                if self.keys.files.digest(path) != digest:
+                    return key, None
+            except OSError:
+                return key, None
+        return key, entry
+
+    def step_hit(self, name: str, entry: Entry, nb: nbformat.NotebookNode) -> None:
+        """Record a step the cache skipped: its run, tagged as a hit, with what it reported."""
+        with signals_deferred():
+            self.step_started(name, {CACHE: "hit", CACHE_SOURCE: entry.source_run}, announce=False)
+            record = self.steps[name]
+            record.outputs = entry.outputs
+            record.cached_from = entry.source_run
+            notebook_path = self._write_step_notebook(name, nb)
+            now = time.time()
+            events = [{**e, "step": name, "time": now} for e in entry.events]
+            self._record_step(record, events, notebook_path, [], "FINISHED")
+            record.status = "FINISHED"
+            self.produced.update({o["name"]: o["digest"] for o in entry.outputs})
+            self.rng = entry.rng.get("digest", self.rng)
+        self.reporter.step_finished(name, "CACHED", 0.0)
+
+    def _store(
+        self,
+        name: str,
+        nb: nbformat.NotebookNode,
+        record: StepRecord,
+        events: list[dict[str, Any]],
+        rng: dict[str, str],
+    ) -> None:
+        try:
+            source_run = record.run_id.result()
+        except Exception:
+            return  # not recorded: nothing to point a hit at
+        mine = [e for e in events if e.get("step") == name and e.get("kind") in EVENT_KINDS]
+        cells = [dict(c) for c in nb.cells if c.metadata.get("nbmlops", {}).get("step") == name]
+        setup = [
+            dict(c)
+            for c in nb.cells
+            if "step" not in c.metadata.get("nbmlops", {})
+            and isinstance(c.metadata.get("nbmlops", {}).get("cell"), int)
+        ]
+        entry = Entry(
+            key=self._keys[name],
+            step=name,
+            source_run=source_run,
+            created=time.time(),
+            outputs=record.outputs,
+            events=[{k: v for k, v in e.items() if k not in ("step", "time")} for e in mine],
+            files={e["path"]: e["digest"] for e in mine if e["kind"] == "data" and e.get("path")},
+            rng=rng,
+            cells=cells,
+            setup_cells=setup,
+            notebook=self.notebook_label,
+        )
+        try:
+            self.cache.put(entry)
+        except OSError as exc:
+            self.reporter.warn(f"step {name!r}: cannot write its cache entry ({exc})")
 
     # ------------------------------------------------------------ run end
 
@@ -335,6 +445,8 @@ class Session:
         running = [r for r in self.steps.values() if r.status == "RUNNING"]  # interrupted
         leftovers = self._read_events()
         failure = self.failure
+        hits = sum(1 for r in self.steps.values() if r.cached_from)
+        ran = len(self.steps)
         notebooks = {}
         for record in running:
             record.status = status
@@ -365,6 +477,9 @@ class Session:
                             t.ERROR: f"{failure.ename}: {failure.evalue}"[:4000],
                         },
                     )
+                if ran:
+                    t.log_tags(client, [parent], {CACHE_HITS: f"{hits}/{ran}"})
+                    client.log_metric(parent, CACHE_HITS, hits)
                 if notebook and notebook.exists():
                     t.log_file(client, parent, notebook, "notebook")
             finally:

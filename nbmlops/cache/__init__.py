@@ -1,0 +1,1 @@
+"""The content-addressed step cache: keys (``keys``) and entries on disk (``store``)."""
