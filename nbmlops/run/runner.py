@@ -81,6 +81,7 @@ def run_notebook(
     use_cache: bool = True,
     refresh: tuple[str, ...] = (),
     resume: str | None = None,
+    project_dir: str | Path | None = None,
 ) -> RunResult:
     """Run ``notebook``'s steps in one kernel through papermill and record it in MLflow.
 
@@ -93,7 +94,8 @@ def run_notebook(
     cache under ``cache_dir`` (default: the project's ``.nbmlops/``). ``use_cache=False``
     executes every step, ``refresh`` the steps named. ``resume`` (a run id, or ``"last"``)
     re-runs a failed or killed run with its parameters and seed: the steps that succeeded
-    come from the cache.
+    come from the cache. ``project_dir`` is the project folder (default: the working
+    directory): where the default store and ``.nbmlops/`` live.
     """
     import papermill
 
@@ -106,7 +108,7 @@ def run_notebook(
             f"--refresh {unknown[0]}: {pipeline.path} has no step {unknown[0]!r}\n"
             f"  fix: name one of its steps: {', '.join(p.name for p in pipeline.steps)}"
         )
-    root = project.project_root()
+    root = Path(project_dir).resolve() if project_dir else project.project_root()
     uri = project.tracking_uri(tracking_uri, root)
     tags = dict(tags or {})
     if resume:

@@ -1,0 +1,400 @@
+"""Parameter sweeps: every point of a grid as its own pipeline run, under one sweep run.
+
+Points run in parallel on a local process pool or on a ``dask.distributed`` cluster; each
+point is an ordinary :func:`~nbmlops.run.runner.run_notebook` call. Steps that do not
+read the swept parameters have the same cache key at every point: the first point to
+reach such a step computes it while the others wait on the cache's lock, then reuse it.
+That needs the cache folder (and the MLflow store) to be shared by the workers: on one
+machine they are; on a cluster, give ``--cache-dir`` on a shared file system and a
+tracking server every worker can reach. Without a shared cache each worker computes
+shared steps itself, once per worker.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import os
+import random
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbmlops import project
+from nbmlops.capture import tracking as t
+from nbmlops.exceptions import NbmlopsError, ParameterError, StepFailed
+from nbmlops.notebook.parameters import resolve
+from nbmlops.notebook.pipeline import load_pipeline
+
+SWEEP = "nbmlops.sweep"
+SWEEP_POINT = "nbmlops.sweep_point"
+
+
+@dataclass
+class PointResult:
+    index: int
+    parameters: dict[str, str]  # as -p texts
+    status: str  # FINISHED, FAILED
+    run_id: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    cache_hits: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    error: str = ""  # the error line of a failed point
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    experiment: str
+    points: list[PointResult]
+    metric: str | None
+    mode: str
+
+    @property
+    def failed(self) -> list[PointResult]:
+        return [p for p in self.points if p.status != "FINISHED"]
+
+    def ranked(self) -> list[PointResult]:
+        """Finished points, best first by the metric (points without it last)."""
+        done = [p for p in self.points if p.status == "FINISHED"]
+        if not self.metric:
+            return done
+        sign = -1 if self.mode == "max" else 1
+        return sorted(
+            done,
+            key=lambda p: (
+                self.metric not in p.metrics,
+                sign * p.metrics.get(self.metric, 0.0),  # type: ignore[arg-type]
+            ),
+        )
+
+    @property
+    def best(self) -> PointResult | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked and self.metric in ranked[0].metrics else None
+
+
+# ---------------------------------------------------------------- the grid
+
+
+def parse_grid(specs: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    """``["alpha=0.1,1,10", "model=rf,gb"]`` -> ``{"alpha": ["0.1", "1", "10"], ...}``.
+
+    Values are Python literals separated by commas (``layers=[64,32],[128]`` works); a
+    list that is not made of literals is split on commas into texts.
+    """
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or not text.strip():
+            raise ParameterError(
+                spec, "is not of the form name=v1,v2,...", "write -g alpha=0.1,1,10"
+            )
+        if name in grid:
+            raise ParameterError(name, "is swept twice", "give each parameter one -g option")
+        try:
+            values = ast.literal_eval(f"[{text}]")
+            texts = [repr(v) for v in values]
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            texts = [v.strip() for v in text.split(",")]
+        if not texts or any(v == "" for v in texts):
+            raise ParameterError(name, f"has an empty value in {text!r}", "write -g alpha=0.1,1,10")
+        grid[name] = texts
+    if not grid:
+        raise ParameterError("-g", "no parameter to sweep", "give at least one -g name=v1,v2")
+    return grid
+
+
+def points(grid: dict[str, list[str]], sample: int | None = None) -> list[dict[str, str]]:
+    """The grid's points in order, or ``sample`` of them drawn with a fixed seed (0)."""
+    names = list(grid)
+    every = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    if sample is not None:
+        if sample < 1:
+            raise ParameterError("--random", f"{sample} is not a number of points", "--random 5")
+        if sample < len(every):
+            chosen = sorted(random.Random(0).sample(range(len(every)), sample))
+            every = [every[i] for i in chosen]
+    return every
+
+
+# ---------------------------------------------------------------- one point (in a worker)
+
+
+def run_point(
+    index: int,
+    notebook: str,
+    source: bytes,
+    parameters: dict[str, str],
+    options: dict[str, Any],
+) -> PointResult:
+    """Run one point; called in a worker process (pool or dask). Never raises for a
+    failing notebook: the failure is the result."""
+    from nbmlops.run.progress import PlainReporter
+    from nbmlops.run.runner import run_notebook
+
+    path = _local_copy(notebook, source)
+    log_path = Path(options["output_dir"]) / "run.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log:
+        try:
+            result = run_notebook(
+                path,
+                parameters,
+                reporter=PlainReporter(stream=log, quiet=False),
+                **options,
+            )
+        except StepFailed as exc:
+            return PointResult(
+                index,
+                parameters,
+                "FAILED",
+                run_id=exc.run_id,
+                seconds=time.monotonic() - started,
+                error=f"step {exc.step}, cell {exc.cell_index}: {exc.ename}: {exc.evalue}",
+            )
+        except NbmlopsError as exc:
+            return PointResult(
+                index,
+                parameters,
+                "FAILED",
+                seconds=time.monotonic() - started,
+                error=str(exc).splitlines()[0],
+            )
+        except BaseException as exc:  # a point must never take the sweep down
+            return PointResult(
+                index,
+                parameters,
+                "FAILED",
+                seconds=time.monotonic() - started,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+    return PointResult(
+        index,
+        parameters,
+        "FINISHED",
+        run_id=result.run_id,
+        metrics=result.metrics,
+        cache_hits=sum(1 for s in result.steps if s.cached_from),
+        steps=len(result.steps),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _local_copy(notebook: str, source: bytes) -> str:
+    """The notebook on this worker: its own path when the file system is shared, else a copy."""
+    try:
+        if Path(notebook).read_bytes() == source:
+            return notebook
+    except OSError:
+        pass
+    folder = Path(tempfile.mkdtemp(prefix="nbmlops-sweep-"))
+    copy = folder / Path(notebook).name
+    copy.write_bytes(source)
+    return str(copy)
+
+
+# ---------------------------------------------------------------- the sweep (driver)
+
+
+def run_sweep(
+    notebook: str | Path,
+    grid_specs: tuple[str, ...] | list[str],
+    *,
+    sample: int | None = None,
+    jobs: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    metric: str | None = None,
+    mode: str = "max",
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    on_point: Callable[[PointResult, int, int], None] | None = None,
+) -> SweepResult:
+    """Run every point of the grid; the sweep run in MLflow holds the points as children."""
+    if mode not in ("max", "min"):
+        raise NbmlopsError(f"--mode {mode}: use max or min")
+    if executor not in ("local", "dask"):
+        raise NbmlopsError(f"--executor {executor}: use local or dask")
+    pipeline = load_pipeline(notebook)
+    grid = parse_grid(grid_specs)
+    todo = points(grid, sample)
+    for point in todo:  # every point is checked before anything runs
+        resolve(pipeline.parameters, point)
+    root = project.project_root()
+    uri = project.tracking_uri(tracking_uri, root)
+    t.check_reachable(uri)
+    experiment = experiment or pipeline.stem
+    state = Path(cache_dir).resolve() if cache_dir else project.state_dir(root)
+    sweep_id = _start_sweep_run(uri, experiment, pipeline.stem, grid, len(todo), metric, mode)
+    folder = state / "sweeps" / sweep_id
+    source = pipeline.path.read_bytes()
+    jobs = jobs or os.cpu_count() or 1
+
+    def options(index: int) -> dict[str, Any]:
+        return {
+            "experiment": experiment,
+            "tracking_uri": uri,
+            "output_dir": str(folder / f"point-{index}"),
+            "cache_dir": str(state),
+            "use_cache": use_cache,
+            "project_dir": str(root),
+            "tags": {t.PARENT: sweep_id, SWEEP: sweep_id, SWEEP_POINT: str(index)},
+        }
+
+    results: list[PointResult] = []
+    status = "FAILED"
+    try:
+        for result in _execute(
+            executor, scheduler, jobs, todo, str(pipeline.path), source, options
+        ):
+            results.append(result)
+            if on_point:
+                on_point(result, len(results), len(todo))
+        if metric is None:
+            metric = next(
+                (m for r in results for m in r.metrics if not m.startswith("nbmlops.")), None
+            )
+        status = "FINISHED" if all(r.status == "FINISHED" for r in results) else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        outcome = SweepResult(
+            sweep_id, experiment, sorted(results, key=lambda r: r.index), metric, mode
+        )
+        _finish_sweep_run(uri, outcome, status)
+    return outcome
+
+
+def _execute(
+    executor: str,
+    scheduler: str | None,
+    jobs: int,
+    todo: list[dict[str, str]],
+    notebook: str,
+    source: bytes,
+    options: Callable[[int], dict[str, Any]],
+) -> Iterator[PointResult]:
+    """Run the points; yield each result as it completes."""
+    if executor == "dask":
+        yield from _execute_dask(scheduler, jobs, todo, notebook, source, options)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: the driver holds threads (MLflow, the tracker) that fork would copy half-made.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context) as pool:
+        futures: list[Future[PointResult]] = [
+            pool.submit(run_point, i, notebook, source, p, options(i)) for i, p in enumerate(todo)
+        ]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _execute_dask(
+    scheduler: str | None,
+    jobs: int,
+    todo: list[dict[str, str]],
+    notebook: str,
+    source: bytes,
+    options: Callable[[int], dict[str, Any]],
+) -> Iterator[PointResult]:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise NbmlopsError(
+            "--executor dask needs dask.distributed\n  fix: pip install 'dask[distributed]'"
+        ) from exc
+    cluster = None
+    if scheduler is None:  # no cluster given: one on this machine, one process per job
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True)
+    try:
+        try:
+            client = Client(scheduler or cluster, timeout="10s")
+        except OSError as exc:
+            raise NbmlopsError(
+                f"--scheduler {scheduler}: no dask scheduler answers there ({exc})\n"
+                "  fix: start one (dask scheduler) or leave --scheduler out for a local cluster"
+            ) from None
+        with client:
+            futures = [
+                client.submit(
+                    run_point,
+                    i,
+                    notebook,
+                    source,
+                    p,
+                    options(i),
+                    pure=False,
+                    key=f"nbmlops-point-{i}-{secrets.token_hex(3)}",
+                )
+                for i, p in enumerate(todo)
+            ]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _start_sweep_run(
+    uri: str,
+    experiment: str,
+    stem: str,
+    grid: dict[str, list[str]],
+    count: int,
+    metric: str | None,
+    mode: str,
+) -> str:
+    from mlflow import MlflowClient
+
+    client: Any = t.RetryingClient(MlflowClient(uri), uri)
+    exp = t.experiment_id(client, experiment, project.artifact_root(uri))
+    tags = {
+        t.KIND: "sweep",
+        t.NOTEBOOK: stem,
+        "nbmlops.grid": json.dumps(grid),
+        "nbmlops.points": str(count),
+        "nbmlops.sweep_metric": metric or "",
+        "nbmlops.sweep_mode": mode,
+    }
+    return t.create_run(client, exp, f"{stem}-sweep", tags)
+
+
+def _finish_sweep_run(uri: str, outcome: SweepResult, status: str) -> None:
+    from mlflow import MlflowClient
+
+    client: Any = t.RetryingClient(MlflowClient(uri), uri)
+    run_id = outcome.sweep_id
+    try:
+        best = outcome.best
+        tags = {
+            "nbmlops.points_failed": str(len(outcome.failed)),
+            "nbmlops.sweep_metric": outcome.metric or "",
+        }
+        if best is not None:
+            tags["nbmlops.best_run"] = best.run_id
+            if outcome.metric:
+                client.log_metric(run_id, outcome.metric, best.metrics[outcome.metric])
+        t.log_tags(client, [run_id], tags)
+        t.log_json(client, run_id, {"points": [asdict(p) for p in outcome.points]}, "sweep.json")
+    finally:
+        t.terminate(client, run_id, status)
