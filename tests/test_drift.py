@@ -351,3 +351,70 @@ def test_kstwo_sf_matches_scipy_across_its_branches(n: int) -> None:
         d = float(np.sqrt(nd2 / n))
         expected = float(stats.kstwo.sf(d, n))
         assert kstwo_sf(d, n) == pytest.approx(expected, rel=1e-11, abs=1e-300), (n, nd2)
+
+
+# --- a promoted model's reference profile -----------------------------------------------
+
+TRAINING = [
+    code(
+        "import numpy as np\nimport pandas as pd\nimport nbmlops\n"
+        "from sklearn.compose import make_column_transformer\n"
+        "from sklearn.linear_model import LinearRegression\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import OneHotEncoder"
+    ),
+    code("seed = 0\nrows = 4000", "parameters"),
+    code(
+        "rng = np.random.default_rng(seed)\n"
+        "X_train = pd.DataFrame({'age': rng.normal(40, 10, rows), "
+        "'visits': rng.integers(0, 6, rows), "
+        "'plan': rng.choice(['basic', 'plus', 'pro'], rows, p=[0.5, 0.3, 0.2])})\n"
+        "y_train = X_train['age'] * 0.1 + X_train['visits'] + rng.normal(size=rows)",
+        "step:data",
+    ),
+    code(
+        "model = make_pipeline(make_column_transformer("
+        "(OneHotEncoder(), ['plan']), remainder='passthrough'), LinearRegression())\n"
+        "model.fit(X_train, y_train)\n"
+        "nbmlops.log_metric('r2', model.score(X_train, y_train))\n"
+        "nbmlops.log_model(model, name='model', input_example=X_train.head(3))",
+        "step:train",
+    ),
+]
+
+
+def test_drift_against_a_promoted_models_reference_and_retrain_tags_the_model(
+    files: dict[str, Path], nbmlops: Any, client: Any, project: Path, experiment: str
+) -> None:
+    write_notebook(project / "train_model.ipynb", TRAINING)
+    nbmlops("run", "train_model.ipynb", "--experiment", experiment, "-q", check=True)
+    promoted = nbmlops("promote", "--experiment", experiment, "--metric", "r2", check=True)
+    assert "no reference profile" not in promoted.stdout + promoted.stderr
+
+    same = nbmlops("monitor", "drift", f"{experiment}@champion", "--current", "today.csv")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "reference profile" in same.stdout.splitlines()[0]
+    assert "(4000 rows)" in same.stdout.splitlines()[0]
+
+    shifted = nbmlops(
+        "monitor", "drift", f"{experiment}@champion", "--current", "shifted.parquet",
+        "--json", "drift.json", "--retrain", "train_model.ipynb",
+    )  # fmt: skip
+    assert shifted.returncode == 1, shifted.stdout + shifted.stderr
+    assert "drift in 2 of 3 features: age, plan" in shifted.stdout
+    result = json.loads((project / "drift.json").read_text())
+    assert result["ks_reference"] == "all rows"  # 4000 rows fit the profile's sample
+
+    run_id = next(
+        li for li in shifted.stdout.splitlines() if li.startswith("retrain run ")
+    ).split()[2]
+    tags = client.get_run(run_id).data.tags
+    assert tags["nbmlops.retrain.model"] == f"{experiment}@champion"
+    assert tags["nbmlops.retrain.trigger"] == "drift"
+    assert {a.path for a in client.list_artifacts(run_id, "drift")} == {
+        "drift/drift.json",
+        "drift/drift.html",
+    }
+
+    unknown = nbmlops("monitor", "drift", f"{experiment}@nope", "--current", "today.csv")
+    assert unknown.returncode == 2 and "has no alias @nope" in unknown.stderr

@@ -168,7 +168,7 @@ def _numeric_figure(feature: FeatureDrift, plt: Any) -> Any:
     hist.set_title("histogram (density)")
     ecdf.set_title("ECDF")
     ecdf.set_ylim(0, 1.02)
-    hist.legend(frameon=False)
+    hist.legend(frameon=False, loc="upper left")
     for ax in (hist, ecdf):
         ax.spines[["top", "right"]].set_visible(False)
     return fig
