@@ -13,6 +13,7 @@ store ("database is locked", several writers) is retried with backoff.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -20,7 +21,7 @@ import random
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -80,9 +81,10 @@ class Tracker:
             warnings.simplefilter("ignore")
             from mlflow import MlflowClient
 
-            client = retry(lambda: MlflowClient(self.uri), self.uri)
-            retrying = RetryingClient(client, self.uri)
-            retrying.search_experiments(max_results=1)  # fails fast on an unreachable store
+            with creation_lock(self.uri):
+                client = retry(lambda: MlflowClient(self.uri), self.uri)
+                retrying = RetryingClient(client, self.uri)
+                retrying.search_experiments(max_results=1)  # fails fast on an unreachable store
             return retrying  # type: ignore[return-value]
 
     @property
@@ -150,7 +152,28 @@ class RetryingClient:
         return lambda *args, **kwargs: retry(lambda: attr(*args, **kwargs), self._uri)
 
 
-def retry(fn: Callable[[], T], uri: str, attempts: int = 8) -> T:
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """One process at a time creates a new SQLite store (MLflow's migrations race)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if db.exists() and db.stat().st_size > 0:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def retry(fn: Callable[[], T], uri: str, attempts: int = 30) -> T:
     """Run ``fn``, retrying "database is locked" with jittered exponential backoff."""
     delay = 0.05
     for attempt in range(attempts):

@@ -106,6 +106,11 @@ def run(
         click.echo(f"  model:   {result.model_uri}")
     click.echo(f"  output:  {result.output_notebook}")
     click.echo(f"  seed:    {result.seed}")
+    if result.seed_source == "generated":
+        click.echo(
+            "  note:    the notebook has no `seed` parameter, so this run drew a new seed and its "
+            f"steps are cached under it; re-run with --seed {result.seed} to reuse them"
+        )
     click.secho(f"run {result.run_id} finished (experiment {result.experiment!r})", fg="green")
 
 

@@ -61,6 +61,7 @@ class RunResult:
     output_notebook: Path
     output_dir: Path
     seed: int
+    seed_source: str  # option, parameter or generated
     parameters: dict[str, Any]
     metrics: dict[str, float]
     steps: list[StepResult] = field(default_factory=list)
@@ -251,6 +252,7 @@ def run_notebook(
         output_notebook=final,
         output_dir=run_dir,
         seed=seed,
+        seed_source=seed_source,
         parameters=values,
         metrics=dict(session.metrics),
         steps=[

@@ -366,8 +366,9 @@ def _start_sweep_run(
 ) -> str:
     from mlflow import MlflowClient
 
-    client: Any = t.RetryingClient(MlflowClient(uri), uri)
-    exp = t.experiment_id(client, experiment, project.artifact_root(uri))
+    with t.creation_lock(uri):
+        client: Any = t.RetryingClient(MlflowClient(uri), uri)
+        exp = t.experiment_id(client, experiment, project.artifact_root(uri))
     tags = {
         t.KIND: "sweep",
         t.NOTEBOOK: stem,
