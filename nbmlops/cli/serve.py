@@ -1,3 +1,158 @@
-"""``nbmlops build`` and ``serve``: a registered model as a BentoML service."""
+"""``nbmlops build``, ``serve`` and ``monitor skew``: a registered model as a BentoML service."""
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from nbmlops.cli import _console, cli, tracking_uri_option, verbose_option
+from nbmlops.cli.monitor import monitor
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL[@ALIAS]")
+@tracking_uri_option
+@verbose_option
+def build(model: str, tracking_uri: str | None, verbose: bool) -> None:
+    """Build a Bento of MODEL (NAME = its @champion, NAME@ALIAS or NAME/VERSION)."""
+    from nbmlops.serve.build import build as do_build
+
+    built = do_build(model, tracking_uri)
+    click.echo(f"  model:  {built.model.uri} (BentoML model {built.bento_model_tag})")
+    click.secho(f"built Bento {built.bento_tag}", fg="green")
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL[@ALIAS]")
+@click.option("--port", type=int, default=3000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--monitor-dir",
+    type=click.Path(file_okay=False),
+    help="Where the monitor logs go (default: .nbmlops/monitoring).",
+)
+@click.option("--no-monitoring", is_flag=True, help="Do not log requests to the monitor.")
+@click.option("--rebuild", is_flag=True, help="Build the Bento again even if it exists.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Start on a free port, send one prediction, show the answer and stop.",
+)
+@tracking_uri_option
+@verbose_option
+def serve(
+    model: str,
+    port: int,
+    host: str,
+    monitor_dir: str | None,
+    no_monitoring: bool,
+    rebuild: bool,
+    check: bool,
+    tracking_uri: str | None,
+    verbose: bool,
+) -> None:
+    """Serve MODEL with `bentoml serve` (building its Bento first if needed)."""
+    from nbmlops import project
+    from nbmlops.promote.registry import resolve_model
+    from nbmlops.serve import server
+    from nbmlops.serve.build import build as do_build
+    from nbmlops.serve.build import find_bento
+
+    ref = resolve_model(model, tracking_uri)
+    bento = None if rebuild else find_bento(ref)
+    if bento is None:
+        tag = do_build(model, tracking_uri).bento_tag
+        click.echo(f"built Bento {tag}")
+    else:
+        tag = str(bento.tag)
+    logs = Path(monitor_dir or project.state_dir() / "monitoring").resolve()
+    if check:
+        _check(model, ref, tag, logs, not no_monitoring, tracking_uri)
+        return
+    click.echo(f"serving {ref} as Bento {tag} on http://{host}:{port}")
+    if not no_monitoring:
+        click.echo(f"  monitor logs: {logs}")
+    sys.stdout.flush()
+    env = server.server_env(logs, monitoring=not no_monitoring)
+    command = server.serve_command(tag, port, host)
+    os.execve(command[0], command, env)
+
+
+def _check(
+    model: str, ref: object, tag: str, logs: Path, monitoring: bool, tracking_uri: str | None
+) -> None:
+    import json
+    import tempfile
+    import urllib.request
+
+    from nbmlops.serve import server
+    from nbmlops.serve.skew import post_json, records, sample_rows
+
+    rows = records(sample_rows(ref, 1, tracking_uri))  # type: ignore[arg-type]
+    log = Path(tempfile.mkdtemp(prefix="nbmlops-serve-")) / "server.log"
+    with server.running(tag, log, monitor_dir=logs, monitoring=monitoring) as url:
+        status, answer = post_json(url + "/predict", {"records": rows})
+        with urllib.request.urlopen(url + "/model", timeout=10) as resp:
+            info = json.loads(resp.read())
+    if status != 200:
+        raise SystemExit(f"error: POST /predict answered {status}: {answer}")
+    click.echo(f"  POST {url}/predict -> {status} {json.dumps(answer)}")
+    click.echo(f"  GET  {url}/model   -> {info['model']} v{info['version']}")
+    click.secho(f"{model}: the service answered; stopped", fg="green")
+
+
+@monitor.command()
+@click.argument("model", metavar="MODEL[@ALIAS]")
+@click.option(
+    "--url", default="http://127.0.0.1:3000", show_default=True, help="The running service."
+)
+@click.option("--sample", type=int, default=200, show_default=True, help="Training rows to replay.")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=1e-9,
+    show_default=True,
+    help="Largest difference between two numeric predictions that is not skew.",
+)
+@tracking_uri_option
+@verbose_option
+def skew(
+    model: str, url: str, sample: int, tolerance: float, tracking_uri: str | None, verbose: bool
+) -> None:
+    """Replay training rows through the service at --url; compare with offline predictions.
+
+    Exits 0 when every served prediction matches, 1 on skew, 2 on bad input.
+    """
+    from rich.markup import escape
+
+    from nbmlops.serve.skew import check_skew
+
+    result = check_skew(model, url, sample, tolerance, tracking_uri)
+    console = _console()
+    console.print(
+        escape(
+            f"{result.model}: {result.rows} training rows replayed through {result.url} "
+            f"(serving version {result.served_version or '?'})"
+        )
+    )
+    if result.served_version != result.model.version:
+        console.print(
+            f"[red]the service serves version {escape(result.served_version)}, "
+            f"not {result.model.version}[/]"
+        )
+    for m in result.mismatches[:20]:
+        console.print(escape(f"  row {m.row}: offline {m.offline!r}, served {m.served!r}"))
+    if result.ok:
+        click.secho(
+            f"no skew: all {result.rows} predictions match (tolerance {tolerance:g})", fg="green"
+        )
+        return
+    click.secho(
+        f"skew: {len(result.mismatches)} of {result.rows} predictions differ beyond {tolerance:g}",
+        fg="red",
+        bold=True,
+    )
+    raise SystemExit(1)

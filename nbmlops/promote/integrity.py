@@ -14,6 +14,9 @@ from pathlib import Path
 from nbmlops.promote.errors import IntegrityError
 
 _CHUNK = 1 << 20
+# Written by MLflow into a download through the registry (models:/name/version): not a
+# file of the model.
+IGNORED = frozenset({"registered_model_meta"})
 
 
 def sha256_file(path: Path) -> str:
@@ -31,7 +34,9 @@ def manifest(folder: str | Path) -> dict[str, str]:
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
             path = Path(dirpath) / name
-            files[path.relative_to(root).as_posix()] = sha256_file(path)
+            rel = path.relative_to(root).as_posix()
+            if rel not in IGNORED:
+                files[rel] = sha256_file(path)
     return dict(sorted(files.items()))
 
 
@@ -43,6 +48,8 @@ def verify(folder: str | Path, expected: dict[str, str], model: str) -> None:
     """Raise :class:`IntegrityError` naming the first file that differs from ``expected``."""
     actual = manifest(folder)
     for path, digest in expected.items():
+        if path in IGNORED:
+            continue
         if path not in actual:
             raise IntegrityError(model, path, "is missing")
         if actual[path] != digest:
