@@ -418,3 +418,30 @@ def test_drift_against_a_promoted_models_reference_and_retrain_tags_the_model(
 
     unknown = nbmlops("monitor", "drift", f"{experiment}@nope", "--current", "today.csv")
     assert unknown.returncode == 2 and "has no alias @nope" in unknown.stderr
+
+
+def test_current_from_the_services_monitor_logs(
+    files: dict[str, Path], nbmlops: Any, project: Path
+) -> None:
+    """The JSON lines bentoml.monitor writes (the layout nbmlops serve reads back)."""
+    shifted = pd.read_parquet(files["shifted"])
+    data = project / "monitoring" / "model_inputs" / "data"
+    data.mkdir(parents=True)
+    with open(data / "data.1.log", "w") as fh:
+        for i, row in enumerate(shifted.to_dict("records")):
+            record = {
+                "timestamp": f"2026-11-23T10:{i // 60 % 60:02d}:{i % 60:02d}",
+                "request_id": str(i),
+            }
+            fh.write(json.dumps({**record, **row, "prediction": 1.0}) + "\n")
+        fh.write('{"timestamp": "2026-11-23T11:00:00", "age": 4')  # cut short: skipped
+    result = nbmlops("monitor", "drift", "--reference", "train.csv", "--current", "monitoring")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"({len(shifted)} rows)" in result.stdout
+    assert "not in the reference (ignored): request_id, timestamp, prediction" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "drift in 2 of 3 features: age, plan"
+
+    empty = project / "empty_logs"
+    empty.mkdir()
+    none = nbmlops("monitor", "drift", "--reference", "train.csv", "--current", "empty_logs")
+    assert none.returncode == 2 and "no monitor logs under" in none.stderr

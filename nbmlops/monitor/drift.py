@@ -246,6 +246,8 @@ def numeric_drift(
 def numeric_plot(ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
     """Histogram counts on shared equal-width bins, and both ECDFs on a grid."""
     both = [a for a in (ref, cur) if len(a)]
+    if not both:
+        return {}
     lows = [_finite_quantile(a, 0.005) for a in both]
     highs = [_finite_quantile(a, 0.995) for a in both]
     lo, hi = min(lows), max(highs)

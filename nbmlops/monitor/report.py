@@ -135,14 +135,18 @@ small{{color:#777;font-weight:normal;margin-left:.4em}}
 
 
 def feature_svg(feature: FeatureDrift) -> str:
-    """The feature's plot as base64 SVG text."""
+    """The feature's plot as base64 SVG text (an empty plot when there are no values)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with plt.rc_context({"svg.fonttype": "none", "font.size": 9}):
-        if feature.kind == "numeric":
+        if not feature.plot:
+            fig, ax = plt.subplots(figsize=(9, 1))
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no values to plot", ha="center", va="center")
+        elif feature.kind == "numeric":
             fig = _numeric_figure(feature, plt)
         else:
             fig = _categorical_figure(feature, plt)
