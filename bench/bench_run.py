@@ -54,7 +54,16 @@ def strip_nbmlops(source: Path, target: Path) -> None:
 
 def compare(label: str, notebook: str, work: Path, env: dict[str, str], repeat: int) -> float:
     commands = {
-        "nbmlops run": [str(BIN / "nbmlops"), "run", notebook, "-q", "--experiment", "bench"],
+        # --no-cache: every step executes, as under papermill (bench_cache.py times the cache)
+        "nbmlops run": [
+            str(BIN / "nbmlops"),
+            "run",
+            notebook,
+            "-q",
+            "--no-cache",
+            "--experiment",
+            "bench",
+        ],
         "papermill": [
             str(BIN / "papermill"),
             notebook,

@@ -479,7 +479,6 @@ class Session:
                     )
                 if ran:
                     t.log_tags(client, [parent], {CACHE_HITS: f"{hits}/{ran}"})
-                    client.log_metric(parent, CACHE_HITS, hits)
                 if notebook and notebook.exists():
                     t.log_file(client, parent, notebook, "notebook")
             finally:
