@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nbmlops.cli import _console, cli, tracking_uri_option, verbose_option
+from nbmlops.cli import cli, tracking_uri_option, verbose_option
 
 
 @cli.command()
@@ -85,36 +85,24 @@ def promote(
 @verbose_option
 def history(model: str, tracking_uri: str | None, verbose: bool) -> None:
     """Every alias move of registered MODEL: promotions and rollbacks, oldest first."""
-    from rich.table import Table
-
     from nbmlops.promote import history as do_history
 
     events = do_history(model, tracking_uri=tracking_uri)
     if not events:
         click.echo(f"no alias moves recorded for {model!r} yet")
         return
-    table = Table(box=None, header_style="bold")
-    for col in ("#", "when", "who", "action", "alias", "from", "to", "run", "metric", "forced"):
-        table.add_column(col, no_wrap=True)
     for e in events:
         metric = ""
         if e.metric and e.value is not None:
-            metric = f"{e.metric}={e.value:.4g}"
+            metric = f"  {e.metric}={e.value:.6g}"
             if e.previous_value is not None:
-                metric += f" (was {e.previous_value:.4g})"
-        table.add_row(
-            str(e.seq),
-            e.time,
-            e.user,
-            e.action,
-            "@" + e.alias,
-            f"v{e.from_version}" if e.from_version else "-",
-            f"v{e.to_version}",
-            e.run_id or "",
-            metric,
-            ("yes: " + e.reason) if e.forced else "",
+                metric += f" (was {e.previous_value:.6g})"
+        move = f"{'v' + e.from_version if e.from_version else '-'} -> v{e.to_version}"
+        run = f"  run {e.run_id}" if e.run_id else ""
+        forced = f"  FORCED: {e.reason}" if e.forced else ""
+        click.echo(
+            f"{e.seq:>3}  {e.time}  {e.user}  {e.action:<8}  @{e.alias}  {move}{run}{metric}{forced}"
         )
-    _console().print(table)
 
 
 @cli.command()

@@ -255,9 +255,7 @@ def _best_run(client: Any, exp: Any, metric: str, mode: str) -> Any:
                 f"experiment {exp.name!r} has no finished pipeline run",
                 "run the notebook to the end first: nbmlops run NOTEBOOK",
             )
-        metrics = sorted(
-            {m for run in runs for m in run.data.metrics if not m.startswith("nbmlops.")}
-        )
+        metrics = _user_metrics(runs)
         with_metric = [run for run in runs if metric in run.data.metrics]
         if with_metric:
             raise NoCandidate(
@@ -270,6 +268,10 @@ def _best_run(client: Any, exp: Any, metric: str, mode: str) -> Any:
         )
     sign = -1.0 if mode == "max" else 1.0
     return min(usable, key=lambda run: (sign * run.data.metrics[metric], -run.info.start_time))
+
+
+def _user_metrics(runs: list[Any]) -> list[str]:
+    return sorted({m for run in runs for m in run.data.metrics if not m.startswith("nbmlops.")})
 
 
 def _given_run(client: Any, exp: Any, run_id: str, metric: str) -> Any:
@@ -295,7 +297,7 @@ def _given_run(client: Any, exp: Any, run_id: str, metric: str) -> Any:
     if metric not in run.data.metrics:
         raise NoCandidate(
             f"run {run_id} has no metric {metric!r}",
-            f"pick one of: {', '.join(sorted(run.data.metrics)) or 'none'}",
+            f"pick one of: {', '.join(_user_metrics([run])) or 'none'}",
         )
     if not run.data.tags.get(t.MODEL_URI):
         raise NoCandidate(
