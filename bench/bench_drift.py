@@ -5,14 +5,25 @@ plot data for every feature). Baseline: ``scipy.stats.ks_2samp`` over the 20 col
 PSI on the reference deciles computed with numpy. Rounds alternate; medians are printed,
 and the KS statistics of both must agree to 1e-9.
 
-    .venv/bin/python bench/bench_drift.py [--rows N] [--features K] [--rounds R]
+    .venv/bin/python bench/bench_drift.py [--rows N] [--features K] [--rounds R] [--evidently]
+
+``--evidently`` also times Evidently 0.7 (``Report([DataDriftPreset(method=...)])``) on the
+same data, once per method, in a throwaway virtual environment (Evidently 0.7 does not
+import with the pandas 3.1 of nbmlops' venv): ``$NBMLOPS_BENCH_EVIDENTLY_VENV`` or
+``/tmp/nbmlops-bench-evidently``, created with ``evidently==0.7.23 "pandas<3.1"`` if missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,11 +61,66 @@ def baseline(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, tuple[
     return out
 
 
+EVIDENTLY_RUN = """
+import json, sys, time
+import numpy as np, pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+folder, method = sys.argv[1], sys.argv[2]
+names = json.loads(open(folder + "/names.json").read())
+ref = pd.DataFrame(np.load(folder + "/reference.npy"), columns=names)
+cur = pd.DataFrame(np.load(folder + "/current.npy"), columns=names)
+t = time.perf_counter()
+snapshot = Report([DataDriftPreset(method=method)]).run(cur, ref)
+seconds = time.perf_counter() - t
+values = {}
+for metric in snapshot.dict()["metrics"]:
+    config = metric.get("config", {})
+    if config.get("type", "").endswith("ValueDrift"):
+        values[config["column"]] = float(metric["value"])
+print(json.dumps({"seconds": seconds, "values": values}))
+"""
+
+
+def evidently_python() -> Path:
+    venv = Path(os.environ.get("NBMLOPS_BENCH_EVIDENTLY_VENV", "/tmp/nbmlops-bench-evidently"))
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} with evidently==0.7.23 and pandas<3.1 ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "evidently==0.7.23", "pandas<3.1"],
+            check=True,
+        )
+    return python
+
+
+def time_evidently(
+    reference: pd.DataFrame, current: pd.DataFrame, methods: list[str]
+) -> dict[str, dict]:
+    python = evidently_python()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="nbmlops-bench-") as folder:
+        np.save(f"{folder}/reference.npy", reference.to_numpy())
+        np.save(f"{folder}/current.npy", current.to_numpy())
+        Path(folder, "names.json").write_text(json.dumps(list(reference.columns)))
+        for method in methods:
+            done = subprocess.run(
+                [str(python), "-c", EVIDENTLY_RUN, folder, method],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            out[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--evidently", action="store_true", help="Also time Evidently 0.7.")
     args = parser.parse_args()
 
     reference, current = make_data(args.rows, args.features)
@@ -83,6 +149,16 @@ def main() -> None:
     assert psi_diff <= 1e-9, f"PSI differs from numpy by {psi_diff}"
     if a > 3.0:
         print(f"WARNING: above the 3 s target ({a:.2f} s)")
+    if args.evidently:
+        print("Evidently 0.7.23 (pandas 3.0), one run per method, same data:")
+        for method, got in time_evidently(reference, current, ["ks", "psi"]).items():
+            line = f"  DataDriftPreset(method={method!r}) {got['seconds']:6.2f} s"
+            line += f"   ratio nbmlops/evidently {a / got['seconds']:.3f}"
+            if method == "ks":
+                ours_p = {f.name: f.stats["ks_pvalue"] for f in result.features}
+                diff = max(abs(ours_p[n] - v) for n, v in got["values"].items())
+                line += f"   KS p-value max abs difference {diff:.3g}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
