@@ -21,6 +21,8 @@ class StepView:
     code_hash: str
     seconds: float | None
     metrics: dict[str, float]
+    cache: str = ""  # hit or miss
+    cached_from: str = ""
 
 
 @dataclass
@@ -120,6 +122,8 @@ def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineVie
                 code_hash=c.data.tags.get(t.CODE_HASH, ""),
                 seconds=c.data.metrics.get("nbmlops.step_seconds"),
                 metrics={k: v for k, v in c.data.metrics.items() if not k.startswith("nbmlops.")},
+                cache=c.data.tags.get("nbmlops.cache", ""),
+                cached_from=c.data.tags.get("nbmlops.cache_source_run", ""),
             )
             for c in children
         ],

@@ -214,7 +214,7 @@ def show(run_id: str, experiment: str | None, tracking_uri: str | None, verbose:
     if view.error:
         console.print(f"  [red]failed in step {view.failed_step}: {view.error}[/]")
     steps = Table(
-        "step", "status", "seconds", "code hash", "metrics", box=None, header_style="bold"
+        "step", "status", "seconds", "cache", "code hash", "metrics", box=None, header_style="bold"
     )
     steps.add_column("run", no_wrap=True)
     for s in view.steps:
@@ -222,7 +222,8 @@ def show(run_id: str, experiment: str | None, tracking_uri: str | None, verbose:
         steps.add_row(
             s.name,
             s.status.lower(),
-            f"{s.seconds:.2f}" if s.seconds is not None else "",
+            f"{s.seconds:.2f}" if s.seconds is not None and s.cache != "hit" else "",
+            f"hit ({s.cached_from[:8]})" if s.cache == "hit" else s.cache,
             s.code_hash[:12],
             metrics,
             s.run_id,
