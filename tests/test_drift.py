@@ -197,6 +197,17 @@ def test_retrain_on_drift_runs_the_notebook_tagged_with_the_report(
     assert json.loads(Path(local).read_text())["drifted"] == ["age", "plan"]
 
 
+def test_a_retrain_notebook_that_cannot_run_is_refused_before_comparing(
+    files: dict[str, Path], nbmlops: Any
+) -> None:
+    result = nbmlops(
+        "monitor", "drift", "--reference", "train.csv", "--current", "shifted.parquet",
+        "--retrain", "nope.ipynb",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nope.ipynb" in result.stderr and result.stdout == ""
+
+
 def test_no_retrain_without_drift(files: dict[str, Path], nbmlops: Any, project: Path) -> None:
     write_notebook(project / "train_model.ipynb", [code("raise SystemExit('must not run')")])
     result = nbmlops(

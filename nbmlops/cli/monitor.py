@@ -99,6 +99,10 @@ def drift(
             "nbmlops monitor drift --reference train.csv --current today.csv",
         )
     thresholds = Thresholds(psi=psi_threshold, pvalue=ks_pvalue, js=js_threshold)
+    if retrain is not None:
+        from nbmlops.notebook.pipeline import load_pipeline
+
+        load_pipeline(retrain)  # a notebook that cannot run is a mistake to report first
     model_label: str | None = None
     if model is not None:
         from nbmlops.promote.registry import load_reference, resolve_model
