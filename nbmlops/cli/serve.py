@@ -59,7 +59,7 @@ def serve(
     from nbmlops.promote.registry import resolve_model
     from nbmlops.serve import server
     from nbmlops.serve.build import build as do_build
-    from nbmlops.serve.build import find_bento
+    from nbmlops.serve.build import find_bento, verify_bento_model
 
     ref = resolve_model(model, tracking_uri)
     bento = None if rebuild else find_bento(ref)
@@ -68,6 +68,7 @@ def serve(
         click.echo(f"built Bento {tag}")
     else:
         tag = str(bento.tag)
+        verify_bento_model(ref)
     logs = Path(monitor_dir or project.state_dir() / "monitoring").resolve()
     if check:
         _check(model, ref, tag, logs, not no_monitoring, tracking_uri)

@@ -53,7 +53,7 @@ def verify(folder: str | Path, expected: dict[str, str], model: str) -> None:
         if path not in actual:
             raise IntegrityError(model, path, "is missing")
         if actual[path] != digest:
-            raise IntegrityError(model, path, "has changed (sha256 differs)")
+            raise IntegrityError(model, path, "has changed")
     for path in actual:
         if path not in expected:
             raise IntegrityError(model, path, "was added")

@@ -69,6 +69,10 @@ _INT_LIMITS = {"long": 2**63, "integer": 2**31}
 RECORDS_FIELD = Field(description="The rows to predict: [{column: value, ...}, ...]")
 
 
+# Written by MLflow into a download through the registry: not a file of the model.
+NOT_MODEL_FILES = frozenset({"registered_model_meta"})
+
+
 class IntegrityFailure(RuntimeError):
     pass
 
@@ -83,9 +87,13 @@ def _sha256(path: Path) -> str:
 
 def verify_model_files(folder: Path, expected: dict[str, str], label: str) -> None:
     """Refuse a model whose files differ from the sha256 recorded at promotion."""
-    actual = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    actual = {
+        p.relative_to(folder).as_posix(): p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in NOT_MODEL_FILES
+    }
     for rel, digest in expected.items():
-        if rel == "registered_model_meta":
+        if rel in NOT_MODEL_FILES:
             continue
         if rel not in actual:
             raise IntegrityFailure(f"model {label}: {rel} is missing since promotion: refusing it")

@@ -155,7 +155,7 @@ def signature_schema(model: r.ModelRef, store: str, files: dict[str, str]) -> li
             artifact_uri=f"{model.uri}/MLmodel", dst_path=tmp, tracking_uri=store
         )
         if integrity.sha256_file(Path(path)) != files.get("MLmodel"):
-            raise integrity.IntegrityError(str(model), "MLmodel", "has changed (sha256 differs)")
+            raise integrity.IntegrityError(str(model), "MLmodel", "has changed")
         signature = Model.load(path).signature
     if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
         raise ServeError(
@@ -228,3 +228,20 @@ def find_bento(model: r.ModelRef) -> Any | None:
         return bentoml.bentos.get(bento_tags(model)[0])
     except bentoml.exceptions.NotFound:
         return None
+
+
+def verify_bento_model(model: r.ModelRef) -> None:
+    """Check the BentoML model store's copy of ``model`` against its manifest."""
+    import bentoml
+
+    tag = bento_tags(model)[1]
+    try:
+        stored = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ServeError(
+            f"BentoML model {tag} of {model} is not in the model store",
+            f"build it again: nbmlops build {model.name}/{model.version}",
+        ) from None
+    integrity.verify(
+        stored.path_of("mlflow_model"), manifest_of(model), f"{model} (BentoML copy {tag})"
+    )

@@ -1,0 +1,270 @@
+"""`nbmlops build`, `serve`, `monitor skew` end to end: a promoted model of a real run, a
+real `bentoml serve` process on a loopback port, called over plain HTTP and with
+BentoML's client; monitor logs read back; tampered files refused by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from test_promote import Trained, make_cli, train
+
+from nbmlops.promote import promote, resolve_model
+from nbmlops.serve import server
+from nbmlops.serve.build import bento_tags
+from nbmlops.serve.monitoring import read_monitor_logs
+
+ROW = {"a": 0.7, "b": 3, "c": -0.2}
+
+
+@dataclass
+class Served:
+    trained: Trained
+    name: str
+    url: str
+    monitor_dir: Path
+    bentoml_home: Path
+    bento_tag: str
+    log: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("serve-project")
+    home = root / "bentoml-home"
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "BENTOML_HOME": str(home)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        trained = train(root, tracking_uri, {"v1": ["depth=3"], "v2": ["depth=2"]})
+        trained.cli = make_cli(root, env)
+        name = f"served-{trained.experiment}"
+        promote(
+            trained.experiment,
+            "accuracy",
+            model_name=name,
+            run_id=trained.runs["v1"],
+            tracking_uri=tracking_uri,
+        )
+        built = trained.cli("build", name)
+        assert built.returncode == 0, built.stderr
+        tag = bento_tags(resolve_model(name, tracking_uri))[0]
+        assert f"built Bento {tag}" in built.stdout
+        monitor_dir = root / "monitoring"
+        log = root / "server.log"
+        port = server.free_port()
+        proc = server.start(
+            server.serve_command(tag, port), {**server.server_env(monitor_dir), **env}, log
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            server.wait_ready(url, proc, log)
+            yield Served(trained, name, url, monitor_dir, home, tag, log, env)
+        finally:
+            server.stop(proc)
+
+
+def post(url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url + "/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def records(*rows: dict[str, Any]) -> bytes:
+    return json.dumps({"records": list(rows)}).encode()
+
+
+BAD_REQUESTS: list[tuple[str, bytes, str]] = [
+    ("missing column", records({"a": 0.1, "c": 0.2}), "'b'"),
+    ("text for a number", records({**ROW, "a": "high"}), "'a'"),
+    ("fraction for an integer", records({**ROW, "b": 1.5}), "'b'"),
+    ("boolean for a number", records({**ROW, "c": True}), "'c'"),
+    ("list for a number", records({**ROW, "a": [1]}), "'a'"),
+    ("null for a required column", records({**ROW, "a": None}), "'a'"),
+    ("extra column", records({**ROW, "d": 1.0}), "'d'"),
+    ("NaN", b'{"records": [{"a": NaN, "b": 3, "c": 0.1}]}', "'a'"),
+    ("Infinity", b'{"records": [{"a": 0.1, "b": 3, "c": -Infinity}]}', "'c'"),
+    ("overflowing number", b'{"records": [{"a": 1e999, "b": 3, "c": 0.1}]}', "'a'"),
+    ("second record bad", records(ROW, {**ROW, "b": "x"}), "records[1]"),
+    ("empty batch", records(), "records"),
+    ("record not an object", b'{"records": [[0.7, 3, -0.2]]}', "records[0]"),
+    ("records not a list", b'{"records": {"a": 0.7}}', "records"),
+    ("no records field", b'{"rows": []}', "records"),
+    ("empty body", b"", "records"),
+    ("malformed JSON", b'{"records": [', "JSON"),
+    ("not JSON at all", b"a=1&b=2", "JSON"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "named"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_naming_the_field(
+    served: Served, case: str, body: bytes, named: str
+) -> None:
+    status, text = post(served.url, body)
+    assert 400 <= status < 500, (case, status, text)
+    assert named in text, (case, text)
+
+
+def test_no_bad_request_made_the_server_answer_5xx(served: Served) -> None:
+    for _case, body, _named in BAD_REQUESTS:
+        post(served.url, body)
+    assert "status=5" not in served.log.read_text()
+
+
+def test_prediction_equals_the_models_offline_prediction(served: Served) -> None:
+    import bentoml
+    import mlflow
+
+    rows = [ROW, {"a": -1.5, "b": 0, "c": 0.3}, {"a": 2.0, "b": 9, "c": 1.1}]
+    offline = mlflow.pyfunc.load_model(f"models:/{served.name}/1").predict(pd.DataFrame(rows))
+    with bentoml.SyncHTTPClient(served.url) as client:
+        answer = client.predict(records=rows)
+    assert answer["predictions"] == [int(p) for p in offline]
+    assert (answer["model"], answer["version"]) == (served.name, "1")
+
+    plain = httpx.post(served.url + "/predict", json={"records": rows[:1]}, timeout=60)
+    assert plain.status_code == 200
+    assert plain.json()["predictions"] == [int(offline[0])]
+
+
+def test_model_lineage_health_and_metrics(served: Served) -> None:
+    client = served.trained
+    run_id = client.runs["v1"]
+    info = httpx.get(served.url + "/model", timeout=30).json()
+    assert (info["model"], info["version"]) == (served.name, "1")
+    lineage = info["lineage"]
+    assert lineage["nbmlops.run_id"] == run_id
+    assert lineage["nbmlops.notebook"] == "train.ipynb"
+    assert {"nbmlops.code_hash.train", "nbmlops.code_hash.split", "nbmlops.git_commit"} <= set(
+        lineage
+    )
+    assert lineage["registry_uri"] == f"models:/{served.name}/1"
+    assert info["schema"] == [
+        {"name": "a", "type": "double", "required": True},
+        {"name": "b", "type": "long", "required": True},
+        {"name": "c", "type": "double", "required": True},
+    ]
+    assert len(info["sha256"]) == 64
+    for path in ("/livez", "/readyz"):
+        assert httpx.get(served.url + path, timeout=30).status_code == 200
+    httpx.post(served.url + "/predict", json={"records": [ROW]}, timeout=60)
+    metrics = httpx.get(served.url + "/metrics", timeout=30)
+    assert metrics.status_code == 200
+    assert "bentoml_service_request_total" in metrics.text
+    assert "bentoml_service_adaptive_batch_size" in metrics.text  # the batchable inner API
+
+
+def test_requests_are_read_back_from_the_monitor_logs(served: Served) -> None:
+    row = {"a": 0.123456, "b": 7, "c": -3.5}
+    answer = httpx.post(served.url + "/predict", json={"records": [row, ROW]}, timeout=60).json()
+    logs = read_monitor_logs(served.monitor_dir)
+    assert list(logs.columns) == ["request_id", "timestamp", "a", "b", "c", "prediction"]
+    mine = logs[logs["request_id"].astype(str) == answer["request_id"]]
+    assert mine[["a", "b", "c"]].to_dict(orient="records") == [row, ROW]
+    assert mine["prediction"].tolist() == answer["predictions"]
+    assert pd.api.types.is_datetime64_any_dtype(logs["timestamp"])
+    assert not logs["timestamp"].isna().any()
+
+
+def test_skew_replays_training_rows_and_flags_another_version(served: Served) -> None:
+    cli = served.trained.cli
+    result = cli("monitor", "skew", served.name, "--url", served.url, "--sample", "50")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no skew: all 50 predictions match" in result.stdout
+    # The alias moves to another model; the service still serves version 1: skew.
+    promote(
+        served.trained.experiment,
+        "accuracy",
+        model_name=served.name,
+        run_id=served.trained.runs["v2"],
+        force=True,
+        tracking_uri=served.trained.tracking_uri,
+    )
+    try:
+        moved = cli("monitor", "skew", served.name, "--url", served.url, "--sample", "50")
+        assert moved.returncode == 1, moved.stdout + moved.stderr
+        assert "serves version 1, not 2" in moved.stdout and "skew:" in moved.stdout
+    finally:
+        assert cli("rollback", served.name).returncode == 0
+    down = cli("monitor", "skew", served.name, "--url", "http://127.0.0.1:9", "--sample", "5")
+    assert down.returncode == 2 and "no answer from the service" in down.stderr
+
+
+def test_serve_check_starts_predicts_and_stops(served: Served) -> None:
+    result = served.trained.cli("serve", served.name, "--check", "--no-monitoring")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "/predict -> 200" in result.stdout and '"version": "1"' in result.stdout
+    assert "stopped" in result.stdout
+
+
+def _artifact_file(served: Served, name: str) -> Path:
+    from mlflow import MlflowClient
+
+    model = resolve_model(served.name, served.trained.tracking_uri)
+    logged = MlflowClient(served.trained.tracking_uri).get_logged_model(
+        model.source.removeprefix("models:/")
+    )
+    return Path(logged.artifact_location.removeprefix("file://")) / name
+
+
+def test_tampered_model_files_are_refused_by_build_and_by_the_service(served: Served) -> None:
+    # In the artifact store: `nbmlops build` refuses, naming the file.
+    stored = _artifact_file(served, "model.skops")
+    original = stored.read_bytes()
+    stored.write_bytes(original + b"\0")
+    try:
+        result = served.trained.cli("build", served.name)
+    finally:
+        stored.write_bytes(original)
+    assert result.returncode == 1
+    assert "model.skops has changed since promotion" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    # In the BentoML model store: the service refuses to load, naming the file.
+    [copy] = (served.bentoml_home / "models").glob("*/*/mlflow_model/model.skops")
+    original = copy.read_bytes()
+    copy.write_bytes(original + b"\0")
+    log = served.monitor_dir.parent / "tampered.log"
+    try:
+        serve = served.trained.cli("serve", served.name, "--port", str(server.free_port()))
+        assert serve.returncode == 1 and "model.skops has changed" in serve.stderr
+        proc = server.start(
+            server.serve_command(served.bento_tag, server.free_port()),
+            {**server.server_env(None), **served.env},
+            log,
+        )
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server started with a tampered model:\n" + server.tail(log))
+        finally:
+            server.stop(proc)
+    finally:
+        copy.write_bytes(original)
+    assert proc.returncode != 0
+    assert "model.skops has changed since promotion" in log.read_text()
+
+
+def test_monitor_logs_of_a_missing_folder_are_an_error(tmp_path: Path) -> None:
+    from nbmlops.serve.errors import ServeError
+
+    with pytest.raises(ServeError, match="no monitor log folder"):
+        read_monitor_logs(tmp_path / "nope")
+    with pytest.raises(ServeError, match="no monitor logs under"):
+        read_monitor_logs(tmp_path)
