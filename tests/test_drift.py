@@ -456,3 +456,19 @@ def test_current_from_the_services_monitor_logs(
     empty.mkdir()
     none = nbmlops("monitor", "drift", "--reference", "train.csv", "--current", "empty_logs")
     assert none.returncode == 2 and "no monitor logs under" in none.stderr
+
+
+def test_ks_statistic_equals_scipy_on_many_tied_and_untied_samples() -> None:
+    from nbmlops.monitor.stats import ks_statistic
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n1, n2 = rng.integers(1, 60, size=2)
+        levels = int(rng.integers(1, 12))
+        a = rng.integers(0, levels, n1) * rng.choice([1.0, 0.5])
+        b = rng.integers(0, levels + int(rng.integers(0, 3)), n2).astype(float)
+        if rng.random() < 0.3:
+            a, b = a + rng.normal(size=n1), b + rng.normal(size=n2)
+        # method="asymp" keeps the raw statistic; "exact" rounds it to h / lcm(n1, n2)
+        expected = stats.ks_2samp(a, b, method="asymp").statistic
+        assert ks_statistic(np.sort(a), np.sort(b)) == expected, (a, b)

@@ -36,7 +36,9 @@ def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
     ``v_k`` into ``a``: at ``v_k`` (``count(a <= v_k)/n1 - count(b <= v_k)/n2``) and at the
     last value of ``a`` below ``v_k`` (``count(a < v_k)/n1 - count(b <= v_{k-1})/n2``), which
     is where ``F_a - F_b`` is largest between two values of ``b``; its smallest values are
-    at values of ``b``. Each difference is computed as scipy computes it.
+    at values of ``b``. Each difference is computed as scipy computes it. (For small
+    samples ``ks_2samp``'s exact method then rounds its statistic to ``h / lcm(n1, n2)``;
+    ``ks_test`` calls scipy itself there.)
     """
     n1, n2 = len(a_sorted), len(b_sorted)
     last = _last_of_runs(b_sorted)
