@@ -51,10 +51,11 @@ def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
     if tied.any():
         at = below.copy()
         at[tied] = np.searchsorted(a_sorted, values[tied], side="right")
-    on_b = at / n1 - b_counts / n2
-    previous = np.concatenate(([0], b_counts[:-1]))
-    before_b = below / n1 - previous / n2
-    return float(max(np.max(np.abs(on_b)), np.max(before_b), 0.0))
+    f_b = b_counts / n2
+    f_a_below = below / n1
+    on_b = (f_a_below if at is below else at / n1) - f_b
+    before_b = f_a_below[1:] - f_b[:-1]  # and at v_0: f_a_below[0] - 0
+    return float(max(np.max(np.abs(on_b)), np.max(before_b, initial=0.0), f_a_below[0], 0.0))
 
 
 def _last_of_runs(sorted_values: np.ndarray) -> np.ndarray | None:
