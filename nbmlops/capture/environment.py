@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from nbmlops.capture.hashing import hash_bytes
+from nbmlops.capture.hashing import hash_bytes, write_atomic
 
 
 @dataclass(frozen=True)
@@ -33,28 +33,73 @@ class Environment:
 
 
 _LIST_PACKAGES = """
-import json, platform, sys
+import json, os, platform, sys
 from importlib import metadata
 names = sorted({f"{(d.metadata['Name'] or '').lower().replace('_', '-')}=={d.version}"
                 for d in metadata.distributions() if d.metadata['Name']})
-print(json.dumps([platform.python_version(), f"{sys.platform}-{platform.machine()}", names]))
+paths = [p for p in sys.path if p and os.path.isdir(p)]
+print(json.dumps([platform.python_version(), f"{sys.platform}-{platform.machine()}", names, paths]))
 """
 
 
-@lru_cache(maxsize=4)
-def environment(python: str = "") -> Environment:
-    """The package set of ``python`` (default: this interpreter), e.g. the kernel's."""
+def _scan(python: str) -> tuple[Environment, list[str]]:
     if not python or os.path.realpath(python) == os.path.realpath(sys.executable):
         namespace: dict[str, Any] = {}
         with contextlib.redirect_stdout(io.StringIO()) as out:
             exec(_LIST_PACKAGES, namespace)
-        version, plat, names = json.loads(out.getvalue())
+        version, plat, names, paths = json.loads(out.getvalue())
     else:
         result = subprocess.run(
             [python, "-c", _LIST_PACKAGES], capture_output=True, text=True, timeout=120
         )
-        version, plat, names = json.loads(result.stdout)
-    return Environment(python=version, platform=plat, packages=tuple(names))
+        version, plat, names, paths = json.loads(result.stdout)
+    return Environment(python=version, platform=plat, packages=tuple(names)), paths
+
+
+def _stamp(paths: list[str]) -> list[int]:
+    """Modification times of the import folders: installing or removing a package changes
+    its folder's (a new or removed ``*.dist-info``)."""
+    stamps = []
+    for p in paths:
+        try:
+            stamps.append(os.stat(p).st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    return stamps
+
+
+@lru_cache(maxsize=4)
+def environment(python: str = "", remember: Path | None = None) -> Environment:
+    """The package set of ``python`` (default: this interpreter), e.g. the kernel's.
+
+    Scanning every installed distribution takes a fraction of a second to seconds; with
+    ``remember`` (a JSON file) the result is reused while the interpreter's import folders
+    are unchanged.
+    """
+    key = os.path.realpath(python or sys.executable)
+    if remember is not None:
+        try:
+            saved = json.loads(remember.read_text()).get(key)
+            if saved and _stamp(saved["paths"]) == saved["stamp"]:
+                return Environment(saved["python"], saved["platform"], tuple(saved["packages"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    env, paths = _scan(python)
+    if remember is not None:
+        try:
+            doc = json.loads(remember.read_text()) if remember.exists() else {}
+        except (OSError, ValueError):
+            doc = {}
+        doc[key] = {
+            "python": env.python,
+            "platform": env.platform,
+            "packages": list(env.packages),
+            "paths": paths,
+            "stamp": _stamp(paths),
+        }
+        with contextlib.suppress(OSError):
+            write_atomic(remember, json.dumps(doc).encode())
+    return env
 
 
 @dataclass(frozen=True)

@@ -403,18 +403,11 @@ def _register(
 
 def _model_files(model_uri: str, tracking_uri: str | None) -> tuple[dict[str, str], list[str]]:
     """The sha256 manifest of the model's files and its signature's input column names."""
-    import mlflow
     from mlflow.models import Model
-
-    from nbmlops import project
 
     with tempfile.TemporaryDirectory(prefix="nbmlops-model-") as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri,
-                dst_path=tmp,
-                tracking_uri=project.tracking_uri(tracking_uri),
-            )
+            path = r.download(model_uri, tmp, tracking_uri)
         except Exception as exc:
             raise PromoteError(
                 f"cannot read the model {model_uri} ({exc})",

@@ -9,10 +9,12 @@ in the registry itself and survives with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +77,38 @@ def client(tracking_uri: str | None = None) -> Any:
 
     uri = project.tracking_uri(tracking_uri)
     return RetryingClient(MlflowClient(uri, registry_uri=uri), uri)
+
+
+@contextlib.contextmanager
+def using_store(tracking_uri: str | None) -> Iterator[str]:
+    """MLflow's global tracking and registry URIs set to the store, restored after.
+
+    ``download_artifacts(tracking_uri=...)`` does not apply to the registry: a
+    ``models:/name/version`` URI is resolved against the global registry URI.
+    """
+    import mlflow
+
+    from nbmlops import project
+
+    store = project.tracking_uri(tracking_uri)
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        yield store
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
+def download(uri: str, dst: str, tracking_uri: str | None = None) -> str:
+    """Download ``uri`` (``models:/``, ``runs:/``, ...) of the project's store into ``dst``."""
+    import mlflow
+
+    with using_store(tracking_uri) as store:
+        return str(
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=store)
+        )
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -155,7 +189,6 @@ def _version_ref(mlflow_client: Any, name: str, version: str, alias: str | None)
 
 def load_reference(model: ModelRef, tracking_uri: str | None = None) -> dict[str, Any]:
     """The reference profile of the training data stored with ``model`` at promotion."""
-    import mlflow
 
     from nbmlops import project
 
@@ -169,9 +202,7 @@ def load_reference(model: ModelRef, tracking_uri: str | None = None) -> dict[str
     store = project.tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="nbmlops-ref-") as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=store
-            )
+            path = download(uri, tmp, store)
         except Exception as exc:
             raise PromoteError(
                 f"model {model}: cannot read its reference profile {uri} ({exc})",

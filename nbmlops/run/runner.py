@@ -27,7 +27,13 @@ from jupyter_client.kernelspec import NoSuchKernel
 from nbmlops import project
 from nbmlops.cache.keys import KeyContext
 from nbmlops.cache.store import StepCache
-from nbmlops.capture.environment import GitInfo, environment, git_info, kernel_python
+from nbmlops.capture.environment import (
+    Environment,
+    GitInfo,
+    environment,
+    git_info,
+    kernel_python,
+)
 from nbmlops.capture.hashing import FileHashCache
 from nbmlops.capture.tracking import Tracker, check_reachable
 from nbmlops.exceptions import (
@@ -141,11 +147,12 @@ def run_notebook(
     reporter = reporter or default_reporter()
     state = Path(cache_dir).resolve() if cache_dir else project.state_dir(root)
     cache = StepCache(state)
+    env = _environment(pipeline, root)
     keys = KeyContext(
         pipeline=pipeline,
         values=values,
         seed=seed,
-        env_hash=_env_hash(pipeline),
+        env_hash=env.hash,
         base_dir=pipeline.path.resolve().parent,
         files=FileHashCache(project.state_dir(root) / "file-hashes.json"),
     )
@@ -157,6 +164,7 @@ def run_notebook(
         root=root,
         run_dir=run_dir,
         objects_dir=cache.objects,
+        environment=env,
         cache=cache,
         keys=keys,
         cache_read=use_cache,
@@ -263,11 +271,13 @@ def run_notebook(
     )
 
 
-def _env_hash(pipeline: Pipeline) -> str:
+def _environment(pipeline: Pipeline, root: Path) -> Environment:
+    """The package set of the Python the notebook's kernel runs."""
     try:
-        return environment(kernel_python(pipeline.kernel_name)).hash
+        python = kernel_python(pipeline.kernel_name)
     except NoSuchKernel as exc:
         raise _no_such_kernel(pipeline, exc) from None
+    return environment(python, project.state_dir(root) / "environments.json")
 
 
 def _no_such_kernel(pipeline: Pipeline, exc: Exception) -> NbmlopsError:

@@ -30,7 +30,7 @@ from nbmlops import project
 from nbmlops.cache.keys import SETUP_RNG, KeyContext
 from nbmlops.cache.store import Entry, StepCache
 from nbmlops.capture import tracking as t
-from nbmlops.capture.environment import GitInfo, environment
+from nbmlops.capture.environment import Environment, GitInfo
 from nbmlops.capture.hashing import write_atomic
 from nbmlops.notebook.pipeline import Pipeline
 from nbmlops.run.progress import Reporter
@@ -88,6 +88,7 @@ class Session:
     root: Path
     run_dir: Path
     objects_dir: Path
+    environment: Environment
     tracker: t.Tracker
     reporter: Reporter
     experiment: str
@@ -131,6 +132,7 @@ class Session:
             t.SEED: str(self.seed),
             t.SEED_SOURCE: self.seed_source,
             t.SETUP_HASH: self.pipeline.setup_hash,
+            t.ENV_HASH: self.environment.hash,
             t.OUTPUT_DIR: str(self.run_dir),
             "nbmlops.steps": ",".join(s.name for s in self.pipeline.steps),
             "mlflow.source.name": self.notebook_label,
@@ -146,12 +148,14 @@ class Session:
                 }
             )
         artifact_root = project.artifact_root(self.tracker.uri)
+        env = self.environment
 
         def create(client: Any) -> str:
             exp = t.experiment_id(client, self.experiment, artifact_root)
             self._experiment_id = exp
             run_id = t.create_run(client, exp, self.pipeline.stem, tags, self.values)
             t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
+            client.log_text(run_id, env.requirements, "environment/requirements.txt")
             return run_id
 
         self.parent_id: Future[str] = self.tracker.submit(create)
@@ -196,16 +200,8 @@ class Session:
         return f"start({str(self.run_dir)!r}, {str(self.objects_dir)!r}, {self.seed})"
 
     def kernel_started(self, info: dict[str, Any]) -> None:
-        """Record the environment of the Python the kernel runs (it may not be ours)."""
-        python = info.get("executable", "")
-
-        def log_environment(client: Any) -> None:
-            env = environment(python)  # scans every installed distribution: off the critical path
-            parent = self.parent_id.result()
-            t.log_tags(client, [parent], {t.ENV_HASH: env.hash})
-            client.log_text(parent, env.requirements, "environment/requirements.txt")
-
-        self.tracker.submit(log_environment)
+        """The kernel is up and seeded (``info``: its pid and interpreter)."""
+        self.log.debug("kernel %s started (%s)", info.get("pid"), info.get("executable"))
 
     def watched_names(self, step: str) -> tuple[list[str], list[str]]:
         """Names the step's code reads, and names it binds or may change in place."""

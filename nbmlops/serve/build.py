@@ -147,13 +147,10 @@ def _labels(model: r.ModelRef) -> dict[str, str]:
 
 def signature_schema(model: r.ModelRef, store: str, files: dict[str, str]) -> list[dict[str, Any]]:
     """The request schema: the MLflow signature's input columns, names and types."""
-    import mlflow
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory(prefix="nbmlops-mlmodel-") as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{model.uri}/MLmodel", dst_path=tmp, tracking_uri=store
-        )
+        path = r.download(f"{model.uri}/MLmodel", tmp, store)
         if integrity.sha256_file(Path(path)) != files.get("MLmodel"):
             raise integrity.IntegrityError(str(model), "MLmodel", "has changed")
         signature = Model.load(path).signature
@@ -177,12 +174,9 @@ def signature_schema(model: r.ModelRef, store: str, files: dict[str, str]) -> li
 def _import_model(model: r.ModelRef, tag: str, store: str, files: dict[str, str]) -> bool:
     """Check the registry's files, then import them (unless imported already, and intact)."""
     import bentoml
-    import mlflow
 
     with tempfile.TemporaryDirectory(prefix="nbmlops-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model.uri, dst_path=tmp, tracking_uri=store
-        )
+        local = r.download(model.uri, tmp, store)
         integrity.verify(local, files, str(model))
         try:
             existing = bentoml.models.get(tag)

@@ -16,7 +16,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbmlops import project
 from nbmlops.promote import integrity
 from nbmlops.promote import registry as r
 from nbmlops.serve.errors import ServeError
@@ -97,9 +96,7 @@ def load_offline(model: r.ModelRef, tracking_uri: str | None = None) -> Any:
 
     files = manifest_of(model)
     with tempfile.TemporaryDirectory(prefix="nbmlops-offline-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model.uri, dst_path=tmp, tracking_uri=project.tracking_uri(tracking_uri)
-        )
+        local = r.download(model.uri, tmp, tracking_uri)
         integrity.verify(local, files, str(model))
         return mlflow.pyfunc.load_model(local)
 
