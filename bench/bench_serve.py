@@ -1,0 +1,268 @@
+"""The nbmlops Bento service against `mlflow models serve` on the same model version.
+
+Both serve the same registry version of the breast-cancer random forest on loopback; 16
+concurrent clients (asyncio + httpx, one keep-alive connection each) send the same
+one-record request for a fixed time; rounds alternate the servers. Also the nbmlops
+service with monitoring off (NBMLOPS_MONITOR=0), for the monitoring overhead.
+
+Targets: nbmlops >= 1.5x the throughput of mlflow models serve at no worse p99;
+monitoring on at most 15% slower than off.
+
+    python bench/bench_serve.py [--rounds 5] [--seconds 10] [--clients 16]
+                                [--model NAME/VERSION --tracking-uri URI]
+
+Without --model it trains the example notebook once in a temporary project, promotes it
+and builds the Bento there (BENTOML_HOME in the same temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Target:
+    label: str
+    url: str
+    body: bytes
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
+def prepare(work: Path, env: dict[str, str]) -> str:
+    """Train, promote and build the example; returns the model reference NAME/VERSION."""
+    shutil.copy(ROOT / "notebooks" / "breast_cancer.ipynb", work / "breast_cancer.ipynb")
+    print("training notebooks/breast_cancer.ipynb ...", flush=True)
+    run([str(BIN / "nbmlops"), "run", "breast_cancer.ipynb", "-q"], work, env)
+    run(
+        [str(BIN / "nbmlops"), "promote", "--experiment", "breast_cancer", "--metric", "f1"],
+        work,
+        env,
+    )
+    return "breast_cancer/1"
+
+
+async def load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+    """``clients`` concurrent request loops for ``seconds``: throughput and latencies."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                resp = await client.post(url, content=body, headers=headers)
+                if resp.status_code != 200:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "rps": n / elapsed,
+        "p50": latencies[n // 2] * 1000 if n else float("nan"),
+        "p99": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
+        "errors": float(errors),
+    }
+
+
+def wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server not ready: {url}\n{log.read_text()[-3000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--model", help="NAME/VERSION of a promoted model (default: train one)")
+    parser.add_argument("--tracking-uri", help="With --model: its store")
+    args = parser.parse_args()
+
+    from nbmlops.serve import server
+
+    work = Path(tempfile.mkdtemp(prefix="nbmlops-bench-serve-"))
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": args.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{work / 'mlflow.db'}",
+        "BENTOML_HOME": os.environ.get("BENTOML_HOME") or str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    if args.model and not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise SystemExit("--model needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    model = args.model or prepare(work, env)
+    name, version = model.rsplit("/", 1)
+    out = run([str(BIN / "nbmlops"), "build", model], work, env)
+    tag = out.strip().splitlines()[-1].split()[-1]
+    print(
+        f"model {model}, Bento {tag}; {args.clients} clients, {args.rounds} rounds of "
+        f"{args.seconds:g} s each, on {os.cpu_count()} cores",
+        flush=True,
+    )
+
+    # One training row as the request, in each server's own format.
+    from nbmlops.promote.registry import download
+
+    example = json.loads(
+        Path(
+            download(
+                f"models:/{model}/input_example.json",
+                str(work / "example"),
+                env["MLFLOW_TRACKING_URI"],
+            )
+        ).read_text()
+    )
+    row = dict(zip(example["columns"], example["data"][0], strict=True))
+
+    procs: list[subprocess.Popen[bytes]] = []
+    targets: list[Target] = []
+    try:
+        for label, monitoring in (("nbmlops", True), ("nbmlops, monitoring off", False)):
+            port = server.free_port()
+            log = work / f"{label.split(',')[0]}-{int(monitoring)}.log"
+            senv = {
+                **env,
+                **server.server_env(work / "monitoring", monitoring),
+                "BENTOML_HOME": env["BENTOML_HOME"],
+            }
+            proc = server.start(server.serve_command(tag, port), senv, log)
+            procs.append(proc)
+            wait(f"http://127.0.0.1:{port}/readyz", proc, log)
+            targets.append(
+                Target(
+                    label,
+                    f"http://127.0.0.1:{port}/predict",
+                    json.dumps({"records": [row]}).encode(),
+                )
+            )
+        port = server.free_port()
+        log = work / "mlflow.log"
+        proc = server.start(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{name}/{version}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env,
+            log,
+            cwd=work,
+        )
+        procs.append(proc)
+        wait(f"http://127.0.0.1:{port}/ping", proc, log)
+        targets.append(
+            Target(
+                "mlflow models serve",
+                f"http://127.0.0.1:{port}/invocations",
+                json.dumps({"dataframe_records": [row]}).encode(),
+            )
+        )
+
+        answers = {}
+        for t in targets:
+            answers[t.label] = httpx.post(
+                t.url, content=t.body, headers={"Content-Type": "application/json"}, timeout=60
+            ).json()
+            asyncio.run(load(t.url, t.body, args.clients, 2.0))  # warm-up
+        print("one request each:", {k: v.get("predictions") for k, v in answers.items()})
+
+        for r in range(args.rounds):
+            order = targets[r % len(targets) :] + targets[: r % len(targets)]
+            for t in order:
+                result = asyncio.run(load(t.url, t.body, args.clients, args.seconds))
+                t.rounds.append(result)
+                print(
+                    f"  round {r + 1}  {t.label:<24} {result['rps']:7.1f} req/s  "
+                    f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms"
+                    + (f"  errors {result['errors']:.0f}" if result["errors"] else ""),
+                    flush=True,
+                )
+        metrics = httpx.get(targets[0].url.replace("/predict", "/metrics"), timeout=30).text
+    finally:
+        for proc in procs:
+            server.stop(proc)
+
+    med = {
+        t.label: {k: statistics.median(x[k] for x in t.rounds) for k in ("rps", "p50", "p99")}
+        for t in targets
+    }
+    print("\nmedians:")
+    for label, m in med.items():
+        print(
+            f"  {label:<24} {m['rps']:7.1f} req/s  p50 {m['p50']:7.1f} ms  p99 {m['p99']:7.1f} ms"
+        )
+    nb, off, ml = med["nbmlops"], med["nbmlops, monitoring off"], med["mlflow models serve"]
+    print(f"throughput nbmlops / mlflow models serve: {nb['rps'] / ml['rps']:.2f}x (target >= 1.5)")
+    print(f"p99 nbmlops / mlflow models serve:        {nb['p99'] / ml['p99']:.2f} (target <= 1)")
+    print(
+        f"monitoring on / off throughput:           {nb['rps'] / off['rps']:.3f} "
+        f"({(1 - nb['rps'] / off['rps']) * 100:.1f}% lower; target at most 15%)"
+    )
+    print(f"mean adaptive batch size (monitoring on):  {mean_batch(metrics):.1f}")
+
+
+def mean_batch(metrics: str) -> float:
+    total = count = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("bentoml_service_adaptive_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("bentoml_service_adaptive_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total / count if count else float("nan")
+
+
+if __name__ == "__main__":
+    main()
