@@ -188,3 +188,25 @@ def test_grid_values_are_python_literals(spec: str) -> None:
     assert len(points(grid)) == len(grid["alpha"]) * 2
     assert grid["name"] == ["rf", "gb"]
     assert len(points(grid, sample=1)) == 1
+
+
+def test_a_worker_that_cannot_see_the_sqlite_store_fails_its_point_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    from nbmlops.run.sweep import run_point
+
+    notebook = write_notebook(tmp_path / "pipe.ipynb", CELLS)
+    result = run_point(
+        0,
+        str(notebook),
+        notebook.read_bytes(),
+        {"alpha": "1"},
+        {
+            "tracking_uri": f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}",
+            "project_dir": str(tmp_path),
+            "output_dir": str(tmp_path / "out"),
+            "cache_dir": str(tmp_path / ".nbmlops"),
+        },
+    )
+    assert result.status == "FAILED"
+    assert "cannot see the tracking store" in result.error and "--tracking-uri" in result.error

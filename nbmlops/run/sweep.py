@@ -142,9 +142,27 @@ def run_point(
     from nbmlops.run.runner import run_notebook
 
     path = _local_copy(notebook, source)
+    started = time.monotonic()
+    uri = options["tracking_uri"]
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return PointResult(
+            index,
+            parameters,
+            "FAILED",
+            error=f"this worker cannot see the tracking store {uri}: on a cluster, use a "
+            "tracking server every worker reaches (--tracking-uri http://...)",
+        )
+    if not Path(options["project_dir"]).is_dir():  # a worker without the client's files
+        local = Path(tempfile.mkdtemp(prefix="nbmlops-worker-"))
+        shared = Path(options["cache_dir"]).is_dir()
+        options = {
+            **options,
+            "project_dir": str(local),
+            "output_dir": str(local / "run"),
+            "cache_dir": options["cache_dir"] if shared else str(local / ".nbmlops"),
+        }
     log_path = Path(options["output_dir"]) / "run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
         try:
             result = run_notebook(
