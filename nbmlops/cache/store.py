@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,12 +130,18 @@ class StepCache:
         write_atomic(self._entry_path(entry.key), data)
 
     @contextlib.contextmanager
-    def computing(self, key: str) -> Iterator[None]:
-        """Hold the lock of ``key`` while computing it; waits while another process does."""
+    def computing(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the lock of ``key`` while computing it; waits while another process does
+        (calling ``on_wait`` first)."""
         locks = self.entries / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         with open(locks / f"{key}.lock", "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait()
+                fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:

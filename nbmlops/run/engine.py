@@ -119,7 +119,15 @@ class StepClient(PapermillNotebookClient):
             key, entry = session.lookup(name)
             with contextlib.ExitStack() as lock:
                 if entry is None:
-                    lock.enter_context(session.cache.computing(key))
+                    lock.enter_context(
+                        session.cache.computing(
+                            key,
+                            on_wait=lambda name=name: session.reporter.warn(  # type: ignore[misc]
+                                f"step {name!r} is being computed by another run: "
+                                "waiting to reuse it"
+                            ),
+                        )
+                    )
                     key, entry = session.lookup(name)  # another run may have computed it
                 if entry is not None:
                     self._show_cached(cells, entry)
@@ -128,10 +136,8 @@ class StepClient(PapermillNotebookClient):
                     first_hit = first_hit or entry
                     continue
                 if not kernel_ready:
-                    self._start_kernel()
-                    session.kernel_started(self.kernel_call(session.kernel_start_call()))
                     kernel_ready = True
-                    if not self._run_cells(setup):
+                    if not self._start_and_setup(setup):
                         return
                 if skipped:
                     self.kernel_call(f"restore({skipped!r})")
@@ -145,6 +151,14 @@ class StepClient(PapermillNotebookClient):
                     return
         if not kernel_ready and first_hit is not None:
             self._show_cached(setup, first_hit, setup=True)
+        elif not steps:  # nothing but setup cells: run them
+            self._start_and_setup(setup)
+
+    def _start_and_setup(self, setup: list[tuple[int, Any]]) -> bool:
+        """Start the kernel (first step to execute) and run the setup cells in it."""
+        self._start_kernel()
+        self.session.kernel_started(self.kernel_call(self.session.kernel_start_call()))
+        return self._run_cells(setup)
 
     def _run_cells(self, cells: list[tuple[int, Any]]) -> bool:
         """Execute cells as papermill does; False when one fails (the rest do not run)."""
