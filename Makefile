@@ -19,6 +19,9 @@ demo: $(STAMP)
 	$(BIN)/nbmlops run notebooks/breast_cancer.ipynb -p n_estimators=200
 	$(BIN)/nbmlops run notebooks/diabetes.ipynb
 	$(BIN)/nbmlops show last --experiment breast_cancer
+	$(BIN)/nbmlops promote --experiment breast_cancer --metric f1 --gate "f1>=0.9"
+	$(BIN)/nbmlops build breast_cancer
+	$(BIN)/nbmlops serve breast_cancer --check
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
