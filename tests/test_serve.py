@@ -5,6 +5,7 @@ BentoML's client; monitor logs read back; tampered files refused by name."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -61,6 +62,15 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
         assert built.returncode == 0, built.stderr
         tag = bento_tags(resolve_model(name, tracking_uri))[0]
         assert f"built Bento {tag}" in built.stdout
+        shown = subprocess.run(
+            [str(server.bentoml_command()[0]), "-m", "bentoml", "get", tag, "-o", "json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
+        labels = json.loads(shown.stdout)["labels"]
+        assert labels["nbmlops.run_id"] == trained.runs["v1"]
+        assert labels["nbmlops.version"] == "1" and "nbmlops.code_hash.train" in labels
         monitor_dir = root / "monitoring"
         log = root / "server.log"
         port = server.free_port()
@@ -109,6 +119,13 @@ BAD_REQUESTS: list[tuple[str, bytes, str]] = [
     ("empty body", b"", "records"),
     ("malformed JSON", b'{"records": [', "JSON"),
     ("not JSON at all", b"a=1&b=2", "JSON"),
+    ("unknown top-level field", b'{"records": [], "rows": []}', "'rows'"),
+    ("not an object", b"[1, 2]", "object"),
+]
+OTHER_MEDIA = [
+    ("form", "application/x-www-form-urlencoded", b"records=1"),
+    ("multipart without boundary", "multipart/form-data", b"garbage"),
+    ("text", "text/plain", b"hello"),
 ]
 
 
@@ -121,9 +138,22 @@ def test_bad_requests_get_a_4xx_naming_the_field(
     assert named in text, (case, text)
 
 
+@pytest.mark.parametrize(("case", "media", "body"), OTHER_MEDIA, ids=[c[0] for c in OTHER_MEDIA])
+def test_a_body_that_is_not_json_gets_415_naming_the_content_type(
+    served: Served, case: str, media: str, body: bytes
+) -> None:
+    answer = httpx.post(
+        served.url + "/predict", content=body, headers={"Content-Type": media}, timeout=60
+    )
+    assert answer.status_code == 415, (case, answer.text)
+    assert media in answer.json()["error"] and "application/json" in answer.json()["error"]
+
+
 def test_no_bad_request_made_the_server_answer_5xx(served: Served) -> None:
     for _case, body, _named in BAD_REQUESTS:
         post(served.url, body)
+    for _case, media, body in OTHER_MEDIA:
+        httpx.post(served.url + "/predict", content=body, headers={"Content-Type": media})
     assert "status=5" not in served.log.read_text()
 
 

@@ -229,6 +229,73 @@ class Model:
         return [_jsonable(p) for p in np.asarray(result)]
 
 
+class PredictGuard:
+    """ASGI middleware for ``POST /predict``: a JSON body whose only field is ``records``.
+
+    BentoML's own parsing answers 500 to some non-JSON bodies (a multipart body without a
+    boundary) and ignores unknown top-level fields; both become 4xx naming the problem.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if media not in (b"application/json", b""):
+            await _reply(
+                send,
+                415,
+                f"Content-Type {media.decode(errors='replace')!r}: send JSON "
+                '(Content-Type: application/json) like {"records": [{...}]}',
+            )
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        try:
+            data = json.loads(body) if body else {}
+        except (ValueError, UnicodeDecodeError):
+            data = None  # BentoML answers 400 "Invalid JSON" with the position
+        if isinstance(data, dict) and data.keys() - {"records"}:
+            extra = ", ".join(repr(k) for k in sorted(data.keys() - {"records"}))
+            await _reply(send, 400, f"unknown field {extra}: the body has one field, 'records'")
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reply(send: Any, status: int, error: str) -> None:
+    payload = json.dumps({"error": error, "problems": [error]}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 def _model_info(request: Request) -> JSONResponse:
     return JSONResponse(
         {
@@ -277,6 +344,9 @@ class Api:
             "version": str(CONFIG["version"]),
             "request_id": request_id,
         }
+
+
+Api.add_asgi_middleware(PredictGuard)  # type: ignore[attr-defined]
 
 
 def _keep_session(proxy: Any) -> None:
