@@ -90,9 +90,9 @@ def _check(
     import urllib.request
 
     from nbmlops.serve import server
-    from nbmlops.serve.skew import post_json, records, sample_rows
+    from nbmlops.serve.skew import example_rows, post_json, records
 
-    rows = records(sample_rows(ref, 1, tracking_uri))  # type: ignore[arg-type]
+    rows = records(example_rows(ref, 1, tracking_uri))  # type: ignore[arg-type]
     log = Path(tempfile.mkdtemp(prefix="nbmlops-serve-")) / "server.log"
     with server.running(tag, log, monitor_dir=logs, monitoring=monitoring) as url:
         status, answer = post_json(url + "/predict", {"records": rows})

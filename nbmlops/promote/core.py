@@ -30,6 +30,8 @@ from nbmlops.promote.errors import (
 )
 from nbmlops.promote.gates import Gate, parse_gate
 
+_TAG_SAFE = t._TAG_SAFE
+
 MODES = ("max", "min")
 
 
@@ -442,7 +444,7 @@ def _store_reference(
             None,
             f"warning: nbmlops.monitor.profile is not available: no reference profile stored; {advice}",
         )
-    artifact = f"nbmlops/reference/v{version}.json"
+    artifact = f"nbmlops/reference/{_TAG_SAFE.sub('_', name)}-v{version}.json"
     client.log_text(run.info.run_id, json.dumps(profile, allow_nan=False), artifact)
     uri = f"runs:/{run.info.run_id}/{artifact}"
     client.set_model_version_tag(name, version, r.REFERENCE, uri)

@@ -169,18 +169,21 @@ def validate(records: list[Any]) -> list[str]:
         if not isinstance(record, dict):
             problems.append(f"{where}: expected an object of column: value")
             continue
-        for column in REQUIRED - record.keys():
-            problems.append(f"{where}: missing column {column!r}")
-        for column in record.keys() - TYPES.keys():
-            problems.append(f"{where}: unknown column {column!r} (the model has no such input)")
-        for column, value in record.items():
-            if column in TYPES:
-                problem = _check_value(column, value, where)
+        problems += [
+            f"{where}: missing column {c!r}" for c in COLUMNS if c in REQUIRED - record.keys()
+        ]
+        problems += [
+            f"{where}: unknown column {c!r} (the model has no such input)"
+            for c in sorted(record.keys() - TYPES.keys())
+        ]
+        for column in COLUMNS:
+            if column in record:
+                problem = _check_value(column, record[column], where)
                 if problem:
                     problems.append(problem)
         if len(problems) >= 20:
             break
-    return sorted(problems)[:20]
+    return problems[:20]
 
 
 def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

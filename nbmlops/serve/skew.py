@@ -88,6 +88,33 @@ def sample_rows(model: r.ModelRef, n: int, tracking_uri: str | None = None) -> A
     return frame.head(n)
 
 
+def example_rows(model: r.ModelRef, n: int, tracking_uri: str | None = None) -> Any:
+    """Up to ``n`` rows to send: the reference sample, else the model's input example."""
+    import pandas as pd
+
+    from nbmlops.promote.errors import PromoteError
+
+    try:
+        return sample_rows(model, n, tracking_uri)
+    except PromoteError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="nbmlops-example-") as tmp:
+        try:
+            path = r.download(f"{model.uri}/input_example.json", tmp, tracking_uri)
+        except Exception:
+            raise ServeError(
+                f"model {model} has neither a reference profile nor an input example",
+                "log the model with nbmlops.log_model(model, input_example=X_train)",
+            ) from None
+        with open(path, encoding="utf-8") as fh:
+            example = json.load(fh)
+    if isinstance(example, dict) and "columns" in example and "data" in example:
+        frame = pd.DataFrame(example["data"], columns=example["columns"])
+    else:
+        frame = pd.DataFrame(example)
+    return frame.head(n)
+
+
 def load_offline(model: r.ModelRef, tracking_uri: str | None = None) -> Any:
     """The registered model as a pyfunc, after checking its files against the manifest."""
     import mlflow
