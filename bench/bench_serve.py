@@ -119,6 +119,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--model", help="NAME/VERSION of a promoted model (default: train one)")
     parser.add_argument("--tracking-uri", help="With --model: its store")
+    parser.add_argument(
+        "--mlflow-workers",
+        type=int,
+        default=1,
+        help="uvicorn workers of mlflow models serve (its default: 1)",
+    )
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary folder")
     args = parser.parse_args()
 
     from nbmlops.serve import server
@@ -196,6 +203,8 @@ def main() -> None:
                 "127.0.0.1",
                 "-p",
                 str(port),
+                "--workers",
+                str(args.mlflow_workers),
             ],
             env,
             log,
@@ -205,7 +214,8 @@ def main() -> None:
         wait(f"http://127.0.0.1:{port}/ping", proc, log)
         targets.append(
             Target(
-                "mlflow models serve",
+                "mlflow models serve"
+                + (f" ({args.mlflow_workers} workers)" if args.mlflow_workers != 1 else ""),
                 f"http://127.0.0.1:{port}/invocations",
                 json.dumps({"dataframe_records": [row]}).encode(),
             )
@@ -234,6 +244,8 @@ def main() -> None:
     finally:
         for proc in procs:
             server.stop(proc)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
     med = {
         t.label: {k: statistics.median(x[k] for x in t.rounds) for k in ("rps", "p50", "p99")}
@@ -244,7 +256,7 @@ def main() -> None:
         print(
             f"  {label:<24} {m['rps']:7.1f} req/s  p50 {m['p50']:7.1f} ms  p99 {m['p99']:7.1f} ms"
         )
-    nb, off, ml = med["nbmlops"], med["nbmlops, monitoring off"], med["mlflow models serve"]
+    nb, off, ml = med["nbmlops"], med["nbmlops, monitoring off"], med[targets[-1].label]
     print(f"throughput nbmlops / mlflow models serve: {nb['rps'] / ml['rps']:.2f}x (target >= 1.5)")
     print(f"p99 nbmlops / mlflow models serve:        {nb['p99'] / ml['p99']:.2f} (target <= 1)")
     print(

@@ -97,8 +97,14 @@ def promote(
 
     current = _alias_holder(client, name, alias)
     previous_value = None
+    notes = []
     if current is not None:
         previous_value = _version_metric(client, current, metric)
+        if previous_value is None:
+            notes.append(
+                f"warning: {name} v{current.version} (@{alias}) has no metric {metric!r}: "
+                "the candidate was not compared with it"
+            )
         if previous_value is not None and _worse(value, previous_value, mode):
             overridden.append(
                 f"{metric}={value:.6g} of run {run.info.run_id} is "
@@ -125,6 +131,7 @@ def promote(
         forced=bool(overridden) and force,
         overridden=overridden if force else [],
         reused_version=reused,
+        warnings=notes,
     )
     tags = {f"{r.METRIC_PREFIX}{k}": f"{v:.17g}" for k, v in run.data.metrics.items()}
     if promotion.forced:
