@@ -191,6 +191,15 @@ def test_model_lineage_health_and_metrics(served: Served) -> None:
         {"name": "c", "type": "double", "required": True},
     ]
     assert len(info["sha256"]) == 64
+    # The OpenAPI schema of /predict is the signature's too.
+    schemas = httpx.get(served.url + "/docs.json", timeout=30).json()["components"]["schemas"]
+    items = schemas["predict__Input"]["properties"]["records"]["items"]
+    assert items["properties"] == {
+        "a": {"type": "number"},
+        "b": {"type": "integer"},
+        "c": {"type": "number"},
+    }
+    assert items["required"] == ["a", "b", "c"] and items["additionalProperties"] is False
     for path in ("/livez", "/readyz"):
         assert httpx.get(served.url + path, timeout=30).status_code == 200
     httpx.post(served.url + "/predict", json={"records": [ROW]}, timeout=60)

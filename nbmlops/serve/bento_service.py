@@ -66,7 +66,29 @@ _NUMERIC = ("double", "float", "long", "integer")
 _INT_LIMITS = {"long": 2**63, "integer": 2**31}
 
 
-RECORDS_FIELD = Field(description="The rows to predict: [{column: value, ...}, ...]")
+_JSON_TYPES: dict[str, Any] = {
+    "double": {"type": "number"},
+    "float": {"type": "number"},
+    "long": {"type": "integer"},
+    "integer": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+    "string": {"type": "string"},
+    "datetime": {"type": "string", "format": "date-time"},
+}
+# The OpenAPI schema (/docs) of `records`, from the signature; validate() enforces it.
+_RECORDS_SCHEMA: dict[str, Any] = {
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "properties": {c: _JSON_TYPES.get(TYPES[c], {}) for c in COLUMNS},
+        "required": [c for c in COLUMNS if c in REQUIRED],
+        "additionalProperties": False,
+    },
+}
+RECORDS_FIELD = Field(
+    description="The rows to predict: [{column: value, ...}, ...]",
+    json_schema_extra=_RECORDS_SCHEMA,
+)
 
 
 # Written by MLflow into a download through the registry: not a file of the model.
