@@ -273,6 +273,8 @@ def test_force_overrides_and_is_recorded_then_rollback_moves_back(trained: Train
         ("rollback", "2", "1", False),
     ]
 
+    assert history(f"{name}@champion", trained.tracking_uri) == events
+
     # Forward again by version; an unknown version is named with the known ones.
     assert rollback(name, to_version="2", tracking_uri=trained.tracking_uri).to_version == "2"
     bad = trained.cli("rollback", name, "--to", "7")

@@ -178,7 +178,13 @@ def rollback(
     alias: str = r.DEFAULT_ALIAS,
     tracking_uri: str | None = None,
 ) -> r.Event:
-    """Move ``alias`` back: to ``to_version``, else to the version it held before."""
+    """Move ``alias`` back: to ``to_version``, else to the version it held before.
+
+    ``model_name`` may also be ``NAME@ALIAS`` (that alias is moved).
+    """
+    if "@" in model_name:
+        model_name, named_alias, _ = r.parse_ref(model_name)
+        alias = named_alias or alias
     client = r.client(tracking_uri)
     r.registered_model(client, model_name)
     current = _alias_holder(client, model_name, alias)
@@ -220,8 +226,9 @@ def rollback(
 
 
 def history(model_name: str, tracking_uri: str | None = None) -> list[r.Event]:
-    """Every alias move of ``model_name``, oldest first."""
-    return r.events(r.client(tracking_uri), model_name)
+    """Every alias move of ``model_name`` (or of the model ``NAME@ALIAS`` names), oldest first."""
+    name = model_name.rsplit("@", 1)[0] if "@" in model_name else model_name
+    return r.events(r.client(tracking_uri), name)
 
 
 def _now() -> str:
