@@ -17,11 +17,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nbmlops steps notebooks/breast_cancer.ipynb
 	$(BIN)/nbmlops run notebooks/breast_cancer.ipynb -p n_estimators=200
+	$(BIN)/nbmlops run notebooks/breast_cancer.ipynb -p n_estimators=200   # every step cached
+	$(BIN)/nbmlops sweep notebooks/breast_cancer.ipynb -g n_estimators=50,100 -g max_depth=4,8 --metric f1
 	$(BIN)/nbmlops run notebooks/diabetes.ipynb
 	$(BIN)/nbmlops show last --experiment breast_cancer
 	$(BIN)/nbmlops promote --experiment breast_cancer --metric f1 --gate "f1>=0.9"
 	$(BIN)/nbmlops build breast_cancer
 	$(BIN)/nbmlops serve breast_cancer --check
+	$(BIN)/python -m nbmlops.monitor.demo .nbmlops/demo
+	$(BIN)/nbmlops monitor drift breast_cancer --current .nbmlops/demo/unshifted.csv
+	$(BIN)/nbmlops monitor drift breast_cancer --current .nbmlops/demo/shifted.csv \
+	  --report .nbmlops/demo/drift.html; test $$? -eq 1   # drift found: exit 1
+	@echo "drift report: .nbmlops/demo/drift.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
