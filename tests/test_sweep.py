@@ -210,3 +210,39 @@ def test_a_worker_that_cannot_see_the_sqlite_store_fails_its_point_with_the_fix(
     )
     assert result.status == "FAILED"
     assert "cannot see the tracking store" in result.error and "--tracking-uri" in result.error
+
+
+def test_a_warm_kernel_gives_each_point_what_a_fresh_kernel_would(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    """One worker runs three points in one kernel: no leftovers, the same random numbers."""
+    cells = [
+        code("import random\nimport numpy as np\nimport nbmlops"),
+        code("alpha = 1\nseed = 5", "parameters"),
+        code(
+            "assert 'leftover' not in globals(), 'a variable of the previous point survived'\n"
+            "leftover = alpha\n"
+            "draw = random.random() + np.random.rand() + np.random.default_rng().random()\n"
+            "nbmlops.log_metric('draw', draw * alpha)",
+            "step:draw",
+        ),
+    ]
+    write_notebook(project / "pipe.ipynb", cells)
+    nbmlops(
+        "sweep",
+        "pipe.ipynb",
+        "-g",
+        "alpha=1,2,3",
+        "--jobs",
+        "1",
+        "--no-cache",
+        "--experiment",
+        experiment,
+        check=True,
+    )
+    _, children = _sweep_points(client, experiment)
+    swept = {r.data.params["alpha"]: r.data.metrics["draw"] for r in children}
+    alone = f"{experiment}-alone"
+    nbmlops("run", "pipe.ipynb", "-p", "alpha=3", "--no-cache", "--experiment", alone, check=True)
+    assert pipeline_runs(client, alone)[0].data.metrics["draw"] == swept["3"]
+    assert swept["2"] == 2 * swept["1"] and swept["3"] == 3 * swept["1"]

@@ -40,6 +40,11 @@ from nbmlops.cli import _console, cache_dir_option, cli, tracking_uri_option, ve
 @tracking_uri_option
 @cache_dir_option
 @click.option("--no-cache", is_flag=True, help="Execute every step of every point.")
+@click.option(
+    "--fresh-kernels",
+    is_flag=True,
+    help="Start a kernel per point (default: each worker reuses its kernel, namespace reset).",
+)
 @verbose_option
 def sweep(
     notebook: str,
@@ -54,6 +59,7 @@ def sweep(
     tracking_uri: str | None,
     cache_dir: str | None,
     no_cache: bool,
+    fresh_kernels: bool,
     verbose: bool,
 ) -> None:
     """Run NOTEBOOK once per point of a parameter grid, in parallel, under one sweep run.
@@ -85,6 +91,7 @@ def sweep(
         tracking_uri=tracking_uri,
         cache_dir=cache_dir,
         use_cache=not no_cache,
+        warm_kernels=not fresh_kernels,
         on_point=progress,
     )
     _print_ranking(result)

@@ -221,6 +221,7 @@ class NbmlopsEngine(NBClientEngine):
         start_timeout: int = 60,
         execution_timeout: int | None = None,
         session: Session | None = None,
+        kernel_manager: Any = None,
         **kwargs: Any,
     ) -> Any:
         if session is None:
@@ -246,11 +247,22 @@ class NbmlopsEngine(NBClientEngine):
             stdout_file=stdout_file,
             stderr_file=stderr_file,
         )
-        client = StepClient(nb_man, session, kernel_manager_class=IPCKernelManager, **final_kwargs)
+        # A kernel manager handed in (a warm kernel, see run/sweep.py) is used and left running.
+        client = StepClient(
+            nb_man,
+            session,
+            km=kernel_manager,
+            kernel_manager_class=IPCKernelManager,
+            **final_kwargs,
+        )
         # The kernel process's own log (not cell output, which comes as messages) goes to a
         # file: its noise on Ctrl-C or at shutdown is not the user's business.
         with open(session.run_dir / "kernel.log", "wb") as log:
-            return client.execute(env=session.kernel_env(), stdout=log, stderr=log)
+            try:
+                return client.execute(env=session.kernel_env(), stdout=log, stderr=log)
+            finally:
+                if kernel_manager is not None and client.kc is not None:
+                    client.kc.stop_channels()
 
 
 def ensure_registered() -> None:

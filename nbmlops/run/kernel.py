@@ -77,17 +77,35 @@ def step_run_id(timeout: float = 120.0) -> str:
 
 
 def start(run_dir: str, objects: str, seed: int) -> str:
-    """Called once, before the first cell: the run's context and its seeds."""
+    """Called before the first cell: the run's context and its seeds.
+
+    In a kernel kept warm for the next run (sweep points), it first resets what the previous
+    run left: the user's namespace and nbmlops' own state. Imported modules stay loaded.
+    """
+    if _state.active:
+        _reset_for_next_run()
     _state.active = True
     _state.run_dir = Path(run_dir)
     _state.events = _state.run_dir / "events.jsonl"
     _state.objects = Path(objects)
     random.seed(seed)
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _SeedOnImport)]
     sys.meta_path.insert(0, _SeedOnImport(seed))
     for module in ("numpy", "torch"):
         if module in sys.modules:
             _seed_module(module, seed)
     return json.dumps({"pid": os.getpid(), "executable": sys.executable})
+
+
+def _reset_for_next_run() -> None:
+    from IPython import get_ipython
+
+    _end_mlflow_run(failed=False)
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
+    get_ipython().reset(new_session=True)  # the namespace, history and execution count
+    _state.__init__()  # type: ignore[misc]
 
 
 def _seed_module(name: str, seed: int) -> None:
@@ -102,18 +120,21 @@ def _seed_module(name: str, seed: int) -> None:
 def _make_default_rng_reproducible(np: Any, seed: int) -> None:
     """``np.random.default_rng()`` without a seed draws from the run's seed sequence."""
     original = np.random.default_rng
-    if getattr(original, "_nbmlops", False):
+    if getattr(original, "_nbmlops", False):  # a kernel reused for another run
+        original._nbmlops_seed[0] = seed
+        original._nbmlops_spawned[0] = 0
         return
     spawned = [0]  # children drawn so far: part of the generators' state a cache hit restores
+    run_seed = [seed]
 
     def default_rng(seed: Any = None) -> Any:
         if seed is None:  # the n-th child of SeedSequence(run seed), as .spawn() would give
-            seed = np.random.SeedSequence(run_seed, spawn_key=(spawned[0],))
+            seed = np.random.SeedSequence(run_seed[0], spawn_key=(spawned[0],))
             spawned[0] += 1
         return original(seed)
 
-    run_seed = seed
     default_rng._nbmlops = True  # type: ignore[attr-defined]
+    default_rng._nbmlops_seed = run_seed  # type: ignore[attr-defined]
     default_rng._nbmlops_spawned = spawned  # type: ignore[attr-defined]
     default_rng.__doc__ = original.__doc__
     np.random.default_rng = default_rng

@@ -89,6 +89,7 @@ def run_notebook(
     refresh: tuple[str, ...] = (),
     resume: str | None = None,
     project_dir: str | Path | None = None,
+    kernel_manager: Any = None,
 ) -> RunResult:
     """Run ``notebook``'s steps in one kernel through papermill and record it in MLflow.
 
@@ -102,7 +103,8 @@ def run_notebook(
     executes every step, ``refresh`` the steps named. ``resume`` (a run id, or ``"last"``)
     re-runs a failed or killed run with its parameters and seed: the steps that succeeded
     come from the cache. ``project_dir`` is the project folder (default: the working
-    directory): where the default store and ``.nbmlops/`` live.
+    directory): where the default store and ``.nbmlops/`` live. ``kernel_manager``: a
+    running kernel to use and leave running (sweep workers keep one warm).
     """
     import papermill
 
@@ -194,6 +196,7 @@ def run_notebook(
                 cwd=str(pipeline.path.resolve().parent),
                 progress_bar=False,
                 session=session,
+                kernel_manager=kernel_manager,
             )
             os.replace(partial, final)
             status = "FINISHED"

@@ -13,6 +13,7 @@ shared steps itself, once per worker.
 from __future__ import annotations
 
 import ast
+import contextlib
 import itertools
 import json
 import os
@@ -161,6 +162,7 @@ def run_point(
             "output_dir": str(local / "run"),
             "cache_dir": options["cache_dir"] if shared else str(local / ".nbmlops"),
         }
+    km = _warm_kernel(path, parameters, options) if options.pop("warm_kernels", False) else None
     log_path = Path(options["output_dir"]) / "run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
@@ -169,6 +171,7 @@ def run_point(
                 path,
                 parameters,
                 reporter=PlainReporter(stream=log, quiet=False),
+                kernel_manager=km,
                 **options,
             )
         except StepFailed as exc:
@@ -208,6 +211,49 @@ def run_point(
     )
 
 
+_WARM: dict[tuple[str, ...], Any] = {}  # this worker's kernels, kept between its points
+
+
+def _warm_kernel(path: str, parameters: dict[str, str], options: dict[str, Any]) -> Any:
+    """A kernel this worker keeps for its next point of the same notebook and seed.
+
+    Its namespace is reset and its generators reseeded before each run (``kernel.start``);
+    imported modules stay loaded, which saves starting a kernel and importing the
+    notebook's libraries for every point. ``PYTHONHASHSEED`` is fixed when a kernel starts,
+    so points with another seed get their own kernel.
+    """
+    import papermill  # noqa: F401  (before the engine: papermill loads its entry points)
+    from jupyter_core.utils import run_sync
+
+    from nbmlops.notebook.pipeline import load_pipeline
+    from nbmlops.run.engine import IPCKernelManager
+
+    pipeline = load_pipeline(path)
+    key = (str(Path(path).resolve()), pipeline.kernel_name, parameters.get("seed", ""))
+    km = _WARM.get(key)
+    if km is not None and (not km.has_kernel or run_sync(km.is_alive)()):
+        return km
+    if km is not None:  # it died with the previous point: start afresh
+        with contextlib.suppress(Exception):
+            run_sync(km.shutdown_kernel)(now=True)
+    elif not _WARM:
+        import atexit
+
+        atexit.register(_shutdown_warm_kernels)
+    km = IPCKernelManager(kernel_name=pipeline.kernel_name)
+    _WARM[key] = km
+    return km
+
+
+def _shutdown_warm_kernels() -> None:
+    from jupyter_core.utils import run_sync
+
+    for km in _WARM.values():
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    _WARM.clear()
+
+
 def _local_copy(notebook: str, source: bytes) -> str:
     """The notebook on this worker: its own path when the file system is shared, else a copy."""
     try:
@@ -238,9 +284,14 @@ def run_sweep(
     tracking_uri: str | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
+    warm_kernels: bool = True,
     on_point: Callable[[PointResult, int, int], None] | None = None,
 ) -> SweepResult:
-    """Run every point of the grid; the sweep run in MLflow holds the points as children."""
+    """Run every point of the grid; the sweep run in MLflow holds the points as children.
+
+    With ``warm_kernels`` each worker keeps its kernel between points of the same seed
+    (namespace reset, generators reseeded, imports kept); without, a kernel per point.
+    """
     if mode not in ("max", "min"):
         raise NbmlopsError(f"--mode {mode}: use max or min")
     if executor not in ("local", "dask"):
@@ -267,6 +318,7 @@ def run_sweep(
             "output_dir": str(folder / f"point-{index}"),
             "cache_dir": str(state),
             "use_cache": use_cache,
+            "warm_kernels": warm_kernels,
             "project_dir": str(root),
             "tags": {t.PARENT: sweep_id, SWEEP: sweep_id, SWEEP_POINT: str(index)},
         }
