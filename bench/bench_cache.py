@@ -52,13 +52,20 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def compare(
-    label: str, sides: dict[str, Callable[[], object]], repeat: int, target: str
+    label: str,
+    sides: dict[str, Callable[[], object]],
+    repeat: int,
+    target: str,
+    before: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, float]:
+    """Time the sides alternately; ``before[name]`` runs before a side, outside its timing."""
     print(f"\n{label}: {repeat} rounds, alternating", flush=True)
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(repeat):
         order = list(sides) if i % 2 == 0 else list(reversed(sides))
         for name in order:
+            if before and name in before:
+                before[name]()
             times[name].append(timed(sides[name]))
         print(
             f"  round {i + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in sides),
@@ -130,36 +137,16 @@ def main() -> None:
         out = run(nbmlops, work, env)
         assert out.count("  cached  ") == 3 and "evaluate  finished" in out, out
 
-    # The edit happens before each nbmlops side, outside its timing.
-    sides: dict[str, Callable[[], object]] = {
-        "nbmlops run (last step new)": last_changed,
-        "papermill": lambda: run(papermill, work, env),
-    }
-    print(
-        f"\n2. re-run, only the last step's code changed: {args.repeat} rounds, alternating",
-        flush=True,
+    results["last"] = compare(
+        "2. re-run, only the last step's code changed (only evaluate executes, checked)",
+        {
+            "nbmlops run (last step new)": last_changed,
+            "papermill": lambda: run(papermill, work, env),
+        },
+        args.repeat,
+        "> 1x",
+        before={"nbmlops run (last step new)": edit_last_step},
     )
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for i in range(args.repeat):
-        order = list(sides) if i % 2 == 0 else list(reversed(sides))
-        for name in order:
-            if name.startswith("nbmlops"):
-                edit_last_step()
-            times[name].append(timed(sides[name]))
-        print(
-            f"  round {i + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in sides),
-            flush=True,
-        )
-    med = {name: statistics.median(v) for name, v in times.items()}
-    for name, values in times.items():
-        print(
-            f"  {name:<28} median {med[name]:7.2f}s  min {min(values):7.2f}s  max {max(values):7.2f}s"
-        )
-    nb_m, pm_m = list(med.values())
-    print(
-        f"  speed-up papermill/nbmlops (medians): {pm_m / nb_m:.2f}x  (target: > 1x; only evaluate executed every round)"
-    )
-    results["last"] = med
     nbformat.write(original, str(path))
 
     grid = ",".join(map(str, VALUES))

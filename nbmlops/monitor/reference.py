@@ -73,14 +73,7 @@ class Reference:
                     summary=entry["summary"],
                 )
             elif entry["kind"] == "categorical":
-                cats = entry["categories"]
-                ref.categorical[name] = CategoricalReference(
-                    labels=list(cats["labels"]),
-                    counts=np.asarray(cats["counts"], dtype=np.int64),
-                    other=int(cats["other"]),
-                    missing=int(cats["missing"]),
-                    summary=entry["summary"],
-                )
+                ref.categorical[name] = _categorical(entry)
         return ref
 
     @classmethod
@@ -100,16 +93,20 @@ class Reference:
             ref.numeric[name] = built
         for name in columns:
             if ref.kinds[name] == "categorical":
-                entry = prof.profile_column(frame[name])
-                cats = entry["categories"]
-                ref.categorical[name] = CategoricalReference(
-                    labels=list(cats["labels"]),
-                    counts=np.asarray(cats["counts"], dtype=np.int64),
-                    other=int(cats["other"]),
-                    missing=int(cats["missing"]),
-                    summary=entry["summary"],
-                )
+                ref.categorical[name] = _categorical(prof.profile_column(frame[name]))
         return ref
+
+
+def _categorical(entry: dict[str, Any]) -> CategoricalReference:
+    """A categorical feature's reference from its profile entry."""
+    cats = entry["categories"]
+    return CategoricalReference(
+        labels=list(cats["labels"]),
+        counts=np.asarray(cats["counts"], dtype=np.int64),
+        other=int(cats["other"]),
+        missing=int(cats["missing"]),
+        summary=entry["summary"],
+    )
 
 
 def _numeric_from_series(col: pd.Series) -> NumericReference:
