@@ -39,6 +39,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_run.py
+	$(BIN)/python bench/bench_cache.py
+	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_drift.py
 
 clean:
 	rm -rf $(VENV) .nbmlops mlflow.db mlruns
