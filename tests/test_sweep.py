@@ -116,7 +116,7 @@ def test_sweep_rejects_bad_grids_before_running_anything(
 def test_dask_sweep_on_a_local_cluster(
     project: Path, nbmlops: Any, client: Any, experiment: str
 ) -> None:
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     write_notebook(project / "pipe.ipynb", CELLS)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
@@ -134,6 +134,9 @@ def test_dask_sweep_on_a_local_cluster(
             experiment,
             check=True,
         )
+        with Client(cluster) as dask_client:  # the workers keep no kernel after the sweep
+            warm = dask_client.run(lambda: len(__import__("nbmlops.run.sweep").run.sweep._WARM))
+        assert len(warm) == 2 and set(warm.values()) == {0}
     sweep, children = _sweep_points(client, experiment)
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert _load_misses(client, children) == 1

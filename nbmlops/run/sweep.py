@@ -418,8 +418,12 @@ def _execute_dask(
                 )
                 for i, p in enumerate(todo)
             ]
-            for future in as_completed(futures):
-                yield future.result()
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            finally:  # the workers outlive the sweep: stop the kernels they kept warm
+                with contextlib.suppress(Exception):
+                    client.run(_shutdown_warm_kernels)
     finally:
         if cluster is not None:
             cluster.close()
