@@ -162,7 +162,7 @@ def runs(experiment: str | None, tracking_uri: str | None, limit: int, verbose: 
         return
     metric_names = sorted({k for r in found for k in r.data.metrics})[:4]
     table = Table(box=None, header_style="bold")
-    for col in ["run", "started", "status", "notebook", *metric_names]:
+    for col in ["run", "started", "status", "notebook", "cached", *metric_names]:
         table.add_column(
             col, justify="right" if col in metric_names else "left", no_wrap=col != "notebook"
         )
@@ -174,6 +174,7 @@ def runs(experiment: str | None, tracking_uri: str | None, limit: int, verbose: 
             started,
             r.info.status.lower(),
             r.data.tags.get("nbmlops.notebook", ""),
+            r.data.tags.get("nbmlops.cache_hits", ""),
             *values,
         )
     _console().print(table)
