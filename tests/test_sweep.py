@@ -110,6 +110,19 @@ def test_sweep_rejects_bad_grids_before_running_anything(
     assert wrong_type.returncode == 2 and "alpha" in wrong_type.stderr
     malformed = nbmlops("sweep", "pipe.ipynb", "-g", "alpha", "--experiment", experiment)
     assert malformed.returncode == 2 and "name=v1,v2" in malformed.stderr
+    nowhere = nbmlops(
+        "sweep",
+        "pipe.ipynb",
+        "-g",
+        "alpha=1,2",
+        "--executor",
+        "dask",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+        "--experiment",
+        experiment,
+    )
+    assert nowhere.returncode == 2 and "no dask scheduler answers" in nowhere.stderr
     assert client.get_experiment_by_name(experiment) is None
 
 

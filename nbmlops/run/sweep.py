@@ -306,6 +306,8 @@ def run_sweep(
     t.check_reachable(uri)
     experiment = experiment or pipeline.stem
     state = Path(cache_dir).resolve() if cache_dir else project.state_dir(root)
+    if executor == "dask" and scheduler:
+        _check_scheduler(scheduler)  # before anything is recorded
     sweep_id = _start_sweep_run(uri, experiment, pipeline.stem, grid, len(todo), metric, mode)
     folder = state / "sweeps" / sweep_id
     source = pipeline.path.read_bytes()
@@ -427,6 +429,23 @@ def _execute_dask(
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``tcp://host:port`` scheduler address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme != "tcp" or not parts.hostname:
+        return  # tls://, inproc://: left to dask
+    try:
+        socket.create_connection((parts.hostname, parts.port or 8786), timeout=timeout).close()
+    except OSError as exc:
+        raise NbmlopsError(
+            f"--scheduler {address}: no dask scheduler answers there ({exc})\n"
+            "  fix: start one (dask scheduler) or leave --scheduler out for a local cluster"
+        ) from None
 
 
 def _start_sweep_run(
