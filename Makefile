@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_drift.py
 
 clean:
-	rm -rf $(VENV) .nbmlops mlflow.db mlruns
+	rm -rf $(VENV) .nbmlops mlflow.db mlflow.db.lock mlruns
