@@ -67,6 +67,23 @@ def pipeline_runs(client: Any, experiment: str | None = None, max_results: int =
     )
 
 
+def pipeline_run(client: Any, run_id: str) -> Any:
+    """The MLflow run ``run_id``, which must be a pipeline run."""
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise RunNotFound(
+            f"no run {run_id!r} in the store\n  fix: list runs with `nbmlops runs`"
+        ) from exc
+    kind = run.data.tags.get(t.KIND)
+    if kind != "pipeline":
+        raise RunNotFound(
+            f"run {run_id} is not a pipeline run (it is {kind or 'not from nbmlops'})\n"
+            "  fix: give the id of a pipeline run (`nbmlops runs` lists them)"
+        )
+    return run
+
+
 def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineView:
     """The pipeline run ``run_id`` (or ``"last"``) with its steps."""
     if run_id == "last":
@@ -75,17 +92,8 @@ def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineVie
             raise RunNotFound("no pipeline runs yet\n  fix: run one with `nbmlops run NOTEBOOK`")
         run = runs[0]
     else:
-        try:
-            run = client.get_run(run_id)
-        except Exception as exc:
-            raise RunNotFound(
-                f"no run {run_id!r} in the store\n  fix: list runs with `nbmlops runs`"
-            ) from exc
+        run = pipeline_run(client, run_id)
     tags = run.data.tags
-    if tags.get(t.KIND) != "pipeline":
-        raise RunNotFound(
-            f"run {run_id} is not a pipeline run (it is {tags.get(t.KIND, 'not from nbmlops')})"
-        )
     children = client.search_runs(
         [run.info.experiment_id], f"tags.`{t.PARENT}` = '{run.info.run_id}'"
     )

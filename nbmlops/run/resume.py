@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from nbmlops.capture import tracking as t
+from nbmlops.capture.records import pipeline_run
 from nbmlops.exceptions import NbmlopsError
 
 INJECTED = "nbmlops.injected"  # the parameters injected into the run, as Python literals
@@ -27,7 +28,6 @@ class Resumable:
 def find_resumable(uri: str, ref: str, experiment: str, stem: str) -> Resumable:
     """The run ``ref`` (an id, or ``last``: the newest failed or killed run of ``experiment``)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = t.RetryingClient(MlflowClient(uri), uri)
     if ref == "last":
@@ -50,18 +50,8 @@ def find_resumable(uri: str, ref: str, experiment: str, stem: str) -> Resumable:
             )
         run = found[0]
     else:
-        try:
-            run = client.get_run(ref)
-        except MlflowException:
-            raise NbmlopsError(
-                f"--resume {ref}: no such run in {uri}\n  fix: pick one from `nbmlops runs`"
-            ) from None
+        run = pipeline_run(client, ref)
     tags = run.data.tags
-    if tags.get(t.KIND) != "pipeline":
-        raise NbmlopsError(
-            f"--resume {run.info.run_id}: not a pipeline run (a step or sweep run?)\n"
-            "  fix: give the id of the pipeline run (`nbmlops runs` lists them)"
-        )
     if run.info.status == "FINISHED":
         raise NbmlopsError(
             f"--resume {run.info.run_id}: that run finished; there is nothing to resume\n"

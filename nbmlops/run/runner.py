@@ -165,7 +165,6 @@ def run_notebook(
         seed_source=seed_source,
         root=root,
         run_dir=run_dir,
-        objects_dir=cache.objects,
         environment=env,
         cache=cache,
         keys=keys,

@@ -87,7 +87,6 @@ class Session:
     seed_source: str
     root: Path
     run_dir: Path
-    objects_dir: Path
     environment: Environment
     tracker: t.Tracker
     reporter: Reporter
@@ -197,7 +196,7 @@ class Session:
         return env
 
     def kernel_start_call(self) -> str:
-        return f"start({str(self.run_dir)!r}, {str(self.objects_dir)!r}, {self.seed})"
+        return f"start({str(self.run_dir)!r}, {str(self.cache.objects)!r}, {self.seed})"
 
     def kernel_started(self, info: dict[str, Any]) -> None:
         """The kernel is up and seeded (``info``: its pid and interpreter)."""
