@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
-from pathlib import Path
 from typing import Any
 
 import click
@@ -87,45 +84,20 @@ def drift(
     --reference FILE instead. Exits 0 without drift, 1 when a feature drifted, 2 on bad
     input.
     """
-    from nbmlops.monitor.data import read_current, read_reference
-    from nbmlops.monitor.drift import Thresholds, check_drift
-    from nbmlops.monitor.errors import MonitorInputError
+    from nbmlops.monitor.check import compare, write_reports
+    from nbmlops.monitor.drift import Thresholds
 
-    if (model is None) == (reference is None):
-        raise MonitorInputError(
-            "nbmlops monitor drift",
-            "give either MODEL[@ALIAS] or --reference FILE" + (", not both" if model else ""),
-            "e.g. nbmlops monitor drift mymodel@champion --current logs/, or "
-            "nbmlops monitor drift --reference train.csv --current today.csv",
-        )
-    thresholds = Thresholds(psi=psi_threshold, pvalue=ks_pvalue, js=js_threshold)
-    if retrain is not None:
-        from nbmlops.notebook.pipeline import load_pipeline
-
-        load_pipeline(retrain)  # a notebook that cannot run is a mistake to report first
-    model_label: str | None = None
-    if model is not None:
-        from nbmlops.promote.registry import load_reference, resolve_model
-
-        ref = resolve_model(model, tracking_uri)
-        ref_data: Any = load_reference(ref, tracking_uri)
-        model_label = f"{ref.name}@{ref.alias}" if ref.alias else f"{ref.name}/{ref.version}"
-        ref_source = f"{ref} reference profile"
-    else:
-        assert reference is not None
-        ref_data = read_reference(reference)
-        ref_source = reference
-    current_df = read_current(current)
-    result = check_drift(
-        ref_data,
-        current_df,
-        thresholds,
+    result, model_label = compare(
+        current,
+        model=model,
+        reference=reference,
+        thresholds=Thresholds(psi=psi_threshold, pvalue=ks_pvalue, js=js_threshold),
         allow_missing_columns=allow_missing_columns,
-        reference_source=ref_source,
-        current_source=current,
+        retrain=retrain,
+        tracking_uri=tracking_uri,
     )
     _print_result(result)
-    written = _write_reports(result, json_path, report, needed=bool(retrain and result.any_drift))
+    written = write_reports(result, json_path, report, needed=bool(retrain and result.any_drift))
     for path in written:
         click.echo(f"  wrote {path}")
     if result.any_drift:
@@ -149,26 +121,6 @@ def drift(
         )
     if result.any_drift:
         raise SystemExit(1)
-
-
-def _write_reports(
-    result: Any, json_path: str | None, html_path: str | None, needed: bool
-) -> list[Path]:
-    """Write the requested reports; with --retrain, both always (to .nbmlops/drift/)."""
-    from nbmlops import project
-    from nbmlops.monitor.report import write_html, write_json
-
-    if needed and not (json_path and html_path):
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-        folder = project.state_dir() / "drift" / stamp
-        json_path = json_path or str(folder / "drift.json")
-        html_path = html_path or str(folder / "drift.html")
-    written = []
-    if json_path:
-        written.append(write_json(result, json_path))
-    if html_path:
-        written.append(write_html(result, html_path))
-    return written
 
 
 def _print_result(result: Any) -> None:
@@ -200,13 +152,6 @@ def _print_result(result: Any) -> None:
             escape(row["feature"]), row["kind"], row["stat1"], row["stat2"], row["pvalue"], mark
         )
     console.print(table)
-    if result.missing_columns:
-        console.print(
-            "[yellow]missing from current (not compared):[/] "
-            + escape(", ".join(result.missing_columns))
-        )
-    if result.new_columns:
-        console.print("not in the reference (ignored): " + escape(", ".join(result.new_columns)))
-    for name, why in result.skipped.items():
-        console.print(escape(f"skipped {name}: {why}"))
+    for note in result.notes():
+        console.print(escape(note))
     console.print(f"rule: {result.thresholds.rule()}")

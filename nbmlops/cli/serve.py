@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -56,22 +57,23 @@ def serve(
 ) -> None:
     """Serve MODEL with `bentoml serve` (building its Bento first if needed)."""
     from nbmlops import project
-    from nbmlops.promote.registry import resolve_model
     from nbmlops.serve import server
-    from nbmlops.serve.build import build as do_build
-    from nbmlops.serve.build import find_bento, verify_bento_model
+    from nbmlops.serve.build import ensure_bento
 
-    ref = resolve_model(model, tracking_uri)
-    bento = None if rebuild else find_bento(ref)
-    if bento is None:
-        tag = do_build(model, tracking_uri).bento_tag
+    ready = ensure_bento(model, tracking_uri, rebuild=rebuild)
+    ref, tag = ready.model, ready.bento_tag
+    if ready.built:
         click.echo(f"built Bento {tag}")
-    else:
-        tag = str(bento.tag)
-        verify_bento_model(ref)
     logs = Path(monitor_dir or project.state_dir() / "monitoring").resolve()
     if check:
-        _check(model, ref, tag, logs, not no_monitoring, tracking_uri)
+        checked = server.check(ref, tag, logs, not no_monitoring, tracking_uri)
+        if checked.status != 200:
+            raise SystemExit(f"error: POST /predict answered {checked.status}: {checked.answer}")
+        click.echo(f"  POST {checked.url}/predict -> {checked.status} {json.dumps(checked.answer)}")
+        click.echo(
+            f"  GET  {checked.url}/model   -> {checked.info['model']} v{checked.info['version']}"
+        )
+        click.secho(f"{model}: the service answered; stopped", fg="green")
         return
     click.echo(f"serving {ref} as Bento {tag} on http://{host}:{port}")
     if not no_monitoring:
@@ -80,29 +82,6 @@ def serve(
     env = server.server_env(logs, monitoring=not no_monitoring)
     command = server.serve_command(tag, port, host)
     os.execve(command[0], command, env)
-
-
-def _check(
-    model: str, ref: object, tag: str, logs: Path, monitoring: bool, tracking_uri: str | None
-) -> None:
-    import json
-    import tempfile
-    import urllib.request
-
-    from nbmlops.serve import server
-    from nbmlops.serve.skew import example_rows, post_json, records
-
-    rows = records(example_rows(ref, 1, tracking_uri))  # type: ignore[arg-type]
-    log = Path(tempfile.mkdtemp(prefix="nbmlops-serve-")) / "server.log"
-    with server.running(tag, log, monitor_dir=logs, monitoring=monitoring) as url:
-        status, answer = post_json(url + "/predict", {"records": rows})
-        with urllib.request.urlopen(url + "/model", timeout=10) as resp:
-            info = json.loads(resp.read())
-    if status != 200:
-        raise SystemExit(f"error: POST /predict answered {status}: {answer}")
-    click.echo(f"  POST {url}/predict -> {status} {json.dumps(answer)}")
-    click.echo(f"  GET  {url}/model   -> {info['model']} v{info['version']}")
-    click.secho(f"{model}: the service answered; stopped", fg="green")
 
 
 @monitor.command()

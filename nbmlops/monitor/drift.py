@@ -95,6 +95,16 @@ class DriftResult:
     def any_drift(self) -> bool:
         return any(f.drifted for f in self.features)
 
+    def notes(self) -> list[str]:
+        """Columns that were not compared, and why (shown under the table and in reports)."""
+        notes = []
+        if self.missing_columns:
+            notes.append("missing from current (not compared): " + ", ".join(self.missing_columns))
+        if self.new_columns:
+            notes.append("not in the reference (ignored): " + ", ".join(self.new_columns))
+        notes += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        return notes
+
     def summary(self) -> str:
         n, d = len(self.features), len(self.drifted)
         if not d:

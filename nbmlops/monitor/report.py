@@ -83,16 +83,7 @@ def render_html(result: DriftResult) -> str:
             f"<td>{esc(row['pvalue'])}</td><td class='mark'>{row['drifted']}</td>"
             f"<td>{esc(row['why'])}</td></tr>"
         )
-    notes = []
-    if result.missing_columns:
-        notes.append(
-            "Missing from the current data (not compared): "
-            + esc(", ".join(result.missing_columns))
-        )
-    if result.new_columns:
-        notes.append("Not in the reference (ignored): " + esc(", ".join(result.new_columns)))
-    for name, why in result.skipped.items():
-        notes.append(f"Skipped {esc(name)}: {esc(why)}")
+    notes = [esc(note[0].upper() + note[1:]) for note in result.notes()]
     sections = []
     for f in result.features:
         mark = "<span class='badge'>drift</span>" if f.drifted else ""

@@ -111,6 +111,14 @@ def download(uri: str, dst: str, tracking_uri: str | None = None) -> str:
         )
 
 
+def download_json(uri: str, tracking_uri: str | None = None) -> Any:
+    """The JSON document at ``uri`` (an artifact of the project's store)."""
+    with tempfile.TemporaryDirectory(prefix="nbmlops-json-") as tmp:
+        path = download(uri, tmp, tracking_uri)
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     """``(name, alias, version)`` of ``name``, ``name@alias`` or ``name/version``."""
     ref = ref.strip()
@@ -200,16 +208,13 @@ def load_reference(model: ModelRef, tracking_uri: str | None = None) -> dict[str
             "(the model's input columns) to a later step, e.g. X_train",
         )
     store = project.tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="nbmlops-ref-") as tmp:
-        try:
-            path = download(uri, tmp, store)
-        except Exception as exc:
-            raise PromoteError(
-                f"model {model}: cannot read its reference profile {uri} ({exc})",
-                "check that the run's artifacts are still in the artifact store",
-            ) from exc
-        with open(path, encoding="utf-8") as fh:
-            profile = json.load(fh)
+    try:
+        profile = download_json(uri, store)
+    except Exception as exc:
+        raise PromoteError(
+            f"model {model}: cannot read its reference profile {uri} ({exc})",
+            "check that the run's artifacts are still in the artifact store",
+        ) from exc
     from nbmlops.monitor.profile import check_profile
 
     return check_profile(profile, f"reference profile of {model} ({uri})")

@@ -224,6 +224,26 @@ def find_bento(model: r.ModelRef) -> Any | None:
         return None
 
 
+@dataclass
+class Servable:
+    """A model version whose Bento exists and whose files were checked."""
+
+    model: r.ModelRef
+    bento_tag: str
+    built: bool  # built just now (else found in the Bento store and verified)
+
+
+def ensure_bento(ref: str, tracking_uri: str | None = None, rebuild: bool = False) -> Servable:
+    """The Bento of the version ``ref`` names: found and verified, else (or with
+    ``rebuild``) built, which verifies the registry's files."""
+    model = r.resolve_model(ref, tracking_uri)
+    bento = None if rebuild else find_bento(model)
+    if bento is None:
+        return Servable(model, build(ref, tracking_uri).bento_tag, built=True)
+    verify_bento_model(model)
+    return Servable(model, str(bento.tag), built=False)
+
+
 def verify_bento_model(model: r.ModelRef) -> None:
     """Check the BentoML model store's copy of ``model`` against its manifest."""
     import bentoml

@@ -15,7 +15,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nbmlops.serve.errors import ServeError
 
@@ -123,3 +125,36 @@ def running(
         yield url
     finally:
         stop(proc)
+
+
+@dataclass
+class Checked:
+    """What a service answered to one prediction and to ``GET /model``."""
+
+    url: str
+    status: int
+    answer: Any
+    info: dict[str, Any]
+
+
+def check(
+    model: Any,
+    bento_tag: str,
+    monitor_dir: str | Path | None = None,
+    monitoring: bool = True,
+    tracking_uri: str | None = None,
+) -> Checked:
+    """Start the Bento on a free loopback port, send one training row, ask for ``/model``,
+    and stop it."""
+    import json
+    import tempfile
+
+    from nbmlops.serve.skew import example_rows, post_json, records
+
+    rows = records(example_rows(model, 1, tracking_uri))
+    log = Path(tempfile.mkdtemp(prefix="nbmlops-serve-")) / "server.log"
+    with running(bento_tag, log, monitor_dir=monitor_dir, monitoring=monitoring) as url:
+        status, answer = post_json(url + "/predict", {"records": rows})
+        with urllib.request.urlopen(url + "/model", timeout=10) as resp:
+            info = json.loads(resp.read())
+    return Checked(url, status, answer, info)

@@ -98,16 +98,13 @@ def example_rows(model: r.ModelRef, n: int, tracking_uri: str | None = None) -> 
         return sample_rows(model, n, tracking_uri)
     except PromoteError:
         pass
-    with tempfile.TemporaryDirectory(prefix="nbmlops-example-") as tmp:
-        try:
-            path = r.download(f"{model.uri}/input_example.json", tmp, tracking_uri)
-        except Exception:
-            raise ServeError(
-                f"model {model} has neither a reference profile nor an input example",
-                "log the model with nbmlops.log_model(model, input_example=X_train)",
-            ) from None
-        with open(path, encoding="utf-8") as fh:
-            example = json.load(fh)
+    try:
+        example = r.download_json(f"{model.uri}/input_example.json", tracking_uri)
+    except Exception:
+        raise ServeError(
+            f"model {model} has neither a reference profile nor an input example",
+            "log the model with nbmlops.log_model(model, input_example=X_train)",
+        ) from None
     if isinstance(example, dict) and "columns" in example and "data" in example:
         frame = pd.DataFrame(example["data"], columns=example["columns"])
     else:
