@@ -20,27 +20,15 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nbformat
+from _common import run, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
-    return elapsed
 
 
 def strip_nbmlops(source: Path, target: Path) -> None:
@@ -75,12 +63,13 @@ def compare(label: str, notebook: str, work: Path, env: dict[str, str], repeat: 
     }
     print(f"\n{label}: {notebook}, {repeat} runs each, alternating, after a warm-up", flush=True)
     for cmd in commands.values():
-        timed(cmd, work, env)
+        run(cmd, work, env)
     times: dict[str, list[float]] = {name: [] for name in commands}
     for i in range(repeat):
         order = list(commands) if i % 2 == 0 else list(reversed(commands))
         for name in order:
-            times[name].append(timed(commands[name], work, env))
+            cmd = commands[name]
+            times[name].append(timed(lambda cmd=cmd: run(cmd, work, env)))  # type: ignore[misc]
         rounds = ", ".join(f"{n} {times[n][-1]:.2f}s" for n in commands)
         print(f"  round {i + 1}: {rounds}", flush=True)
     med = {name: statistics.median(v) for name, v in times.items()}

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from _common import run
+
+from nbmlops.serve.server import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,15 +45,6 @@ class Target:
     url: str
     body: bytes
     rounds: list[dict[str, float]] = field(default_factory=list)
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result.stdout
 
 
 def prepare(work: Path, env: dict[str, str]) -> str:
@@ -96,20 +90,6 @@ async def load(url: str, body: bytes, clients: int, seconds: float) -> dict[str,
         "p99": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
         "errors": float(errors),
     }
-
-
-def wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"server not ready: {url}\n{log.read_text()[-3000:]}")
 
 
 def main() -> None:
@@ -180,7 +160,7 @@ def main() -> None:
             }
             proc = server.start(server.serve_command(tag, port), senv, log)
             procs.append(proc)
-            wait(f"http://127.0.0.1:{port}/readyz", proc, log)
+            wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout=180)
             targets.append(
                 Target(
                     label,
@@ -211,7 +191,7 @@ def main() -> None:
             cwd=work,
         )
         procs.append(proc)
-        wait(f"http://127.0.0.1:{port}/ping", proc, log)
+        wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout=180, path="/ping")
         targets.append(
             Target(
                 "mlflow models serve"
