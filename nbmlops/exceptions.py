@@ -11,37 +11,34 @@ from dataclasses import dataclass, field
 
 
 class NbmlopsError(Exception):
-    """Root of every error nbmlops raises on purpose."""
+    """Root of every error nbmlops raises on purpose: the problem, and the fix if known."""
 
     exit_code = 2
+
+    def __init__(self, problem: str = "", fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem + (f"\n  fix: {fix}" if fix else ""))
 
 
 class NotebookError(NbmlopsError):
     """The notebook cannot be read or its tags do not make a valid pipeline."""
 
     def __init__(self, path: str, problem: str, fix: str = "", cell: int | None = None) -> None:
+        where = f"{path}" + (f", cell {cell}" if cell is not None else "")
+        super().__init__(f"{where}: {problem}", fix)
         self.path = path
         self.problem = problem
-        self.fix = fix
         self.cell = cell
-        where = f"{path}" + (f", cell {cell}" if cell is not None else "")
-        message = f"{where}: {problem}"
-        if fix:
-            message += f"\n  fix: {fix}"
-        super().__init__(message)
 
 
 class ParameterError(NbmlopsError):
     """A ``-p name=value`` that does not fit the notebook's parameters cell."""
 
     def __init__(self, name: str, problem: str, fix: str = "") -> None:
+        super().__init__(f"parameter {name!r}: {problem}", fix)
         self.name = name
         self.problem = problem
-        self.fix = fix
-        message = f"parameter {name!r}: {problem}"
-        if fix:
-            message += f"\n  fix: {fix}"
-        super().__init__(message)
 
 
 @dataclass

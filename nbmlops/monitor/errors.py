@@ -9,13 +9,9 @@ class MonitorInputError(NbmlopsError):
     """A reference or current dataset that cannot be read or compared."""
 
     def __init__(self, source: str, problem: str, fix: str = "") -> None:
+        super().__init__(f"{source}: {problem}", fix)
         self.source = source
         self.problem = problem
-        self.fix = fix
-        message = f"{source}: {problem}"
-        if fix:
-            message += f"\n  fix: {fix}"
-        super().__init__(message)
 
 
 class ProfileError(MonitorInputError):

@@ -12,11 +12,6 @@ from nbmlops.exceptions import NbmlopsError
 class PromoteError(NbmlopsError):
     """A promotion, rollback or model lookup that cannot go ahead as asked."""
 
-    def __init__(self, problem: str, fix: str = "") -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(problem + (f"\n  fix: {fix}" if fix else ""))
-
 
 class NoSuchExperiment(PromoteError):
     pass
