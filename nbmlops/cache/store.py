@@ -58,6 +58,13 @@ class EntryInfo:
 
 
 class StepCache:
+    @classmethod
+    def at(cls, cache_dir: str | Path | None = None, project_dir: Path | None = None) -> StepCache:
+        """The cache in ``cache_dir`` (``--cache-dir``), else in the project's ``.nbmlops/``."""
+        from nbmlops import project
+
+        return cls(Path(cache_dir).resolve() if cache_dir else project.state_dir(project_dir))
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.entries = root / "cache"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import click
 
-from nbmlops import project
 from nbmlops.cli import _console, cache_dir_option, cli, verbose_option
 from nbmlops.exceptions import NbmlopsError
 
@@ -15,7 +13,7 @@ from nbmlops.exceptions import NbmlopsError
 def _cache(cache_dir: str | None):  # type: ignore[no-untyped-def]
     from nbmlops.cache.store import StepCache
 
-    return StepCache(Path(cache_dir).resolve() if cache_dir else project.state_dir())
+    return StepCache.at(cache_dir)
 
 
 def _size(n: float) -> str:

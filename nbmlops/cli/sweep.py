@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nbmlops.cli import _console, cache_dir_option, cli, tracking_uri_option, verbose_option
+
+if TYPE_CHECKING:
+    from nbmlops.run.sweep import SweepResult
 
 
 @cli.command()
@@ -110,12 +114,9 @@ def sweep(
         sys.exit(1)
 
 
-def _print_ranking(result: object) -> None:
+def _print_ranking(result: SweepResult) -> None:
     from rich.table import Table
 
-    from nbmlops.run.sweep import SweepResult
-
-    assert isinstance(result, SweepResult)
     ranked = result.ranked()
     if not ranked:
         return

@@ -147,8 +147,7 @@ def run_notebook(
     git = git_info(pipeline.path.resolve())
     tracker = Tracker(uri)
     reporter = reporter or default_reporter()
-    state = Path(cache_dir).resolve() if cache_dir else project.state_dir(root)
-    cache = StepCache(state)
+    cache = StepCache.at(cache_dir, root)
     env = _environment(pipeline, root)
     keys = KeyContext(
         pipeline=pipeline,

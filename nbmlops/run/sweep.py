@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops import project
+from nbmlops.cache.store import StepCache
 from nbmlops.capture import tracking as t
 from nbmlops.exceptions import NbmlopsError, ParameterError, StepFailed
 from nbmlops.notebook.parameters import resolve
@@ -305,7 +306,7 @@ def run_sweep(
     uri = project.tracking_uri(tracking_uri, root)
     t.check_reachable(uri)
     experiment = experiment or pipeline.stem
-    state = Path(cache_dir).resolve() if cache_dir else project.state_dir(root)
+    state = StepCache.at(cache_dir, root).root
     if executor == "dask" and scheduler:
         _check_scheduler(scheduler)  # before anything is recorded
     sweep_id = _start_sweep_run(uri, experiment, pipeline.stem, grid, len(todo), metric, mode)
