@@ -17,8 +17,10 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import random
 import re
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +54,11 @@ FAILED_CELL = "nbmlops.failed_cell"
 ERROR = "nbmlops.error"
 UNSAVED = "nbmlops.unsaved"
 PARENT = "mlflow.parentRunId"
+# The process that writes a run, so a later command can tell a run whose driver was killed
+# (SIGKILL, a lost machine) from one still running: ``nbmlops ci`` ends such runs FAILED.
+DRIVER_PID = "nbmlops.driver_pid"
+DRIVER_HOST = "nbmlops.driver_host"
+KILLED = "nbmlops.killed"
 
 _TAG_SAFE = re.compile(r"[^A-Za-z0-9_.\-/ ]")
 
@@ -213,7 +220,10 @@ def create_run(
 ) -> str:
     from mlflow.entities import Param
 
-    run = client.create_run(experiment, run_name=name, tags={"mlflow.user": _user(), **tags})
+    driver = {DRIVER_PID: str(os.getpid()), DRIVER_HOST: socket.gethostname()}
+    run = client.create_run(
+        experiment, run_name=name, tags={"mlflow.user": _user(), **driver, **tags}
+    )
     if params:
         client.log_batch(
             run.info.run_id,

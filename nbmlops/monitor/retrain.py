@@ -26,22 +26,24 @@ def retrain(
     model: str | None = None,
     tracking_uri: str | None = None,
     reporter: Any = None,
+    **options: Any,
 ) -> Any:
     """Run ``notebook`` as a pipeline tagged as a drift retraining; returns its RunResult.
 
     ``reports[0]`` (the JSON result) is the one the tag points to. If a cell fails, the
     reports are still logged on the failed run before :class:`StepFailed` propagates.
+    ``options`` go to ``run_notebook`` (``parameters``, ``experiment``, more ``tags``...).
     """
     from nbmlops import project
     from nbmlops.run.runner import run_notebook
 
     main = reports[0].resolve()
-    tags = {TRIGGER: "drift", REPORT: str(main)}
+    tags = {**options.pop("tags", {}), TRIGGER: "drift", REPORT: str(main)}
     if model:
         tags[MODEL] = model
     uri = project.tracking_uri(tracking_uri)
     try:
-        result = run_notebook(notebook, tracking_uri=uri, reporter=reporter, tags=tags)
+        result = run_notebook(notebook, tracking_uri=uri, reporter=reporter, tags=tags, **options)
     except StepFailed as exc:
         if exc.run_id:
             log_reports(exc.run_id, reports, uri)

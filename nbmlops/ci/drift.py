@@ -1,0 +1,180 @@
+"""``nbmlops ci --on-drift MODEL --current DATA``: check drift, retrain only on drift.
+
+1. ``monitor.check.compare``: the model's reference profile against DATA, with the
+   pipeline's drift thresholds. No drift: nothing is retrained, the command exits 0.
+2. On drift: the reports are written (``.nbmlops/drift/<time>/``) and the model's pipeline
+   runs through ``monitor.retrain.retrain`` (tagged with the report, as ``nbmlops monitor
+   drift --retrain`` does), with DATA's path in the pipeline's ``drift.data_parameter`` if
+   it names one; then its gates and test commands, as in ``nbmlops ci``.
+3. With ``promote``, a retrained run that passed is promoted when it beats the champion
+   **on the current data**: with ``drift.target`` (DATA's label column) both models predict
+   DATA's rows and are scored by the promotion metric; the new one must be strictly better
+   (a tie keeps the champion). The promotion then overrides ``promote``'s comparison of the
+   recorded metrics (which came from different data), and the history records it as
+   forced. Without ``drift.target``, ``promote``'s own rule on the recorded metrics decides.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, TextIO
+
+from nbmlops.ci.core import CiResult, end_dead
+from nbmlops.ci.pipelines import FAILED, PASSED, Check, Outcome, check_parameters, run_pipeline
+from nbmlops.ci.promotion import promote_outcome
+from nbmlops.config import PipelineConfig, ProjectConfig
+from nbmlops.exceptions import NbmlopsError
+
+
+def drift_loop(
+    config: ProjectConfig,
+    model: str,
+    current: str,
+    *,
+    tracking_uri: str,
+    promote: bool = False,
+    stream: TextIO,
+) -> CiResult:
+    """Check ``model`` for drift on ``current``; on drift retrain, check, maybe promote."""
+    from nbmlops.monitor.check import compare, write_reports
+    from nbmlops.monitor.drift import Thresholds
+    from nbmlops.monitor.retrain import retrain
+
+    pipeline = config.for_model(model)
+    check_parameters(pipeline, config.path.name)
+    if "@" not in model and "/" not in model and pipeline.promote:
+        model = f"{model}@{pipeline.promote.alias}"
+    d = pipeline.drift
+    drift, label = compare(
+        current,
+        model=model,
+        thresholds=Thresholds(psi=d.psi, pvalue=d.pvalue, js=d.js),
+        allow_missing_columns=d.allow_missing_columns,
+        retrain=str(pipeline.notebook),
+        tracking_uri=tracking_uri,
+    )
+    stream.write(f"drift check of {label} on {current}: {drift.summary()}\n")
+    detail = "\n".join([f"rule: {drift.thresholds.rule()}", *drift.notes()])
+    result = CiResult(
+        [], extra=[Check("drift", label or model, PASSED, 0.0, drift.summary(), detail)]
+    )
+    if not drift.any_drift:
+        result.notes.append(f"no drift in {label}: nothing retrained")
+        return result
+    reports = write_reports(drift, None, None, needed=True)
+    stream.write(f"drift report: {reports[-1]}\nretraining: pipeline {pipeline.name}\n")
+    end_dead(pipeline.experiment, tracking_uri, stream)
+
+    def run(notebook: Path, parameters: dict[str, str], **options: Any) -> Any:
+        return retrain(notebook, reports, model=label, parameters=parameters, **options)
+
+    data = {d.data_parameter: str(Path(current).resolve())} if d.data_parameter else {}
+    outcome = run_pipeline(
+        pipeline,
+        root=config.root,
+        tracking_uri=tracking_uri,
+        stream=stream,
+        parameters=data,
+        run=run,
+    )
+    outcome.trigger = f"retrained on drift: {drift.summary()} (report {reports[-1]})"
+    result.outcomes.append(outcome)
+    if not promote:
+        return result
+    if not outcome.passed:
+        result.notes.append("nothing promoted: the retrained run failed a check")
+        return result
+    check = _promote_on_fresh_data(outcome, label or model, current, tracking_uri)
+    stream.write(f"{check.name}: {check.message}\n")
+    result.promotions.append(check)
+    return result
+
+
+def _promote_on_fresh_data(outcome: Outcome, label: str, current: str, uri: str) -> Check:
+    pipeline = outcome.pipeline
+    rule, target = pipeline.promote, pipeline.drift.target
+    if rule is None or not target:
+        check = promote_outcome(outcome, uri)
+        if rule is not None:
+            check.message += " (by the recorded metrics: set drift.target to compare on the data)"
+        return check
+    try:
+        new, old = _scores(pipeline, outcome.run_id or "", label, current, target, uri)
+    except NbmlopsError as exc:
+        return Check("promote", label, FAILED, message=exc.problem, detail=str(exc))
+    on_data = f"on {Path(current).name}: {rule.metric} {new:.6g} (new run) vs {old:.6g} ({label})"
+    better = new > old if rule.mode == "max" else new < old
+    if not better:
+        return Check("promote", label, PASSED, message=f"kept {label}: {on_data}")
+    check = promote_outcome(outcome, uri, force=True)
+    check.message += f"; {on_data}"
+    return check
+
+
+def _scores(
+    pipeline: PipelineConfig, run_id: str, label: str, current: str, target: str, uri: str
+) -> tuple[float, float]:
+    """The promotion metric of the new run's model and of ``label`` on ``current``."""
+    from mlflow import MlflowClient
+
+    from nbmlops.capture import tracking as t
+    from nbmlops.monitor.data import read_current
+    from nbmlops.promote.registry import resolve_model, using_store
+
+    assert pipeline.promote is not None
+    metric = pipeline.promote.metric
+    if metric not in SCORERS:
+        raise NbmlopsError(
+            f"{pipeline.key}.promote.metric {metric!r} cannot be computed on fresh data",
+            f"use one of {', '.join(SCORERS)}, or remove {pipeline.key}.drift.target",
+        )
+    frame = read_current(current)
+    if target not in frame.columns:
+        raise NbmlopsError(
+            f"{current} has no column {target!r} ({pipeline.key}.drift.target)",
+            "include the labels in the current data, or remove drift.target",
+        )
+    candidate = MlflowClient(uri).get_run(run_id).data.tags.get(t.MODEL_URI)
+    if not candidate:
+        raise NbmlopsError(f"the retrained run {run_id} logged no model", "call nbmlops.log_model")
+    champion = resolve_model(label, uri).uri
+    y = frame[target]
+    with using_store(uri):
+        return (
+            _score(candidate, frame.drop(columns=[target]), y, metric),
+            _score(champion, frame.drop(columns=[target]), y, metric),
+        )
+
+
+def _score(model_uri: str, features: Any, y: Any, metric: str) -> float:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema = model.metadata.get_input_schema()
+    columns = schema.input_names() if schema is not None else list(features.columns)
+    value = float(SCORERS[metric](y, model.predict(features[columns])))
+    return value if math.isfinite(value) else math.nan
+
+
+def _sk(name: str) -> Any:
+    def score(y: Any, pred: Any) -> float:
+        from sklearn import metrics
+
+        if name == "rmse":
+            return float(metrics.mean_squared_error(y, pred) ** 0.5)
+        return float(getattr(metrics, name)(y, pred))
+
+    return score
+
+
+SCORERS = {
+    "accuracy": _sk("accuracy_score"),
+    "f1": _sk("f1_score"),
+    "precision": _sk("precision_score"),
+    "recall": _sk("recall_score"),
+    "r2": _sk("r2_score"),
+    "rmse": _sk("rmse"),
+    "mae": _sk("mean_absolute_error"),
+    "mse": _sk("mean_squared_error"),
+}
