@@ -8,7 +8,10 @@ the names and digests of the variables it produced, and its own output notebook.
 
 ``import mlflow`` and opening a store cost seconds; :class:`Tracker` does all of it on one
 background thread, in submission order, while the kernel starts and runs. A locked SQLite
-store ("database is locked", several writers) is retried with backoff.
+store ("database is locked", several writers) is retried with backoff; so is a tracking
+server that does not answer (restarted, briefly unreachable), for ``NBMLOPS_SERVER_PATIENCE``
+seconds (default 300) on top of MLflow's own retries of each request. A run is marked
+FINISHED only when everything queued for it before was written (:func:`terminate`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import random
 import re
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +76,22 @@ def _is_locked(exc: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+_UNREACHABLE = re.compile(
+    r"max retries exceeded|connection refused|connectionerror|remotedisconnected"
+    r"|connection aborted|connection reset|error code 50[234]",
+    re.IGNORECASE,
+)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """The tracking server did not answer (MLflow's client already retried the request)."""
+    return bool(_UNREACHABLE.search(str(exc)))
+
+
+class ServerGone(TrackingError):
+    """The tracking server stayed unreachable longer than nbmlops waits for it."""
+
+
 class Tracker:
     """Ordered, asynchronous access to one MLflow store from the driver process."""
 
@@ -104,9 +124,18 @@ class Tracker:
         Each MLflow call inside ``fn`` is retried on its own when the store is locked;
         ``fn`` itself is not re-run (a re-run could create a run twice).
         """
-        future = self._pool.submit(lambda: fn(self.client))
+        future = self._pool.submit(self._run, fn)
         self._pending.append(future)
         return future
+
+    def _run(self, fn: Callable[[MlflowClient], T]) -> T:
+        client = self.client
+        try:
+            return fn(client)
+        except BaseException as exc:
+            if getattr(client, "failure", None) is None:
+                client.failure = exc  # type: ignore[attr-defined]  # later runs end FAILED
+            raise
 
     def flush(self) -> list[BaseException]:
         """Wait for every queued operation; return the errors they raised."""
@@ -143,20 +172,34 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 class RetryingClient:
-    """An ``MlflowClient`` whose every call is retried while SQLite says "database is locked".
+    """An ``MlflowClient`` whose every call is retried while SQLite says "database is locked"
+    or a tracking server does not answer.
 
-    A locked write is rolled back, so retrying one call never records anything twice.
+    A locked write is rolled back, so retrying one call never records anything twice. Once
+    the server was given up on (:class:`ServerGone`), later calls fail at once instead of
+    waiting again. ``failure`` is the first error of a queued operation (see ``Tracker``).
     """
 
     def __init__(self, client: MlflowClient, uri: str) -> None:
         self._client = client
         self._uri = uri
+        self.failure: BaseException | None = None
+        self._gone: ServerGone | None = None
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
-        return lambda *args, **kwargs: retry(lambda: attr(*args, **kwargs), self._uri)
+        return lambda *args, **kwargs: self._call(lambda: attr(*args, **kwargs))
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        if self._gone is not None:
+            raise self._gone
+        try:
+            return retry(fn, self._uri)
+        except ServerGone as exc:
+            self._gone = exc
+            raise
 
 
 @contextlib.contextmanager
@@ -181,19 +224,41 @@ def creation_lock(uri: str) -> Iterator[None]:
 
 
 def retry(fn: Callable[[], T], uri: str, attempts: int = 30) -> T:
-    """Run ``fn``, retrying "database is locked" with jittered exponential backoff."""
+    """Run ``fn``, retrying "database is locked" (``attempts`` times) and an unanswering
+    tracking server (for ``NBMLOPS_SERVER_PATIENCE`` seconds), with jittered backoff."""
     delay = 0.05
-    for attempt in range(attempts):
+    started = time.monotonic()
+    server = uri.startswith(("http://", "https://"))
+    locked = 0
+    while True:
         try:
             return fn()
         except Exception as exc:
-            if not _is_locked(exc) or attempt == attempts - 1:
-                if _is_locked(exc):
+            if _is_locked(exc):
+                locked += 1
+                if locked == attempts:
                     raise TrackingError(uri, f"still locked after {attempts} tries: {exc}") from exc
+            elif server and _is_unreachable(exc):
+                waited = time.monotonic() - started
+                if waited >= server_patience():
+                    raise ServerGone(
+                        uri,
+                        f"the tracking server did not answer for {waited:.0f} s ({exc}); "
+                        "is it running? (nbmlops server start)",
+                    ) from exc
+                log.warning("tracking server %s not answering; retrying (%s)", uri, exc)
+            else:
                 raise
             time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+            delay = min(delay * 2, 2.0 if not server else 15.0)
+
+
+def server_patience() -> float:
+    """Seconds nbmlops keeps retrying a write to a tracking server that does not answer."""
+    try:
+        return float(os.environ.get("NBMLOPS_SERVER_PATIENCE", "300"))
+    except ValueError:
+        return 300.0
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -311,4 +376,15 @@ def log_file(
 
 
 def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    """End a run with ``status``, but never FINISHED when part of its record is missing.
+
+    Called in a ``finally`` after the run's writes: when one of them raised (the exception
+    is still propagating), or an earlier queued write of this pipeline run failed
+    (``client.failure``), the run is FAILED, with the reason in ``nbmlops.error``.
+    """
+    failure = sys.exc_info()[1] or getattr(client, "failure", None)
+    if status == "FINISHED" and failure is not None:
+        status = "FAILED"
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, ERROR, f"not every record was written: {failure}"[:4000])
     client.set_terminated(run_id, status=status)

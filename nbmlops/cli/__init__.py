@@ -109,6 +109,7 @@ cache_dir_option = click.option(
 
 # Commands register themselves on ``cli`` when their module is imported.
 from nbmlops.cli import cache, monitor, promote, run, serve, sweep  # noqa: E402,F401
+from nbmlops.cli import server  # noqa: E402,F401
 from nbmlops.cli import ci  # noqa: E402,F401
 
 if __name__ == "__main__":

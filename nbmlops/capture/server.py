@@ -1,0 +1,326 @@
+"""A shared MLflow tracking server for a team: build its command, check, start, wait, stop.
+
+``nbmlops server start`` runs ``mlflow server --serve-artifacts`` on a database every
+member's runs go to (PostgreSQL for a team; the project's SQLite store by default) and an
+artifact folder the server reads and writes for its clients. Before anything starts, the
+port and the database are checked, so a port in use, an unreachable PostgreSQL or a wrong
+password is named with its fix instead of a server that dies in its log.
+
+The server runs in its own process group: stopping it stops its workers too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nbmlops.exceptions import NbmlopsError
+
+SERVER_DIR = "server"  # under the project's .nbmlops/: the server's log
+
+
+class ServerError(NbmlopsError):
+    """The tracking server cannot start, or stopped on its own."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    backend_store_uri: str
+    artifacts_destination: str
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int | None = None  # MLflow's default (4) when None
+    allowed_hosts: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL clients export as ``MLFLOW_TRACKING_URI``."""
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """The URL this machine reaches the server at (``/health`` is polled there)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+def configure(
+    root: Path,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int | None = None,
+    allowed_hosts: str | None = None,
+) -> ServerConfig:
+    """The server's settings, defaults filled in from the project folder ``root``.
+
+    Default store: the project's own ``mlflow.db`` (the runs recorded so far stay visible
+    and nothing moves); default artifacts: ``mlartifacts/`` in the project, MLflow's own
+    default for a server. Relative paths are made absolute.
+    """
+    backend = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
+    if backend.startswith("sqlite:///") and not backend.startswith("sqlite:////"):
+        backend = f"sqlite:///{(root / backend.removeprefix('sqlite:///')).resolve()}"
+    artifacts = artifacts_destination or str(root / "mlartifacts")
+    if "://" not in artifacts:
+        artifacts = str((root / artifacts).resolve())
+    if not 0 < port < 65536:
+        raise ServerError(f"--port {port} is not a TCP port", "pick one in 1 .. 65535, e.g. 5000")
+    if workers is not None and workers < 1:
+        raise ServerError(f"--workers {workers} is not a number of processes", "use 1 or more")
+    return ServerConfig(
+        backend_store_uri=with_driver(backend),
+        artifacts_destination=artifacts,
+        host=host,
+        port=port,
+        workers=workers,
+        allowed_hosts=allowed_hosts,
+    )
+
+
+def with_driver(uri: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; when only psycopg2 is
+    installed (``psycopg2-binary``), name it. ``postgres://`` (Heroku's spelling) is
+    accepted too.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return uri
+    driver = "postgresql"
+    if not _importable("psycopg") and _importable("psycopg2"):
+        driver = "postgresql+psycopg2"
+    return f"{driver}://{rest}"
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def redact(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def command(config: ServerConfig) -> list[str]:
+    """The ``mlflow server`` command line for ``config``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        config.backend_store_uri,
+        "--artifacts-destination",
+        config.artifacts_destination,
+        "--serve-artifacts",
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+    ]
+    if config.workers is not None:
+        cmd += ["--workers", str(config.workers)]
+    if config.allowed_hosts:
+        cmd += ["--allowed-hosts", config.allowed_hosts]
+    return cmd
+
+
+# ---------------------------------------------------------------- checks before starting
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port something already listens on (checked as uvicorn will bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise _port_error(host, port, exc.strerror or str(exc)) from None
+
+
+def _port_error(host: str, port: int, reason: str) -> ServerError:
+    return ServerError(
+        f"cannot listen on {host}:{port}: {reason} (another tracking server, or another program?)",
+        f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it) "
+        "or choose another port with --port",
+    )
+
+
+def check_backend(uri: str, timeout: int = 5) -> None:
+    """Connect to the backend store once; a problem is named with its fix.
+
+    An SQLite store's folder is created; a database server is asked for one connection.
+    """
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return
+    if "://" not in uri:
+        raise ServerError(
+            f"--backend-store-uri {uri!r} is not a database URI",
+            "give postgresql://USER:PASSWORD@HOST:5432/DATABASE (or sqlite:///path/mlflow.db)",
+        )
+    import sqlalchemy
+    from sqlalchemy.exc import NoSuchModuleError, OperationalError
+
+    connect_args = {"connect_timeout": timeout} if uri.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except (ModuleNotFoundError, NoSuchModuleError) as exc:
+        raise ServerError(
+            f"no database driver for {redact(uri)} ({exc})",
+            "for PostgreSQL: pip install psycopg2-binary",
+        ) from None
+    except OperationalError as exc:
+        raise database_error(uri, str(exc.orig) if exc.orig is not None else str(exc)) from None
+
+
+def database_error(uri: str, reason: str) -> ServerError:
+    """What a database's refusal means for the user, and what to do about it."""
+    parts = urlsplit(uri)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    user = parts.username or "(none)"
+    database = parts.path.lstrip("/") or "(none)"
+    first = reason.strip().splitlines()[0] if reason.strip() else reason
+    text = reason.lower()
+    if "password authentication failed" in text:
+        return ServerError(
+            f"PostgreSQL at {where} refused the password of user {user!r}",
+            "correct the password in --backend-store-uri "
+            "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE; URL-encode special characters)",
+        )
+    if "no password supplied" in text:
+        return ServerError(
+            f"PostgreSQL at {where} asks user {user!r} for a password and none was given",
+            "put it in --backend-store-uri: postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+        )
+    if "does not exist" in text and "database" in text:
+        return ServerError(
+            f"PostgreSQL at {where} has no database {database!r}",
+            f"create it: createdb -h {parts.hostname or 'localhost'} -p {parts.port or 5432} "
+            f"-U {user} {database}   (or in psql: CREATE DATABASE {database};)",
+        )
+    if "role" in text and "does not exist" in text:
+        return ServerError(
+            f"PostgreSQL at {where} has no user {user!r}",
+            f"create it (in psql: CREATE USER {user} WITH PASSWORD '...';) or correct the user",
+        )
+    if any(
+        s in text
+        for s in ("connection refused", "could not connect", "timeout expired", "translate host")
+    ):
+        return ServerError(
+            f"cannot reach PostgreSQL at {where}: {first}",
+            "start PostgreSQL there, or correct the host and port in --backend-store-uri",
+        )
+    return ServerError(f"the backend store {redact(uri)} refused to connect: {first}", "")
+
+
+# ---------------------------------------------------------------- the process
+
+
+def start(config: ServerConfig, log: Path) -> subprocess.Popen[bytes]:
+    """Check the port and the store, then start ``mlflow server`` (output to ``log``)."""
+    check_port(config.host, config.port)
+    check_backend(config.backend_store_uri)
+    if "://" not in config.artifacts_destination:
+        Path(config.artifacts_destination).mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the server's store is --backend-store-uri
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command(config),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def wait_ready(
+    config: ServerConfig, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180
+) -> None:
+    """Wait until ``/health`` answers; if the server exits first, say why."""
+    url = config.local_url + "/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise exited_error(config, proc.returncode, log)
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=2) as resp,
+        ):
+            if resp.status == 200:
+                return
+        time.sleep(0.25)
+    raise ServerError(
+        f"the tracking server did not answer {url} within {timeout:.0f} s; its log:\n" + tail(log),
+        f"read the log ({log}); a slow machine may need a second try",
+    )
+
+
+def exited_error(config: ServerConfig, code: int | None, log: Path) -> ServerError:
+    """The server stopped on its own: the known causes by name, else its log's end."""
+    text = tail(log, 60)
+    lowered = text.lower()
+    if "address already in use" in lowered:
+        return _port_error(config.host, config.port, "address already in use")
+    for marker in ("password authentication failed", "connection refused", "does not exist"):
+        if marker in lowered:
+            line = next(ln for ln in text.splitlines() if marker in ln.lower())
+            return database_error(config.backend_store_uri, line)
+    return ServerError(
+        f"the tracking server exited with status {code}; the end of its log ({log}):\n{text}",
+        "read the log above",
+    )
+
+
+def tail(log: Path, lines: int = 25) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int | None:
+    """Stop the server's process group: SIGTERM (requests in flight finish), then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers left behind
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    return proc.returncode
