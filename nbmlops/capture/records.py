@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import datetime as dt
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbmlops.capture import tracking as t
@@ -65,6 +66,73 @@ def pipeline_runs(client: Any, experiment: str | None = None, max_results: int =
             max_results=max_results,
         )
     )
+
+
+@dataclass
+class RunRow:
+    """One pipeline run as the JupyterLab panel and the notebook widget list it."""
+
+    run_id: str
+    status: str
+    start_time: str  # ISO 8601, UTC
+    duration_s: float | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    cache_hits: str | None  # "k/n": steps whose outputs came from the cache
+    git_commit: str | None
+    url: str | None  # the MLflow UI page, when the store is a tracking server
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunTable:
+    experiment: str
+    metrics: list[str]  # every metric name the runs logged
+    runs: list[RunRow]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "metrics": self.metrics,
+            "runs": [r.to_json() for r in self.runs],
+        }
+
+
+def run_table(
+    client: Any, experiment: str, limit: int = 20, tracking_uri: str | None = None
+) -> RunTable:
+    """The pipeline runs of ``experiment``, newest first, as the UIs list them (none yet if
+    the experiment does not exist). ``tracking_uri``: for links to the MLflow UI."""
+    exp = client.get_experiment_by_name(experiment)
+    found = pipeline_runs(client, experiment, limit) if exp is not None else []
+    rows = [
+        RunRow(
+            run_id=r.info.run_id,
+            status=r.info.status,
+            start_time=_iso(r.info.start_time),
+            duration_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None,
+            params=dict(r.data.params),
+            metrics={k: v for k, v in r.data.metrics.items() if not k.startswith("nbmlops.")},
+            cache_hits=r.data.tags.get("nbmlops.cache_hits"),
+            git_commit=r.data.tags.get(t.GIT_COMMIT),
+            url=run_url(tracking_uri, r.info.experiment_id, r.info.run_id),
+        )
+        for r in found
+    ]
+    return RunTable(experiment, sorted({k for row in rows for k in row.metrics}), rows)
+
+
+def run_url(tracking_uri: str | None, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI when ``tracking_uri`` is a tracking server."""
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _iso(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 def pipeline_run(client: Any, run_id: str) -> Any:

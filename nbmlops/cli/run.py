@@ -4,6 +4,7 @@ what its runs recorded."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -50,6 +51,11 @@ from nbmlops.cli import (
     help="Re-run a failed or killed run ('last': the newest) from the step that failed.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not echo cell output.")
+@click.option(
+    "--events",
+    type=click.Path(dir_okay=False),
+    help="Write progress as JSON lines to this file (for front ends) instead of the terminal.",
+)
 @verbose_option
 def run(
     notebook: str,
@@ -63,6 +69,7 @@ def run(
     cache_dir: str | None,
     resume: str | None,
     quiet: bool,
+    events: str | None,
     verbose: bool,
 ) -> None:
     """Run NOTEBOOK's steps as one tracked pipeline run.
@@ -70,23 +77,39 @@ def run(
     Steps whose code, parameters read, inputs, data files and environment did not change
     since they last ran are not executed: their outputs come from the step cache.
     """
+    from pathlib import Path
+
     from nbmlops.notebook.parameters import parse_assignments
-    from nbmlops.run.progress import default_reporter
+    from nbmlops.run.progress import JsonLinesReporter, Reporter, default_reporter
     from nbmlops.run.runner import run_notebook
 
-    result = run_notebook(
-        notebook,
-        parse_assignments(parameters),
-        experiment=experiment,
-        tracking_uri=tracking_uri,
-        output_dir=output_dir,
-        seed=seed,
-        reporter=default_reporter(quiet=quiet),
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        refresh=refresh,
-        resume=resume,
-    )
+    json_reporter = JsonLinesReporter(Path(events)) if events else None
+    reporter: Reporter = json_reporter or default_reporter(quiet=quiet)
+    try:
+        result = run_notebook(
+            notebook,
+            parse_assignments(parameters),
+            experiment=experiment,
+            tracking_uri=tracking_uri,
+            output_dir=output_dir,
+            seed=seed,
+            reporter=reporter,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            refresh=refresh,
+            resume=resume,
+        )
+    except BaseException as exc:
+        if json_reporter is not None:
+            json_reporter.finished("failed", **failure_event(exc))
+        raise
+    if json_reporter is not None:
+        json_reporter.finished(
+            "succeeded",
+            run_id=result.run_id,
+            experiment=result.experiment,
+            output_path=str(result.output_notebook),
+        )
     click.echo("")
     width = max((len(s.name) for s in result.steps), default=4)
     for s in result.steps:
@@ -112,6 +135,36 @@ def run(
             f"steps are cached under it; re-run with --seed {result.seed} to reuse them"
         )
     click.secho(f"run {result.run_id} finished (experiment {result.experiment!r})", fg="green")
+
+
+def failure_event(exc: BaseException) -> dict[str, Any]:
+    """Where a failed run stopped, for the ``run_finished`` event: the step, the cell, the
+    error line (``ename: evalue``), the whole message, the run and its partial notebook."""
+    from nbmlops.exceptions import NbmlopsError, NotebookError, RunInterrupted, StepFailed
+
+    if isinstance(exc, StepFailed):
+        return {
+            "run_id": exc.run_id or None,
+            "output_path": exc.output_notebook,
+            "error": {
+                "step": exc.step,
+                "cell": exc.cell_index,
+                "line": f"{exc.ename}: {exc.evalue}",
+                "message": str(exc),
+            },
+        }
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        message = "run interrupted"
+    error = {
+        "step": None,
+        "cell": exc.cell if isinstance(exc, NotebookError) else None,
+        "line": message.splitlines()[0],
+        "message": message if isinstance(exc, NbmlopsError) else f"{type(exc).__name__}: {message}",
+    }
+    if isinstance(exc, RunInterrupted):
+        return {"run_id": exc.run_id, "output_path": exc.output_notebook, "error": error}
+    return {"error": error}
 
 
 @cli.command()

@@ -1,0 +1,44 @@
+"""The extension application: its configuration, the handlers it adds, the jobs it owns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Unicode
+
+from nbmlops import project
+from nbmlops.run.jobs import Jobs
+
+
+class Nbmlops(ExtensionApp):
+    """nbmlops in Jupyter: pipelines, runs, jobs and promotion of the server's notebooks."""
+
+    name = "nbmlops"
+    load_other_extensions = True
+
+    tracking_uri = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <root_dir>/mlflow.db).",
+    )
+
+    def initialize_settings(self) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+        assert self.serverapp is not None
+        self.root = Path(self.serverapp.root_dir).resolve()
+        self.store = project.tracking_uri(self.tracking_uri, self.root)
+        self.jobs = Jobs(self.root, self.store)
+
+    def initialize_handlers(self) -> None:
+        from nbmlops.jupyter.handlers import routes
+
+        self.handlers.extend(routes())
+
+    async def stop_extension(self) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.jobs.stop_all)

@@ -1,0 +1,249 @@
+"""REST endpoints under ``<base_url>nbmlops/api/``: thin calls into the nbmlops core.
+
+Each handler parses the request, confines the notebook path to the server's root
+directory, runs the core function on an executor thread (MLflow queries and promotion
+block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix", ...}}``:
+
+- ``GET pipeline?path=``: the notebook's steps and parameters (422 when it cannot be parsed);
+- ``GET runs?path=&limit=``: its pipeline runs, newest first (``records.run_table``);
+- ``POST runs``: start ``nbmlops run`` as a job (``run/jobs.py``); 400 for a bad parameter;
+- ``GET jobs/<id>``: the job's progress and outcome;
+- ``POST promote``: ``promote.core.promote``; 409 when refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+
+from nbmlops.exceptions import NbmlopsError, NotebookError, ParameterError
+
+T = TypeVar("T")
+
+
+class RequestError(Exception):
+    """A 4xx answer: the status and the error body."""
+
+    def __init__(self, status: int, problem: str, fix: str = "", **extra: Any) -> None:
+        super().__init__(problem)
+        self.status = status
+        self.body: dict[str, Any] = {"error": {"problem": problem, "fix": fix, **extra}}
+
+
+class NbmlopsHandler(APIHandler):
+    """Shared by the endpoints: JSON errors, path confinement, executor calls."""
+
+    @property
+    def app(self) -> Any:
+        return self.settings["nbmlops"]
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def reply(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(body))
+
+    def body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError as exc:
+            raise RequestError(
+                400, f"the request body is not JSON ({exc})", "send a JSON object"
+            ) from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "the request body is not a JSON object", "send a JSON object")
+        return body
+
+    def notebook(self, path: Any) -> Path:
+        """``path`` (relative to the server's root) as a file inside the root: 403 outside,
+        400 if not a notebook, 404 if missing."""
+        if not isinstance(path, str) or not path:
+            raise RequestError(400, "no notebook path given", "pass path=<notebook.ipynb>")
+        root: Path = self.app.root
+        if os.path.isabs(path) or path.startswith(("/", "\\")):
+            raise RequestError(
+                403, f"{path} is an absolute path", "give the path relative to the Jupyter root"
+            )
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise RequestError(
+                403,
+                f"{path} is outside the Jupyter root directory",
+                "open a notebook under the root",
+            )
+        if not path.endswith(".ipynb"):
+            raise RequestError(400, f"{path} is not a notebook", "give the path of an .ipynb file")
+        if not resolved.is_file():
+            raise RequestError(404, f"no notebook {path}", "check the path (was it renamed?)")
+        return resolved
+
+
+def answers(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Answer a :class:`RequestError` or an error of the core as a 4xx JSON error."""
+
+    @functools.wraps(method)
+    async def wrapper(self: NbmlopsHandler, *args: Any) -> None:
+        try:
+            await method(self, *args)
+        except RequestError as e:
+            self.reply(e.status, e.body)
+        except NbmlopsError as e:
+            self.reply(*_status(e))
+
+    return wrapper
+
+
+def _status(e: NbmlopsError) -> tuple[int, dict[str, Any]]:
+    """The HTTP answer to an error of the core (never a 500)."""
+    from nbmlops.capture.records import RunNotFound
+    from nbmlops.promote.errors import NoSuchExperiment, PromotionRefused, UnknownVersion
+    from nbmlops.run.jobs import JobNotFound
+
+    error: dict[str, Any] = {"problem": e.problem or str(e), "fix": e.fix}
+    if isinstance(e, PromotionRefused):
+        return 409, {"promoted": False, "error": error}
+    if isinstance(e, NotebookError):
+        return 422, {"error": {**error, "cell": e.cell}}
+    if isinstance(e, ParameterError):
+        return 400, {
+            "error": {**error, "problem": str(e).split("\n  fix:")[0], "parameter": e.name}
+        }
+    if isinstance(e, JobNotFound | NoSuchExperiment | UnknownVersion | RunNotFound):
+        return 404, {"error": error}
+    return 400, {"error": error}
+
+
+class PipelineHandler(NbmlopsHandler):
+    @tornado.web.authenticated
+    @answers
+    async def get(self) -> None:
+        from nbmlops.notebook.pipeline import load_pipeline
+
+        path = self.get_query_argument("path", "")
+        pipeline = await self.blocking(load_pipeline, self.notebook(path))
+        self.reply(
+            200,
+            {
+                "path": path,
+                "experiment": pipeline.stem,
+                "steps": [
+                    {"name": s.name, "after": list(s.upstream), "cells": [c.index for c in s.cells]}
+                    for s in pipeline.steps
+                ],
+                "parameters": [
+                    {"name": p.name, "value": p.default_source, "type": p.type_name or None}
+                    for p in pipeline.parameters.values()
+                ],
+            },
+        )
+
+
+class RunsHandler(NbmlopsHandler):
+    @tornado.web.authenticated
+    @answers
+    async def get(self) -> None:
+        from mlflow import MlflowClient
+
+        from nbmlops.capture.records import run_table
+
+        notebook = self.notebook(self.get_query_argument("path", ""))
+        try:
+            limit = int(self.get_query_argument("limit", "20"))
+        except ValueError:
+            raise RequestError(400, "limit is not a number", "pass limit=20") from None
+        uri = self.app.store
+        table = await self.blocking(
+            lambda: run_table(MlflowClient(uri), experiment_of(notebook), limit, uri)
+        )
+        self.reply(200, table.to_json())
+
+    @tornado.web.authenticated
+    @answers
+    async def post(self) -> None:
+        body = self.body()
+        path = body.get("path")
+        notebook = self.notebook(path)
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict) or not all(
+            isinstance(v, str) for v in parameters.values()
+        ):
+            raise RequestError(
+                400,
+                "parameters must map names to Python literal source text",
+                'send {"alpha": "0.5"}, as -p alpha=0.5 on the command line',
+            )
+        job = await self.blocking(self.app.jobs.start, notebook, parameters, path)
+        self.reply(202, {"job_id": job.job_id})
+
+
+class JobHandler(NbmlopsHandler):
+    @tornado.web.authenticated
+    @answers
+    async def get(self, job_id: str) -> None:
+        self.reply(200, await self.blocking(self.app.jobs.status, job_id))
+
+
+class PromoteHandler(NbmlopsHandler):
+    @tornado.web.authenticated
+    @answers
+    async def post(self) -> None:
+        from nbmlops.promote import promote
+        from nbmlops.promote.registry import DEFAULT_ALIAS
+
+        body = self.body()
+        notebook = self.notebook(body.get("path"))
+        metric = body.get("metric")
+        if not isinstance(metric, str) or not metric:
+            raise RequestError(400, "no metric given", "name the metric to compare runs by")
+        gates = body.get("gates") or []
+        if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
+            raise RequestError(400, "gates must be a list of texts", 'send ["f1>=0.9"]')
+        done = await self.blocking(
+            lambda: promote(
+                experiment_of(notebook),
+                metric,
+                mode=str(body.get("mode") or "max"),
+                gates=gates,
+                model_name=body.get("model_name") or None,
+                alias=body.get("alias") or DEFAULT_ALIAS,
+                run_id=body.get("run_id") or None,
+                force=bool(body.get("force", False)),
+                tracking_uri=self.app.store,
+            )
+        )
+        self.reply(
+            200,
+            {
+                "promoted": True,
+                "model_name": done.model_name,
+                "version": str(done.version),
+                "alias": done.alias,
+                "run_id": done.run_id,
+                "metric": done.metric,
+                "value": done.value,
+            },
+        )
+
+
+def experiment_of(notebook: Path) -> str:
+    """The experiment ``nbmlops run`` records the notebook's runs in by default."""
+    return notebook.name.removesuffix(".ipynb")
+
+
+def routes() -> list[tuple[str, type, dict[str, Any]]]:
+    api = "nbmlops/api"
+    return [
+        (f"{api}/pipeline", PipelineHandler, {}),
+        (f"{api}/runs", RunsHandler, {}),
+        (rf"{api}/jobs/([A-Za-z0-9_-]+)", JobHandler, {}),
+        (f"{api}/promote", PromoteHandler, {}),
+    ]

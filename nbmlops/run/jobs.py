@@ -1,0 +1,188 @@
+"""Runs started from a front end (the JupyterLab panel) as child processes of the server.
+
+A job is the real command line, ``nbmlops run NOTEBOOK -p ... --events FILE``, started in
+the project folder; its progress is read back from the JSON lines it writes
+(``run/progress.py``'s ``JsonLinesReporter``) and its exit code. Nothing here re-implements
+running a notebook: the job's parameters are checked exactly as ``-p`` is, before any
+process starts, and the CLI does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbmlops import project
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.notebook.parameters import parse_assignments, resolve
+from nbmlops.notebook.pipeline import load_pipeline
+
+_CLI = "from nbmlops.cli import main; main()"
+
+
+class JobNotFound(NbmlopsError):
+    pass
+
+
+@dataclass
+class Job:
+    job_id: str
+    path: str  # the notebook as the front end named it
+    folder: Path  # events.jsonl and output.log
+    process: subprocess.Popen[bytes]
+    experiment_id: str | None = field(default=None)
+
+    @property
+    def events_file(self) -> Path:
+        return self.folder / "events.jsonl"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "output.log"
+
+
+class Jobs:
+    """The jobs one server started in the project folder ``root``, tracked in ``tracking_uri``."""
+
+    def __init__(self, root: Path, tracking_uri: str) -> None:
+        self.root = root.resolve()
+        self.tracking_uri = tracking_uri
+        self._jobs: dict[str, Job] = {}
+
+    def start(self, notebook: Path, parameters: dict[str, str], path: str | None = None) -> Job:
+        """Check ``parameters`` (``-p`` texts) against ``notebook``, then start the run.
+
+        Raises :class:`~nbmlops.exceptions.NotebookError` or
+        :class:`~nbmlops.exceptions.ParameterError` before any process starts.
+        """
+        pipeline = load_pipeline(notebook)
+        pairs = [f"{name}={text}" for name, text in parameters.items()]
+        resolve(pipeline.parameters, parse_assignments(pairs))
+        job_id = secrets.token_hex(8)
+        folder = project.state_dir(self.root) / "jobs" / job_id
+        folder.mkdir(parents=True)
+        args = [sys.executable, "-c", _CLI, "run", str(notebook), "-q"]
+        args += ["--tracking-uri", self.tracking_uri, "--events", str(folder / "events.jsonl")]
+        for pair in pairs:
+            args += ["-p", pair]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "true"}
+        with open(folder / "output.log", "wb") as log:
+            process = subprocess.Popen(
+                args,
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C to the server does not reach the run
+            )
+        job = Job(job_id, path or str(notebook), folder, process)
+        self._jobs[job_id] = job
+        return job
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job as the ``jobs/<id>`` endpoint answers it (see the REST contract)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(
+                f"no job {job_id!r} on this server",
+                "jobs last as long as the server; start the run again from the panel",
+            )
+        exit_code = job.process.poll()  # before reading: the final event precedes the exit
+        events = _read_events(job.events_file)
+        steps: dict[str, dict[str, Any]] = {}
+        final: dict[str, Any] | None = None
+        for e in events:
+            kind = e.get("event")
+            if kind == "step_started":
+                steps[e["step"]] = {"name": e["step"], "status": "running", "seconds": None}
+            elif kind == "step_finished":
+                status = "FAILED" if e["status"] == "KILLED" else e["status"]
+                steps[e["step"]] = {"name": e["step"], "status": status, "seconds": e["seconds"]}
+            elif kind == "run_finished":
+                final = e
+        if final is not None:
+            status = final["status"]
+        elif exit_code is None:
+            status = "running"
+        else:
+            status = "failed"
+        error = final.get("error") if final else None
+        if status == "failed" and error is None:
+            message = _tail(job.log_file) or f"the run exited with code {exit_code}"
+            error = {
+                "step": None,
+                "cell": None,
+                "line": message.splitlines()[-1],
+                "message": message,
+            }
+        if status != "running":
+            for s in steps.values():
+                if s["status"] == "running":
+                    s["status"] = "FAILED"
+        running = [s["name"] for s in steps.values() if s["status"] == "running"]
+        run_id = final.get("run_id") if final else None
+        return {
+            "job_id": job.job_id,
+            "path": job.path,
+            "status": status,
+            "current_step": running[-1] if running else None,
+            "steps": list(steps.values()),
+            "run_id": run_id,
+            "output_path": self._relative(final.get("output_path")) if final else None,
+            "run_url": self._run_url(job, run_id) if run_id else None,
+            "error": error,
+        }
+
+    def stop_all(self) -> None:
+        """SIGTERM every running job: the run is recorded as KILLED."""
+        for job in self._jobs.values():
+            if job.process.poll() is None:
+                job.process.terminate()
+        for job in self._jobs.values():
+            try:
+                job.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+
+    def _relative(self, output: str | None) -> str | None:
+        if not output:
+            return None
+        path = Path(output).resolve()
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
+    def _run_url(self, job: Job, run_id: str) -> str | None:
+        from nbmlops.capture.records import run_url
+
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        if job.experiment_id is None:
+            from mlflow import MlflowClient
+
+            job.experiment_id = MlflowClient(self.tracking_uri).get_run(run_id).info.experiment_id
+        return run_url(self.tracking_uri, job.experiment_id, run_id)
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            break
+    return events
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,349 @@
+"""The Jupyter server extension end to end: a real Jupyter server (pytest-jupyter) with
+``nbmlops.jupyter`` enabled, real notebooks in its root, runs executed by a real kernel in
+a child process, a real MLflow store and registry. Asserts what the panel would receive
+and what MLflow recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import code, write_notebook
+from mlflow import MlflowClient
+from tornado.httpclient import HTTPResponse
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+API = ("nbmlops", "api")
+
+# A tiny classifier: `score` is logged as given, `depth` changes the model (and the steps
+# from `train` on), so a second run with another depth takes `load` and `split` from the cache.
+TRAIN = [
+    code(
+        "import numpy as np\nimport pandas as pd\n"
+        "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
+    ),
+    code("score = 0.9\ndepth = 3\nseed = 7", "parameters"),
+    code(
+        "rng = np.random.default_rng(seed)\n"
+        "df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.normal(size=300)})\n"
+        "df['y'] = (df['a'] + df['b'] > 0).astype(int)",
+        "step:load",
+    ),
+    code(
+        "X_train, X_test = df[['a', 'b']].iloc[:200], df[['a', 'b']].iloc[200:]\n"
+        "y_train, y_test = df['y'].iloc[:200], df['y'].iloc[200:]",
+        "step:split",
+    ),
+    code(
+        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
+        "nbmlops.log_model(model, input_example=X_train)",
+        "step:train",
+    ),
+    code(
+        "nbmlops.log_metric('accuracy', float((model.predict(X_test) == y_test).mean()))\n"
+        "nbmlops.log_metric('score', score)",
+        "step:evaluate",
+    ),
+]
+
+FAILS = [
+    code("total = 0\nlimit = 2", "parameters"),
+    code("values = [1, 2, 3]", "step:prepare"),
+    code(
+        "total = sum(values)\nif total > limit:\n    raise ValueError(f'total {total} over limit')",
+        "step:check",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> dict[str, Any]:
+    """The server's root: notebooks with unique names (their experiments), one run of TRAIN."""
+    root = tmp_path_factory.mktemp("jupyter-root")
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"{k}_{tag}.ipynb" for k in ("train", "fails", "broken")}
+    write_notebook(root / names["train"], TRAIN)
+    write_notebook(root / "sub" / names["fails"], FAILS)
+    write_notebook(
+        root / names["broken"],
+        [code("x = 1", "step:a"), code("y = 2", "step:b"), code("z = 3", "step:a")],
+    )
+    outside = tmp_path_factory.mktemp("outside")
+    write_notebook(outside / "secret.ipynb", [code("x = 1", "step:a")])
+    (root / "link.ipynb").symlink_to(outside / "secret.ipynb")
+    (root / "notes.txt").write_text("not a notebook")
+    result = subprocess.run(
+        [sys.executable, "-c", "from nbmlops.cli import main; main()", "run", names["train"], "-q"]
+        + ["--tracking-uri", tracking_uri],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {"root": root, "outside": outside, "names": names}
+
+
+@pytest.fixture
+def jp_root_dir(project: dict[str, Any]) -> Path:
+    return project["root"]
+
+
+@pytest.fixture
+def jp_server_config(tracking_uri: str) -> dict[str, Any]:
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"nbmlops.jupyter": True},
+            "allow_unauthenticated_access": False,
+        },
+        "Nbmlops": {"tracking_uri": tracking_uri},
+    }
+
+
+async def call(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    if "body" in kwargs and not isinstance(kwargs["body"], str):
+        kwargs["body"] = json.dumps(kwargs["body"])
+    response: HTTPResponse = await jp_fetch(*API, *path, raise_error=False, **kwargs)
+    return response.code, json.loads(response.body or b"null")
+
+
+async def finished_job(jp_fetch: Any, job_id: str) -> dict[str, Any]:
+    """Poll ``jobs/<id>`` until the job is no longer running (the run's own time, at most 10 min)."""
+    for _ in range(1200):
+        code_, job = await call(jp_fetch, "jobs", job_id)
+        assert code_ == 200, job
+        if job["status"] != "running":
+            return job
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"job {job_id} still running: {job}")
+
+
+async def test_pipeline_describes_the_tagged_notebook(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    name = project["names"]["train"]
+    status, body = await call(jp_fetch, "pipeline", params={"path": name})
+    assert status == 200, body
+    assert body["path"] == name
+    assert body["experiment"] == name.removesuffix(".ipynb")
+    assert [(s["name"], s["after"], s["cells"]) for s in body["steps"]] == [
+        ("load", [], [2]),
+        ("split", ["load"], [3]),
+        ("train", ["split"], [4]),
+        ("evaluate", ["train"], [5]),
+    ]
+    assert body["parameters"] == [
+        {"name": "score", "value": "0.9", "type": "float"},
+        {"name": "depth", "value": "3", "type": "int"},
+        {"name": "seed", "value": "7", "type": "int"},
+    ]
+
+
+async def test_unparsable_notebook_is_422_with_the_cell(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    status, body = await call(jp_fetch, "pipeline", params={"path": project["names"]["broken"]})
+    assert status == 422
+    assert body["error"]["cell"] == 2
+    assert "step 'a' is started twice" in body["error"]["problem"]
+    assert "rename one of them" in body["error"]["fix"]
+
+
+async def test_paths_are_confined_to_the_root(jp_fetch: Any, project: dict[str, Any]) -> None:
+    outside = project["outside"] / "secret.ipynb"
+    for path in ["../outside/secret.ipynb", str(outside), "link.ipynb", "sub/../../x.ipynb"]:
+        status, body = await call(jp_fetch, "pipeline", params={"path": path})
+        assert status == 403, (path, body)
+        assert body["error"]["problem"] and body["error"]["fix"]
+    status, body = await call(
+        jp_fetch, "runs", method="POST", body={"path": "../outside/secret.ipynb", "parameters": {}}
+    )
+    assert status == 403, body
+    status, body = await call(jp_fetch, "pipeline", params={"path": "missing.ipynb"})
+    assert status == 404 and "missing.ipynb" in body["error"]["problem"]
+    status, body = await call(jp_fetch, "pipeline", params={"path": "notes.txt"})
+    assert status == 400 and "not a notebook" in body["error"]["problem"]
+
+
+async def test_requests_without_the_token_are_refused(
+    jp_fetch: Any, http_server_client: Any, jp_base_url: str, project: dict[str, Any]
+) -> None:
+    name = project["names"]["train"]
+    jobs = project["root"] / ".nbmlops" / "jobs"
+    before = set(jobs.iterdir()) if jobs.exists() else set()
+    url = f"{jp_base_url}nbmlops/api/pipeline?path={name}"
+    response = await http_server_client.fetch(url, raise_error=False)
+    assert response.code == 403
+    response = await jp_fetch(
+        *API,
+        "pipeline",
+        params={"path": name},
+        headers={"Authorization": "token wrong"},
+        raise_error=False,
+    )
+    assert response.code == 403
+    response = await http_server_client.fetch(
+        f"{jp_base_url}nbmlops/api/runs",
+        method="POST",
+        body=json.dumps({"path": name, "parameters": {}}),
+        raise_error=False,
+    )
+    assert response.code == 403
+    assert (set(jobs.iterdir()) if jobs.exists() else set()) == before  # no run started
+
+
+async def test_bad_parameters_are_400_before_any_run(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    jobs = project["root"] / ".nbmlops" / "jobs"
+    before = set(jobs.iterdir()) if jobs.exists() else set()
+    name = project["names"]["train"]
+    cases = {
+        "depth": ({"depth": "'deep'"}, "'deep'"),
+        "nope": ({"nope": "1"}, "not a parameter"),
+        "api_token": ({"api_token": "'x'"}, "not a parameter"),
+    }
+    for param, (parameters, said) in cases.items():
+        status, body = await call(
+            jp_fetch, "runs", method="POST", body={"path": name, "parameters": parameters}
+        )
+        assert status == 400, body
+        assert body["error"]["parameter"] == param
+        assert repr(param) in body["error"]["problem"] and said in body["error"]["problem"]
+    after = set(jobs.iterdir()) if jobs.exists() else set()
+    assert after == before
+
+
+async def test_post_runs_executes_and_lists_the_run(
+    jp_fetch: Any, project: dict[str, Any], tracking_uri: str
+) -> None:
+    name = project["names"]["train"]
+    status, body = await call(
+        jp_fetch,
+        "runs",
+        method="POST",
+        body={"path": name, "parameters": {"depth": "4", "score": "0.95"}},
+    )
+    assert status == 202, body
+    job = await finished_job(jp_fetch, body["job_id"])
+    assert job["status"] == "succeeded", job
+    assert job["path"] == name and job["error"] is None and job["current_step"] is None
+    assert [(s["name"], s["status"]) for s in job["steps"]] == [
+        ("load", "CACHED"),
+        ("split", "CACHED"),
+        ("train", "FINISHED"),
+        ("evaluate", "FINISHED"),
+    ]
+    output = project["root"] / job["output_path"]
+    assert not Path(job["output_path"]).is_absolute() and output.is_file()
+    assert job["run_url"] is None  # an SQLite store has no UI to link to
+
+    status, runs = await call(jp_fetch, "runs", params={"path": name, "limit": "5"})
+    assert status == 200, runs
+    assert runs["experiment"] == name.removesuffix(".ipynb")
+    assert {"accuracy", "score"} <= set(runs["metrics"])
+    newest = runs["runs"][0]
+    assert newest["run_id"] == job["run_id"]
+    assert newest["status"] == "FINISHED"
+    assert newest["params"]["depth"] == "4"
+    assert newest["metrics"]["score"] == pytest.approx(0.95)
+    assert newest["cache_hits"] == "2/4"
+    assert newest["duration_s"] > 0 and newest["start_time"].endswith("+00:00")
+    assert newest["url"] is None
+    assert runs["runs"][1]["cache_hits"] == "0/4"
+    recorded = MlflowClient(tracking_uri).get_run(job["run_id"])
+    assert recorded.data.params["depth"] == "4"
+
+
+async def test_failing_job_reports_step_cell_and_error_line(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    path = f"sub/{project['names']['fails']}"
+    status, body = await call(
+        jp_fetch, "runs", method="POST", body={"path": path, "parameters": {"limit": "5"}}
+    )
+    assert status == 202, body
+    job = await finished_job(jp_fetch, body["job_id"])
+    assert job["status"] == "failed"
+    assert job["error"]["step"] == "check"
+    assert job["error"]["cell"] == 2
+    assert job["error"]["line"] == "ValueError: total 6 over limit"
+    assert "raise ValueError" in job["error"]["message"]
+    assert [(s["name"], s["status"]) for s in job["steps"]] == [
+        ("prepare", "FINISHED"),
+        ("check", "FAILED"),
+    ]
+    assert job["run_id"] and job["output_path"].endswith(".partial.ipynb")
+    status, runs = await call(jp_fetch, "runs", params={"path": path})
+    assert runs["runs"][0]["run_id"] == job["run_id"]
+    assert runs["runs"][0]["status"] == "FAILED"
+    status, unknown = await call(jp_fetch, "jobs", "0123456789abcdef")
+    assert status == 404 and "no job" in unknown["error"]["problem"]
+
+
+async def test_promote_moves_the_alias(
+    jp_fetch: Any, project: dict[str, Any], tracking_uri: str
+) -> None:
+    name = project["names"]["train"]
+    model = f"srv-{uuid.uuid4().hex[:6]}"
+    status, body = await call(
+        jp_fetch,
+        "promote",
+        method="POST",
+        body={
+            "path": name,
+            "metric": "score",
+            "mode": "max",
+            "gates": ["accuracy>=0.5"],
+            "alias": "champion",
+            "model_name": model,
+            "run_id": None,
+            "force": False,
+        },
+    )
+    assert status == 200, body
+    assert body["promoted"] is True and body["alias"] == "champion" and body["model_name"] == model
+    holder = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(
+        model, "champion"
+    )
+    assert str(holder.version) == body["version"]
+    assert holder.tags["nbmlops.run_id"] == body["run_id"]
+    assert body["value"] == MlflowClient(tracking_uri).get_run(body["run_id"]).data.metrics["score"]
+
+
+async def test_refused_promotion_is_409_with_both_values(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    name = project["names"]["train"]
+    status, body = await call(
+        jp_fetch,
+        "promote",
+        method="POST",
+        body={
+            "path": name,
+            "metric": "score",
+            "mode": "max",
+            "gates": ["score>=1.01"],
+            "alias": None,
+            "model_name": f"srv-{uuid.uuid4().hex[:6]}",
+            "run_id": None,
+            "force": False,
+        },
+    )
+    assert status == 409, body
+    assert body["promoted"] is False
+    assert "1.01" in body["error"]["problem"] and "score=0.9" in body["error"]["problem"]
+    assert "--force" in body["error"]["fix"]
+    status, body = await call(
+        jp_fetch, "promote", method="POST", body={"path": name, "metric": "nothing", "gates": []}
+    )
+    assert status in (400, 404) and "nothing" in body["error"]["problem"]
