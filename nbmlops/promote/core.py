@@ -402,7 +402,9 @@ def _register(
     tags = _lineage(client, run)
     tags[r.FILES] = json.dumps(files, sort_keys=True, separators=(",", ":"))
     tags[r.DIGEST] = integrity.total_digest(files)
-    with warnings.catch_warnings():
+    # MLflow looks the logged model up in the global store: make it this one (a server or a
+    # kernel calling promote() may have another global store, or none).
+    with warnings.catch_warnings(), r.using_store(tracking_uri):
         warnings.simplefilter("ignore")
         mv = client.create_model_version(
             name,
