@@ -6,10 +6,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+# The editable install builds the JupyterLab extension (Node) and copies it into the venv;
+# rebuild it when its sources change and link the venv to the build (as
+# `jupyter labextension develop` would), so `jlpm build` in extensions/ needs no reinstall.
+LABEXT := $(VENV)/share/jupyter/labextensions/nbmlops-lab
+$(STAMP): pyproject.toml extensions/package.json extensions/yarn.lock \
+  $(wildcard extensions/src/*.ts extensions/src/*/*.ts extensions/style/* extensions/schema/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	cd extensions && PATH="$(abspath $(BIN)):$$PATH" jlpm install --silent \
+	  && PATH="$(abspath $(BIN)):$$PATH" jlpm build:prod
+	rm -rf $(LABEXT) && ln -s $(CURDIR)/nbmlops/labextension $(LABEXT)
 	touch $(STAMP)
 
 # Run the example notebooks as tracked pipelines on the embedded default store

@@ -1,0 +1,48 @@
+/** Calls to the nbmlops server extension (`<base_url>nbmlops/api/`), with Jupyter's auth. */
+
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import {
+  IErrorBody,
+  IJob,
+  IPipeline,
+  IPromoteRequest,
+  IPromotion,
+  IRuns
+} from './logic/contract';
+import { ApiError } from './logic/errors';
+
+async function request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'nbmlops', 'api', endpoint);
+  const response = await ServerConnection.makeRequest(url, init, settings);
+  const text = await response.text();
+  let body: unknown = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, body as IErrorBody | null, endpoint.split('?')[0]);
+  }
+  return body as T;
+}
+
+function post<T>(endpoint: string, payload: unknown): Promise<T> {
+  return request<T>(endpoint, { method: 'POST', body: JSON.stringify(payload) });
+}
+
+const q = (path: string) => encodeURIComponent(path);
+
+export const api = {
+  pipeline: (path: string) => request<IPipeline>(`pipeline?path=${q(path)}`),
+  runs: (path: string, limit = 20) => request<IRuns>(`runs?path=${q(path)}&limit=${limit}`),
+  startRun: (path: string, parameters: Record<string, string>) =>
+    post<{ job_id: string }>('runs', { path, parameters }),
+  job: (jobId: string) => request<IJob>(`jobs/${encodeURIComponent(jobId)}`),
+  promote: (body: IPromoteRequest) => post<IPromotion>('promote', body)
+};

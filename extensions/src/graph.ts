@@ -1,0 +1,81 @@
+/** The steps graph: an SVG drawn from logic/graph's layout. */
+
+import { s } from './dom';
+import { IStep } from './logic/contract';
+import { layoutSteps, NODE_HEIGHT, NODE_WIDTH } from './logic/graph';
+
+/** `statuses`: a running job's step states, to colour the nodes. */
+export function stepsGraph(steps: IStep[], statuses: Map<string, string> = new Map()): SVGElement {
+  const layout = layoutSteps(steps);
+  const svg = s('svg', {
+    'data-nbmlops': 'steps-graph',
+    class: 'nbmlops-graph',
+    width: layout.width,
+    height: layout.height,
+    viewBox: `0 0 ${layout.width} ${layout.height}`,
+    role: 'img',
+    'aria-label': `pipeline steps: ${steps.map(st => st.name).join(', ')}`
+  });
+  svg.appendChild(
+    s(
+      'defs',
+      {},
+      s(
+        'marker',
+        {
+          id: 'nbmlops-arrow',
+          viewBox: '0 0 10 10',
+          refX: 10,
+          refY: 5,
+          markerWidth: 6,
+          markerHeight: 6,
+          orient: 'auto-start-reverse'
+        },
+        s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'nbmlops-graph-arrow' })
+      )
+    )
+  );
+  const at = new Map(layout.nodes.map(n => [n.name, n]));
+  for (const e of layout.edges) {
+    const a = at.get(e.from)!;
+    const b = at.get(e.to)!;
+    const x1 = a.x + NODE_WIDTH;
+    const y1 = a.y + NODE_HEIGHT / 2;
+    const x2 = b.x;
+    const y2 = b.y + NODE_HEIGHT / 2;
+    const mid = (x1 + x2) / 2;
+    svg.appendChild(
+      s('path', {
+        class: 'nbmlops-graph-edge',
+        'data-nbmlops-edge': `${e.from}->${e.to}`,
+        d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}`,
+        'marker-end': 'url(#nbmlops-arrow)'
+      })
+    );
+  }
+  for (const n of layout.nodes) {
+    const status = statuses.get(n.name);
+    const step = steps.find(st => st.name === n.name);
+    const label = n.name.length > 14 ? n.name.slice(0, 13) + '…' : n.name;
+    svg.appendChild(
+      s(
+        'g',
+        {
+          class: `nbmlops-graph-node${status ? ` nbmlops-status-${status.toLowerCase()}` : ''}`,
+          'data-nbmlops-step': n.name,
+          transform: `translate(${n.x}, ${n.y})`
+        },
+        s(
+          'title',
+          {},
+          `${n.name}${step?.cells.length ? ` (cells ${step.cells.join(', ')})` : ''}${
+            status ? `: ${status}` : ''
+          }`
+        ),
+        s('rect', { width: NODE_WIDTH, height: NODE_HEIGHT, rx: 5, ry: 5 }),
+        s('text', { x: NODE_WIDTH / 2, y: NODE_HEIGHT / 2, 'dominant-baseline': 'central' }, label)
+      )
+    );
+  }
+  return svg;
+}

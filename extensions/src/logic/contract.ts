@@ -1,0 +1,91 @@
+/** The JSON bodies of the nbmlops server extension's REST API (`<base_url>nbmlops/api/`). */
+
+export interface IStep {
+  name: string;
+  after: string[];
+  cells: number[];
+}
+
+export interface IParameter {
+  name: string;
+  /** Python literal source, as in the parameters cell. */
+  value: string;
+  type: string | null;
+}
+
+export interface IPipeline {
+  path: string;
+  experiment: string;
+  steps: IStep[];
+  parameters: IParameter[];
+}
+
+export interface IRun {
+  run_id: string;
+  status: string;
+  start_time: string;
+  duration_s: number | null;
+  params: Record<string, string>;
+  metrics: Record<string, number>;
+  cache_hits: string | null;
+  git_commit: string | null;
+  url: string | null;
+}
+
+export interface IRuns {
+  experiment: string;
+  metrics: string[];
+  runs: IRun[];
+}
+
+export interface IJobStep {
+  name: string;
+  status: 'running' | 'FINISHED' | 'FAILED' | 'CACHED' | string;
+  seconds: number | null;
+}
+
+export interface IJobError {
+  step: string | null;
+  cell: number | null;
+  line: string;
+  message: string;
+}
+
+export interface IJob {
+  job_id: string;
+  path: string;
+  status: 'running' | 'succeeded' | 'failed';
+  current_step: string | null;
+  steps: IJobStep[];
+  run_id: string | null;
+  output_path: string | null;
+  run_url: string | null;
+  error: IJobError | null;
+}
+
+export interface IPromotion {
+  promoted: true;
+  model_name: string;
+  version: string;
+  alias: string;
+  run_id: string;
+  metric: string;
+  value: number;
+}
+
+export interface IPromoteRequest {
+  path: string;
+  metric: string;
+  mode: 'max' | 'min';
+  gates: string[];
+  alias: string | null;
+  model_name: string | null;
+  run_id: string | null;
+  force: boolean;
+}
+
+/** `{"error": {"problem", "fix", ...}}`: every error body of the API. */
+export interface IErrorBody {
+  error?: { problem?: string; fix?: string; cell?: number | null; [key: string]: unknown };
+  promoted?: boolean;
+}

@@ -1,0 +1,81 @@
+/** Any failure of an API call → what the panel tells the user. */
+
+import { IErrorBody } from './contract';
+
+/** An answer of the nbmlops API with a non-2xx status. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: IErrorBody | null,
+    readonly endpoint: string
+  ) {
+    super(`nbmlops API ${endpoint}: HTTP ${status}`);
+    this.name = 'ApiError';
+  }
+}
+
+export interface IMessage {
+  problem: string;
+  fix: string;
+  /** The notebook cell the problem is in, when the server named one. */
+  cell: number | null;
+  status: number | null;
+}
+
+const SERVER_FIX =
+  'install nbmlops in the environment that runs JupyterLab (pip install nbmlops), ' +
+  'check that `jupyter server extension list` shows nbmlops.jupyter enabled, then restart JupyterLab';
+
+/** The problem and fix to show for an error thrown by an API call. */
+export function errorMessage(err: unknown): IMessage {
+  if (err instanceof ApiError) {
+    const detail = err.body?.error;
+    if (detail && typeof detail.problem === 'string') {
+      return {
+        problem: detail.problem,
+        fix: typeof detail.fix === 'string' ? detail.fix : '',
+        cell: typeof detail.cell === 'number' ? detail.cell : null,
+        status: err.status
+      };
+    }
+    if (err.status === 404) {
+      return {
+        problem: `the nbmlops server extension did not answer ${err.endpoint} (HTTP 404)`,
+        fix: SERVER_FIX,
+        cell: null,
+        status: 404
+      };
+    }
+    if (err.status === 403) {
+      return {
+        problem: 'the Jupyter server refused the request (HTTP 403)',
+        fix: 'reload the page to log in again; nbmlops only reads notebooks inside the server root',
+        cell: null,
+        status: 403
+      };
+    }
+    return {
+      problem: `the nbmlops server extension failed on ${err.endpoint} (HTTP ${err.status})`,
+      fix: 'see the JupyterLab server log for the cause',
+      cell: null,
+      status: err.status
+    };
+  }
+  const name = (err as { name?: unknown } | null)?.name;
+  const text = err instanceof Error ? err.message : String(err);
+  if (name === 'NetworkError' || err instanceof TypeError) {
+    return {
+      problem: `could not reach the Jupyter server: ${text}`,
+      fix: 'check that JupyterLab is still running, then reload the page',
+      cell: null,
+      status: null
+    };
+  }
+  return { problem: text, fix: '', cell: null, status: null };
+}
+
+/** One line: "problem. Fix: fix." */
+export function messageText(msg: IMessage): string {
+  const cell = msg.cell !== null ? ` (cell ${msg.cell})` : '';
+  return msg.fix ? `${msg.problem}${cell}. Fix: ${msg.fix}` : `${msg.problem}${cell}`;
+}

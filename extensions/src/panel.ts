@@ -1,0 +1,757 @@
+/**
+ * The "nbmlops" side panel for the active notebook: its steps graph, parameters and
+ * recent runs, a "Run pipeline" form that follows the job, and "Promote best".
+ *
+ * It fetches only while shown (or when shown after the notebook changed) and shows every
+ * failure inside itself: nothing here may get in the way of a notebook opening.
+ */
+
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { DocumentRegistry } from '@jupyterlab/docregistry';
+import { Widget } from '@lumino/widgets';
+
+import { api } from './api';
+import { fill, h } from './dom';
+import { stepsGraph } from './graph';
+import { IJob, IPipeline, IRuns } from './logic/contract';
+import { ApiError, errorMessage, IMessage, messageText } from './logic/errors';
+import {
+  changedParameters,
+  defaultMode,
+  formatMetrics,
+  formatNumber,
+  formatSeconds,
+  formatStart,
+  jobFinished,
+  jobStatusText,
+  parseGates,
+  runStatusText
+} from './logic/status';
+
+export const PANEL_ID = 'nbmlops-panel';
+const POLL_MS = 1000;
+const MAX_POLL_FAILURES = 5;
+
+export interface IPanelOptions {
+  /** Open a file in JupyterLab (the `docmanager:open` command). */
+  openPath: (path: string) => void;
+}
+
+/** A job started from the panel, for the notebook at `path`. */
+interface IJobState {
+  path: string;
+  job: IJob | null;
+  message: IMessage | null;
+}
+
+export class NbmlopsPanel extends Widget {
+  constructor(private readonly _options: IPanelOptions) {
+    super();
+    this.id = PANEL_ID;
+    this.addClass('nbmlops-panel');
+    this.title.caption = 'nbmlops';
+    this.node.append(
+      h(
+        'header',
+        { class: 'nbmlops-header' },
+        h('h2', {}, 'nbmlops'),
+        (this._refreshButton = h(
+          'button',
+          {
+            class: 'jp-Button jp-mod-minimal nbmlops-refresh',
+            'data-nbmlops': 'refresh-button',
+            title: 'Reload the pipeline and runs'
+          },
+          'Reload'
+        ))
+      ),
+      this._where,
+      this._error,
+      this._body
+    );
+    this._refreshButton.addEventListener('click', () => void this.refresh());
+    this._body.append(
+      h('h3', {}, 'Steps'),
+      this._graph,
+      h('h3', {}, 'Parameters'),
+      this._params,
+      this._actions,
+      this._runForm,
+      this._runStatus,
+      this._promoteForm,
+      this._promoteResult,
+      h('h3', {}, 'Recent runs'),
+      this._runs
+    );
+    this._runButton.addEventListener('click', () => this._openRunForm());
+    this._promoteButton.addEventListener('click', () => this._openPromoteForm());
+    this._actions.append(this._runButton, this._promoteButton);
+    this._render();
+  }
+
+  /** Follow the active notebook (null: none). */
+  setNotebook(panel: NotebookPanel | null): void {
+    if (panel === this._notebook) {
+      return;
+    }
+    if (this._notebook) {
+      this._notebook.context.saveState.disconnect(this._onSaveState, this);
+      this._notebook.context.pathChanged.disconnect(this._onPathChanged, this);
+    }
+    this._notebook = panel;
+    this._pipeline = null;
+    this._runsData = null;
+    this._pipelineError = null;
+    this._runsError = null;
+    fill(this._runForm);
+    fill(this._promoteForm);
+    fill(this._promoteResult);
+    if (panel) {
+      panel.context.saveState.connect(this._onSaveState, this);
+      panel.context.pathChanged.connect(this._onPathChanged, this);
+    }
+    this._stale = true;
+    this._render();
+    if (this.isVisible) {
+      void this.refresh();
+    }
+  }
+
+  /** Reload the pipeline and the runs of the active notebook. */
+  async refresh(): Promise<void> {
+    const panel = this._notebook;
+    this._stale = false;
+    if (!panel) {
+      this._render();
+      return;
+    }
+    const generation = ++this._generation;
+    this._loading = true;
+    this._render();
+    try {
+      await panel.context.ready;
+      const path = panel.context.path;
+      const [pipeline, runs] = await Promise.allSettled([api.pipeline(path), api.runs(path)]);
+      if (generation !== this._generation) {
+        return;
+      }
+      this._pipeline = pipeline.status === 'fulfilled' ? pipeline.value : null;
+      this._pipelineError = pipeline.status === 'rejected' ? pipeline.reason : null;
+      this._runsData = runs.status === 'fulfilled' ? runs.value : null;
+      this._runsError = runs.status === 'rejected' ? runs.reason : null;
+    } catch (err) {
+      this._pipelineError = err;
+    } finally {
+      if (generation === this._generation) {
+        this._loading = false;
+        this._render();
+      }
+    }
+  }
+
+  protected onAfterShow(): void {
+    if (this._stale) {
+      void this.refresh();
+    }
+  }
+
+  private _onSaveState(_: unknown, state: DocumentRegistry.SaveState): void {
+    if (state === 'completed') {
+      this._stale = true;
+      if (this.isVisible) {
+        void this.refresh();
+      }
+    }
+  }
+
+  private _onPathChanged(): void {
+    this._stale = true;
+    if (this.isVisible) {
+      void this.refresh();
+    }
+  }
+
+  private get _path(): string | null {
+    return this._notebook?.context.path ?? null;
+  }
+
+  // ---- rendering -------------------------------------------------------------------
+
+  private _render(): void {
+    try {
+      this._renderUnsafe();
+    } catch (err) {
+      fill(this._error, h('div', { class: 'nbmlops-error' }, `nbmlops panel: ${String(err)}`));
+    }
+  }
+
+  private _renderUnsafe(): void {
+    const path = this._path;
+    if (!path) {
+      fill(this._where, h('p', { class: 'nbmlops-hint' }, 'Open a notebook to see its pipeline.'));
+      fill(this._error);
+      this._body.hidden = true;
+      return;
+    }
+    this._body.hidden = false;
+    const experiment = this._pipeline?.experiment ?? this._runsData?.experiment;
+    fill(
+      this._where,
+      h('div', { class: 'nbmlops-path', 'data-nbmlops': 'notebook-path' }, path),
+      experiment
+        ? h('div', { class: 'nbmlops-experiment' }, 'experiment ', h('code', {}, experiment))
+        : null,
+      this._loading ? h('div', { class: 'nbmlops-hint', 'data-nbmlops': 'loading' }, 'Loading…') : null
+    );
+    this._renderError();
+    this._renderGraph();
+    this._renderParams();
+    this._runButton.disabled = !this._pipeline;
+    this._promoteButton.disabled = !this._runsData;
+    this._renderJob();
+    this._renderRuns();
+  }
+
+  private _renderError(): void {
+    const parts: HTMLElement[] = [];
+    if (this._pipelineError) {
+      const msg = errorMessage(this._pipelineError);
+      const parse = this._pipelineError instanceof ApiError && this._pipelineError.status === 422;
+      parts.push(
+        messageBox(msg, {
+          'data-nbmlops': 'parse-error',
+          title: parse ? 'nbmlops cannot read this notebook as a pipeline' : 'Could not load the pipeline'
+        })
+      );
+    }
+    if (this._runsError) {
+      parts.push(
+        messageBox(errorMessage(this._runsError), {
+          'data-nbmlops': 'runs-error',
+          title: 'Could not load the runs'
+        })
+      );
+    }
+    fill(this._error, ...parts);
+  }
+
+  private _renderGraph(): void {
+    const p = this._pipeline;
+    if (!p) {
+      fill(this._graph, h('p', { class: 'nbmlops-hint' }, this._loading ? '' : 'No pipeline.'));
+      return;
+    }
+    const job = this._jobFor(p.path);
+    const statuses = new Map<string, string>();
+    for (const st of job?.job?.steps ?? []) {
+      statuses.set(st.name, st.status);
+    }
+    if (job?.job?.status === 'running' && job.job.current_step) {
+      statuses.set(job.job.current_step, 'running');
+    }
+    fill(
+      this._graph,
+      p.steps.length
+        ? stepsGraph(p.steps, statuses)
+        : h('p', { class: 'nbmlops-hint' }, 'No steps: mark a cell with "Mark as step...".'),
+      h(
+        'p',
+        { class: 'nbmlops-hint' },
+        'As saved on disk; the panel reloads when the notebook is saved.'
+      )
+    );
+  }
+
+  private _renderParams(): void {
+    const params = this._pipeline?.parameters ?? [];
+    if (!params.length) {
+      fill(
+        this._params,
+        h('p', { class: 'nbmlops-hint' }, this._pipeline ? 'No parameters cell.' : '')
+      );
+      return;
+    }
+    fill(
+      this._params,
+      h(
+        'table',
+        { class: 'nbmlops-table', 'data-nbmlops': 'params-table' },
+        ...params.map(p =>
+          h(
+            'tr',
+            { 'data-nbmlops-param-row': p.name },
+            h('td', {}, h('code', {}, p.name)),
+            h('td', {}, h('code', {}, p.value)),
+            h('td', { class: 'nbmlops-hint' }, p.type ?? '')
+          )
+        )
+      )
+    );
+  }
+
+  private _renderRuns(): void {
+    const runs = this._runsData?.runs ?? [];
+    if (!this._runsData) {
+      fill(this._runs);
+      return;
+    }
+    if (!runs.length) {
+      fill(
+        this._runs,
+        h(
+          'table',
+          { class: 'nbmlops-table', 'data-nbmlops': 'runs-table' },
+          h('tr', {}, h('td', { class: 'nbmlops-hint' }, 'No pipeline runs yet.'))
+        )
+      );
+      return;
+    }
+    fill(
+      this._runs,
+      h(
+        'table',
+        { class: 'nbmlops-table nbmlops-runs', 'data-nbmlops': 'runs-table' },
+        h(
+          'tr',
+          {},
+          h('th', {}, 'Started'),
+          h('th', {}, 'Status'),
+          h('th', {}, 'Metrics'),
+          h('th', { title: 'steps restored from the cache' }, 'Cache'),
+          h('th', {}, 'Run')
+        ),
+        ...runs.map(r =>
+          h(
+            'tr',
+            { 'data-nbmlops-run': r.run_id },
+            h(
+              'td',
+              { title: `${r.start_time}${r.duration_s !== null ? `, ${formatSeconds(r.duration_s)}` : ''}` },
+              formatStart(r.start_time)
+            ),
+            h('td', { class: `nbmlops-run-${runStatusText(r)}` }, runStatusText(r)),
+            h('td', {}, formatMetrics(r.metrics)),
+            h('td', {}, r.cache_hits ?? ''),
+            h(
+              'td',
+              {},
+              r.url
+                ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, r.run_id.slice(0, 8))
+                : h('code', { title: r.run_id }, r.run_id.slice(0, 8))
+            )
+          )
+        )
+      )
+    );
+  }
+
+  // ---- run pipeline ----------------------------------------------------------------
+
+  private _openRunForm(): void {
+    const p = this._pipeline;
+    if (!p) {
+      return;
+    }
+    const inputs = p.parameters.map(param =>
+      h('input', {
+        class: 'jp-mod-styled',
+        type: 'text',
+        value: param.value,
+        'data-nbmlops-param': param.name,
+        'aria-label': param.name,
+        spellcheck: 'false'
+      })
+    );
+    const form = h(
+      'form',
+      { class: 'nbmlops-form', 'data-nbmlops': 'run-form' },
+      h('h3', {}, 'Run pipeline'),
+      p.parameters.length
+        ? h(
+            'p',
+            { class: 'nbmlops-hint' },
+            'Python literals, as in the parameters cell (strings in quotes).'
+          )
+        : h('p', { class: 'nbmlops-hint' }, 'This notebook has no parameters.'),
+      ...p.parameters.map((param, i) =>
+        h(
+          'label',
+          { class: 'nbmlops-field' },
+          h('span', {}, param.name, param.type ? h('small', {}, ` (${param.type})`) : null),
+          inputs[i]
+        )
+      ),
+      h(
+        'div',
+        { class: 'nbmlops-buttons' },
+        h(
+          'button',
+          { type: 'submit', class: 'jp-Button jp-mod-accept', 'data-nbmlops': 'run-submit' },
+          'Run'
+        ),
+        h(
+          'button',
+          { type: 'button', class: 'jp-Button jp-mod-reject', 'data-nbmlops': 'run-cancel' },
+          'Cancel'
+        )
+      )
+    );
+    form.addEventListener('submit', ev => {
+      ev.preventDefault();
+      const entered: Record<string, string> = {};
+      p.parameters.forEach((param, i) => (entered[param.name] = inputs[i].value));
+      void this._startRun(p, changedParameters(p.parameters, entered));
+    });
+    form.querySelector('[data-nbmlops="run-cancel"]')!.addEventListener('click', () =>
+      fill(this._runForm)
+    );
+    fill(this._runForm, form);
+    (inputs[0] ?? form.querySelector('button'))?.focus();
+  }
+
+  private async _startRun(p: IPipeline, parameters: Record<string, string>): Promise<void> {
+    const path = p.path;
+    const state: IJobState = { path, job: null, message: null };
+    this._jobs.set(path, state);
+    this._renderJob();
+    try {
+      const context = this._notebook?.context;
+      if (context && context.path === path && context.model.dirty) {
+        await context.save();
+      }
+      const { job_id } = await api.startRun(path, parameters);
+      fill(this._runForm);
+      state.job = {
+        job_id,
+        path,
+        status: 'running',
+        current_step: null,
+        steps: [],
+        run_id: null,
+        output_path: null,
+        run_url: null,
+        error: null
+      };
+      this._renderJob();
+      await this._poll(state, job_id);
+    } catch (err) {
+      state.message = errorMessage(err);
+      this._renderJob();
+    }
+  }
+
+  private async _poll(state: IJobState, jobId: string): Promise<void> {
+    let failures = 0;
+    for (;;) {
+      await new Promise(resolve => setTimeout(resolve, POLL_MS));
+      if (this.isDisposed) {
+        return;
+      }
+      try {
+        state.job = await api.job(jobId);
+        failures = 0;
+      } catch (err) {
+        failures += 1;
+        if (failures >= MAX_POLL_FAILURES || (err instanceof ApiError && err.status === 404)) {
+          state.message = errorMessage(err);
+          this._renderJob();
+          return;
+        }
+        continue;
+      }
+      if (state.path === this._path) {
+        this._renderGraph();
+        this._renderJob();
+      }
+      if (jobFinished(state.job)) {
+        if (state.path === this._path) {
+          void this.refresh();
+        }
+        return;
+      }
+    }
+  }
+
+  private _jobFor(path: string | null): IJobState | undefined {
+    return path ? this._jobs.get(path) : undefined;
+  }
+
+  private _renderJob(): void {
+    const state = this._jobFor(this._path);
+    if (!state) {
+      fill(this._runStatus);
+      this._runStatus.hidden = true;
+      return;
+    }
+    this._runStatus.hidden = false;
+    if (state.message) {
+      const prefix = state.job ? 'failed to follow the run' : 'failed to start the run';
+      this._runStatus.setAttribute('data-nbmlops-status', 'failed');
+      fill(
+        this._runStatus,
+        h('div', { class: 'nbmlops-error' }, `${prefix}: ${messageText(state.message)}`)
+      );
+      return;
+    }
+    const job = state.job;
+    if (!job) {
+      this._runStatus.setAttribute('data-nbmlops-status', 'starting');
+      fill(this._runStatus, h('div', {}, 'starting…'));
+      return;
+    }
+    this._runStatus.setAttribute('data-nbmlops-status', job.status);
+    const total = this._pipeline?.path === job.path ? this._pipeline.steps.length : undefined;
+    const links: (HTMLElement | null)[] = [];
+    if (job.output_path) {
+      const a = h(
+        'a',
+        { href: '#', 'data-nbmlops': 'output-link', title: 'open the executed notebook' },
+        job.output_path
+      );
+      a.addEventListener('click', ev => {
+        ev.preventDefault();
+        this._options.openPath(job.output_path!);
+      });
+      links.push(h('div', {}, 'Output notebook: ', a));
+    }
+    if (job.run_id) {
+      links.push(
+        h(
+          'div',
+          {},
+          'MLflow run: ',
+          job.run_url
+            ? h(
+                'a',
+                { href: job.run_url, target: '_blank', rel: 'noopener', 'data-nbmlops': 'mlflow-link' },
+                job.run_id
+              )
+            : h('code', { 'data-nbmlops': 'mlflow-run-id' }, job.run_id)
+        )
+      );
+    }
+    fill(
+      this._runStatus,
+      h(
+        'div',
+        { class: `nbmlops-job nbmlops-job-${job.status}`, 'data-nbmlops': 'run-status-text' },
+        jobStatusText(job, total)
+      ),
+      job.steps.length
+        ? h(
+            'ol',
+            { class: 'nbmlops-job-steps', 'data-nbmlops': 'run-steps' },
+            ...job.steps.map(st =>
+              h(
+                'li',
+                { 'data-nbmlops-step-status': st.status },
+                `${st.name}: ${st.status.toLowerCase()}${
+                  st.seconds !== null ? ` (${formatSeconds(st.seconds)})` : ''
+                }`
+              )
+            )
+          )
+        : null,
+      ...links
+    );
+  }
+
+  // ---- promote -----------------------------------------------------------------------
+
+  private _openPromoteForm(): void {
+    const path = this._path;
+    const metrics = this._runsData?.metrics ?? [];
+    if (!path) {
+      return;
+    }
+    const metric: HTMLInputElement | HTMLSelectElement = metrics.length
+      ? h(
+          'select',
+          { class: 'jp-mod-styled', 'data-nbmlops': 'promote-metric' },
+          ...metrics.map(m => h('option', { value: m }, m))
+        )
+      : h('input', {
+          class: 'jp-mod-styled',
+          type: 'text',
+          placeholder: 'metric name, e.g. f1',
+          'data-nbmlops': 'promote-metric'
+        });
+    const mode = h(
+      'select',
+      { class: 'jp-mod-styled', 'data-nbmlops': 'promote-mode' },
+      h('option', { value: 'max' }, 'max (higher is better)'),
+      h('option', { value: 'min' }, 'min (lower is better)')
+    );
+    mode.value = defaultMode(metric.value);
+    metric.addEventListener('change', () => (mode.value = defaultMode(metric.value)));
+    const gates = h('input', {
+      class: 'jp-mod-styled',
+      type: 'text',
+      placeholder: 'e.g. f1>=0.9, accuracy>0.8',
+      'data-nbmlops': 'promote-gates',
+      spellcheck: 'false'
+    });
+    const alias = h('input', {
+      class: 'jp-mod-styled',
+      type: 'text',
+      placeholder: 'champion',
+      'data-nbmlops': 'promote-alias',
+      spellcheck: 'false'
+    });
+    const form = h(
+      'form',
+      { class: 'nbmlops-form', 'data-nbmlops': 'promote-form' },
+      h('h3', {}, 'Promote best run'),
+      h('label', { class: 'nbmlops-field' }, h('span', {}, 'Metric'), metric),
+      h('label', { class: 'nbmlops-field' }, h('span', {}, 'Mode'), mode),
+      h('label', { class: 'nbmlops-field' }, h('span', {}, 'Gates (optional)'), gates),
+      h('label', { class: 'nbmlops-field' }, h('span', {}, 'Alias (optional)'), alias),
+      h(
+        'div',
+        { class: 'nbmlops-buttons' },
+        h(
+          'button',
+          { type: 'submit', class: 'jp-Button jp-mod-accept', 'data-nbmlops': 'promote-submit' },
+          'Promote'
+        ),
+        h(
+          'button',
+          { type: 'button', class: 'jp-Button jp-mod-reject', 'data-nbmlops': 'promote-cancel' },
+          'Cancel'
+        )
+      )
+    );
+    form.addEventListener('submit', ev => {
+      ev.preventDefault();
+      void this._promote(path, {
+        metric: metric.value.trim(),
+        mode: mode.value === 'min' ? 'min' : 'max',
+        gates: parseGates(gates.value),
+        alias: alias.value.trim() || null
+      });
+    });
+    form.querySelector('[data-nbmlops="promote-cancel"]')!.addEventListener('click', () =>
+      fill(this._promoteForm)
+    );
+    fill(this._promoteResult);
+    fill(this._promoteForm, form);
+    metric.focus();
+  }
+
+  private async _promote(
+    path: string,
+    choice: { metric: string; mode: 'max' | 'min'; gates: string[]; alias: string | null }
+  ): Promise<void> {
+    const submit = this._promoteForm.querySelector('button[type="submit"]') as HTMLButtonElement;
+    if (submit) {
+      submit.disabled = true;
+    }
+    fill(this._promoteResult, h('div', { class: 'nbmlops-hint' }, 'Promoting…'));
+    this._promoteResult.setAttribute('data-nbmlops-outcome', 'pending');
+    try {
+      const p = await api.promote({
+        path,
+        ...choice,
+        model_name: null,
+        run_id: null,
+        force: false
+      });
+      if (path !== this._path) {
+        return;
+      }
+      fill(this._promoteForm);
+      this._promoteResult.setAttribute('data-nbmlops-outcome', 'promoted');
+      fill(
+        this._promoteResult,
+        h(
+          'div',
+          { class: 'nbmlops-success' },
+          'Promoted ',
+          h('code', {}, p.model_name),
+          ' version ',
+          h('strong', { 'data-nbmlops': 'promote-version' }, p.version),
+          ' as ',
+          h('code', { 'data-nbmlops': 'promote-alias-result' }, `@${p.alias}`),
+          ` (${p.metric}=${formatNumber(p.value)}, run `,
+          h('code', { title: p.run_id }, p.run_id.slice(0, 8)),
+          ')'
+        )
+      );
+      void this.refresh();
+    } catch (err) {
+      if (path !== this._path) {
+        return;
+      }
+      const refused = err instanceof ApiError && err.status === 409;
+      this._promoteResult.setAttribute('data-nbmlops-outcome', refused ? 'refused' : 'error');
+      fill(
+        this._promoteResult,
+        messageBox(errorMessage(err), {
+          title: refused ? 'Promotion refused' : 'Promotion failed'
+        })
+      );
+      if (submit) {
+        submit.disabled = false;
+      }
+    }
+  }
+
+  // ---- state -----------------------------------------------------------------------
+
+  private _notebook: NotebookPanel | null = null;
+  private _pipeline: IPipeline | null = null;
+  private _pipelineError: unknown = null;
+  private _runsData: IRuns | null = null;
+  private _runsError: unknown = null;
+  private _loading = false;
+  private _stale = true;
+  private _generation = 0;
+  private _jobs = new Map<string, IJobState>();
+
+  private _refreshButton: HTMLButtonElement;
+  private _where = h('div', { class: 'nbmlops-where' });
+  private _error = h('div', { class: 'nbmlops-errors' });
+  private _body = h('div', { class: 'nbmlops-body' });
+  private _graph = h('div', { class: 'nbmlops-graph-box' });
+  private _params = h('div', {});
+  private _actions = h('div', { class: 'nbmlops-buttons nbmlops-actions' });
+  private _runButton = h(
+    'button',
+    { class: 'jp-Button jp-mod-accept', 'data-nbmlops': 'run-button' },
+    'Run pipeline'
+  );
+  private _promoteButton = h(
+    'button',
+    { class: 'jp-Button jp-mod-styled', 'data-nbmlops': 'promote-button' },
+    'Promote best'
+  );
+  private _runForm = h('div', {});
+  private _runStatus = h('div', {
+    class: 'nbmlops-run-status',
+    'data-nbmlops': 'run-status',
+    'aria-live': 'polite'
+  });
+  private _promoteForm = h('div', {});
+  private _promoteResult = h('div', {
+    class: 'nbmlops-promote-result',
+    'data-nbmlops': 'promote-result',
+    'aria-live': 'polite'
+  });
+  private _runs = h('div', {});
+}
+
+/** A problem/fix box. */
+function messageBox(msg: IMessage, attrs: { title: string; 'data-nbmlops'?: string }): HTMLElement {
+  return h(
+    'div',
+    { class: 'nbmlops-error', 'data-nbmlops': attrs['data-nbmlops'] },
+    h('strong', {}, attrs.title),
+    h(
+      'div',
+      { class: 'nbmlops-problem' },
+      msg.problem,
+      msg.cell !== null ? ` (cell ${msg.cell})` : ''
+    ),
+    msg.fix ? h('div', { class: 'nbmlops-fix' }, 'Fix: ', msg.fix) : null
+  );
+}
