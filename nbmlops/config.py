@@ -249,6 +249,7 @@ class _Checker:
     def project(self, doc: dict[str, Any]) -> ProjectConfig:
         top = self.table(doc, self.prefix, TOP_KEYS)
         defaults = self.table(top.get("drift", {}), _join(self.prefix, "drift"), DRIFT_KEYS)
+        self.drift(defaults, _join(self.prefix, "drift"))
         key = _join(self.prefix, "pipelines")
         if "pipelines" not in top:
             raise self.fail(

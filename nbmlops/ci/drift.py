@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from nbmlops.ci.core import CiResult, end_dead
 from nbmlops.ci.pipelines import FAILED, PASSED, Check, Outcome, check_parameters, run_pipeline
 from nbmlops.ci.promotion import promote_outcome
-from nbmlops.config import PipelineConfig, ProjectConfig
+from nbmlops.config import ConfigError, PipelineConfig, ProjectConfig
 from nbmlops.exceptions import NbmlopsError
 
 
@@ -43,6 +43,7 @@ def drift_loop(
 
     pipeline = config.for_model(model)
     check_parameters(pipeline, config.path.name)
+    _check_data_parameter(pipeline, config.path.name)
     if "@" not in model and "/" not in model and pipeline.promote:
         model = f"{model}@{pipeline.promote.alias}"
     d = pipeline.drift
@@ -89,6 +90,20 @@ def drift_loop(
     stream.write(f"{check.name}: {check.message}\n")
     result.promotions.append(check)
     return result
+
+
+def _check_data_parameter(pipeline: PipelineConfig, config_file: str) -> None:
+    from nbmlops.notebook.pipeline import load_pipeline
+
+    name = pipeline.drift.data_parameter
+    known = load_pipeline(pipeline.notebook).parameters
+    if name and name not in known:
+        raise ConfigError(
+            config_file,
+            f"{pipeline.key}.drift.data_parameter",
+            f"{pipeline.notebook.name} has no parameter {name!r}",
+            f"name one of its parameters: {', '.join(known) or 'none (add a parameters cell)'}",
+        )
 
 
 def _promote_on_fresh_data(outcome: Outcome, label: str, current: str, uri: str) -> Check:
