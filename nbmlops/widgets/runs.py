@@ -1,0 +1,275 @@
+"""The runs widget: a notebook's pipeline runs, a metric across runs, one run's lineage,
+and promotion, in the notebook itself.
+
+The data (table rows, chart points, a run's steps) is computed here from the same core
+the CLI and the JupyterLab panel use (``records.run_table``, ``records.load``); the
+JavaScript in ``runs.js`` only draws it. "Promote" and "Promote best" call
+``promote.core.promote()`` on a background thread, then build the Bento with
+``serve.build.ensure_bento``; a request while one is under way is ignored (``busy``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from nbmlops import project
+from nbmlops.capture import records
+from nbmlops.exceptions import NbmlopsError
+
+HERE = Path(__file__).parent
+
+
+def notebook_experiment() -> str:
+    """The experiment of the notebook this kernel runs: the notebook's name, as
+    ``nbmlops run`` uses it by default."""
+    path = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server for its kernels
+    if not path:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            path = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None
+        except ImportError:
+            path = None
+    if not path or not str(path).endswith(".ipynb"):
+        raise NbmlopsError(
+            "cannot tell which notebook this kernel runs (no JPY_SESSION_NAME)",
+            "name the experiment: nbmlops.widgets.runs(experiment='my_notebook')",
+        )
+    return Path(str(path)).name.removesuffix(".ipynb")
+
+
+def chart_points(rows: list[dict[str, Any]], metric: str, x: str) -> dict[str, Any]:
+    """Points of ``metric`` across runs, against parameter ``x`` (``""``: the start time).
+
+    ``numeric`` tells whether every x is a number (else they are categories in run order);
+    points are sorted by x. Runs without the metric or the parameter are left out.
+    """
+    points = []
+    for row in rows:
+        if metric not in row["metrics"]:
+            continue
+        if x:
+            if x not in row["params"]:
+                continue
+            raw: Any = row["params"][x]
+        else:
+            raw = row["start_time"]
+        points.append({"run_id": row["run_id"], "x": raw, "y": row["metrics"][metric]})
+    numeric = True
+    for p in points:
+        if x:
+            try:
+                p["x"] = float(p["x"])
+            except ValueError:
+                numeric = False
+        else:
+            p["x"] = dt.datetime.fromisoformat(p["x"]).timestamp()
+    if numeric:
+        points.sort(key=lambda p: (p["x"], p["y"]))
+    else:
+        for p in points:
+            p["x"] = str(p["x"])
+    return {"metric": metric, "x": x or "start_time", "numeric": numeric, "points": points}
+
+
+def run_details(client: Any, run_id: str) -> dict[str, Any]:
+    """One run's steps and lineage, for the panel under the table."""
+    view = records.load(client, run_id)
+    return {
+        "run_id": view.run_id,
+        "status": view.status,
+        "notebook": view.notebook,
+        "seed": view.seed,
+        "git_commit": view.git_commit,
+        "git_dirty": view.git_dirty == "true",
+        "env_hash": view.env_hash,
+        "model_uri": view.model_uri,
+        "data": dict(sorted(view.data.items())),
+        "failed_step": view.failed_step,
+        "error": view.error,
+        "steps": [
+            {
+                "name": s.name,
+                "run_id": s.run_id,
+                "status": s.status,
+                "cache": s.cache or None,
+                "cached_from": s.cached_from or None,
+                "code_hash": s.code_hash,
+                "seconds": s.seconds,
+            }
+            for s in view.steps
+        ],
+    }
+
+
+class RunsWidget(anywidget.AnyWidget):
+    """Pipeline runs of one experiment: table, chart, lineage, promotion."""
+
+    _esm = HERE / "runs.js"
+    _css = HERE / "runs.css"
+
+    experiment = traitlets.Unicode("").tag(sync=True)
+    rows = traitlets.List(traitlets.Dict()).tag(sync=True)
+    metrics = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    params = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    metric = traitlets.Unicode("").tag(sync=True)
+    x_param = traitlets.Unicode("").tag(sync=True)  # "": start time
+    chart = traitlets.Dict().tag(sync=True)
+    selected_run = traitlets.Unicode("").tag(sync=True)
+    details = traitlets.Dict().tag(sync=True)
+    mode = traitlets.Unicode("max").tag(sync=True)
+    gates = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    alias = traitlets.Unicode("champion").tag(sync=True)
+    model_name = traitlets.Unicode("").tag(sync=True)  # "": the experiment's name
+    busy = traitlets.Bool(False).tag(sync=True)
+    result = traitlets.Dict().tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None, limit: int = 50) -> None:
+        super().__init__(experiment=experiment)
+        self.tracking_uri = project.tracking_uri(tracking_uri)
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.on_msg(self._on_message)
+        self.refresh()
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def refresh(self) -> None:
+        """Read the runs again (after new runs, or a promotion)."""
+        table = records.run_table(self.client(), self.experiment, self.limit, self.tracking_uri)
+        rows = [r.to_json() for r in table.runs]
+        with self.hold_sync():
+            self.rows = rows
+            self.metrics = table.metrics
+            self.params = sorted({k for r in rows for k in r["params"]})
+            if self.metric not in table.metrics:
+                self.metric = table.metrics[0] if table.metrics else ""
+            self._update_chart()
+            self.error = "" if rows else f"no pipeline runs in experiment {self.experiment!r} yet"
+
+    @traitlets.observe("metric", "x_param")
+    def _axes_changed(self, change: dict[str, Any]) -> None:
+        self._update_chart()
+
+    def _update_chart(self) -> None:
+        self.chart = chart_points(self.rows, self.metric, self.x_param) if self.metric else {}
+
+    @traitlets.observe("selected_run")
+    def _selected(self, change: dict[str, Any]) -> None:
+        run_id = change["new"]
+        try:
+            self.details = run_details(self.client(), run_id) if run_id else {}
+        except NbmlopsError as exc:
+            self.details = {"run_id": run_id, "error": str(exc), "steps": []}
+
+    def _on_message(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
+        """What the buttons send: ``{"action": "promote", "run_id": ...}`` or ``"promote_best"``."""
+        action = content.get("action")
+        if action == "promote":
+            self.request_promote(content.get("run_id") or self.selected_run or None)
+        elif action == "promote_best":
+            self.request_promote(None)
+        elif action == "refresh":
+            self.refresh()
+
+    def request_promote(self, run_id: str | None) -> bool:
+        """Promote ``run_id`` (None: the best run by ``metric``) on a background thread.
+
+        Returns False, doing nothing, while a promotion is under way.
+        """
+        with self._lock:
+            if self.busy:
+                return False
+            self.busy = True
+        target = "the best run" if run_id is None else f"run {run_id}"
+        self.result = {"state": "working", "message": f"promoting {target} by {self.metric}"}
+        self._worker = threading.Thread(
+            target=self._promote, args=(run_id,), name="nbmlops-promote", daemon=True
+        )
+        self._worker.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the promotion under way (for scripts and tests)."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def _promote(self, run_id: str | None) -> None:
+        from nbmlops.promote import promote
+        from nbmlops.promote.errors import PromotionRefused
+        from nbmlops.serve.build import ensure_bento
+
+        try:
+            if not self.metric:
+                raise NbmlopsError("no metric chosen", "log a metric in the notebook, then refresh")
+            done = promote(
+                self.experiment,
+                self.metric,
+                mode=self.mode,
+                gates=list(self.gates),
+                model_name=self.model_name or None,
+                alias=self.alias or "champion",
+                run_id=run_id,
+                tracking_uri=self.tracking_uri,
+            )
+            outcome = {
+                "state": "promoted",
+                "model_name": done.model_name,
+                "version": str(done.version),
+                "alias": done.alias,
+                "run_id": done.run_id,
+                "metric": done.metric,
+                "value": done.value,
+                "message": f"{done.model_name} v{done.version} is @{done.alias} "
+                f"({done.metric}={done.value:.4g}); building its Bento",
+            }
+            self.result = outcome
+            bento = ensure_bento(f"{done.model_name}/{done.version}", self.tracking_uri)
+            self.result = {
+                **outcome,
+                "state": "built",
+                "bento": bento.bento_tag,
+                "message": f"{done.model_name} v{done.version} is @{done.alias} "
+                f"({done.metric}={done.value:.4g}); Bento {bento.bento_tag}",
+            }
+        except PromotionRefused as exc:
+            self.result = {"state": "refused", "message": exc.problem, "fix": exc.fix}
+        except NbmlopsError as exc:
+            self.result = {
+                **self.result,
+                "state": "error",
+                "message": exc.problem or str(exc),
+                "fix": exc.fix,
+            }
+        except Exception as exc:  # shown in the widget: the thread has no one else to tell
+            self.result = {
+                **self.result,
+                "state": "error",
+                "message": f"{type(exc).__name__}: {exc}",
+            }
+        finally:
+            self.busy = False
+
+
+def runs(
+    experiment: str | None = None, tracking_uri: str | None = None, limit: int = 50
+) -> RunsWidget:
+    """The runs widget for ``experiment`` (default: this notebook's experiment).
+
+    ``tracking_uri``: the MLflow store (default: ``$MLFLOW_TRACKING_URI``, else the
+    project's ``mlflow.db``).
+    """
+    return RunsWidget(experiment or notebook_experiment(), tracking_uri, limit)

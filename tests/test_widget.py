@@ -1,0 +1,202 @@
+"""The runs widget with real runs of a tiny notebook in a real MLflow store: its rows and
+chart data, a run's steps and lineage, and promotion through the handler the buttons'
+messages reach (the registry and the Bento store asked afterwards)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import code, pipeline_runs, write_notebook
+from mlflow import MlflowClient
+
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.widgets import RunsWidget, runs
+from nbmlops.widgets.runs import chart_points, notebook_experiment
+
+# `score` is logged as given; `depth` changes the model, so later runs take `load` and
+# `split` from the cache.
+TRAIN = [
+    code(
+        "import numpy as np\nimport pandas as pd\n"
+        "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
+    ),
+    code("score = 0.9\ndepth = 3\nseed = 7", "parameters"),
+    code(
+        "rng = np.random.default_rng(seed)\n"
+        "df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.normal(size=300)})\n"
+        "df['y'] = (df['a'] + df['b'] > 0).astype(int)\n"
+        "nbmlops.track_data(df, 'table')",
+        "step:load",
+    ),
+    code(
+        "X_train, X_test = df[['a', 'b']].iloc[:200], df[['a', 'b']].iloc[200:]\n"
+        "y_train, y_test = df['y'].iloc[:200], df['y'].iloc[200:]",
+        "step:split",
+    ),
+    code(
+        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
+        "nbmlops.log_model(model, input_example=X_train)",
+        "step:train",
+    ),
+    code(
+        "nbmlops.log_metric('accuracy', float((model.predict(X_test) == y_test).mean()))\n"
+        "nbmlops.log_metric('score', score)",
+        "step:evaluate",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> dict[str, Any]:
+    """Two runs of TRAIN (depth 2 scoring 0.8, then depth 3 scoring 0.9) in a fresh experiment."""
+    root = tmp_path_factory.mktemp("widget-project")
+    write_notebook(root / "train.ipynb", TRAIN)
+    experiment = f"widget-{uuid.uuid4().hex[:8]}"
+    ids = {}
+    for depth, score in [(2, 0.8), (3, 0.9)]:
+        result = subprocess.run(
+            [sys.executable, "-c", "from nbmlops.cli import main; main()", "run", "train.ipynb"]
+            + ["-q", "--experiment", experiment, "-p", f"depth={depth}", "-p", f"score={score}"],
+            cwd=root,
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        ids[depth] = pipeline_runs(MlflowClient(tracking_uri), experiment)[0].info.run_id
+    return {"root": root, "experiment": experiment, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
+        yield
+
+
+def test_rows_and_chart(trained: dict[str, Any], tracking_uri: str) -> None:
+    ids = trained["ids"]
+    w = RunsWidget(trained["experiment"], tracking_uri)
+    assert [r["run_id"] for r in w.rows] == [ids[3], ids[2]]  # newest first
+    assert w.metrics == ["accuracy", "score"] and w.metric == "accuracy"
+    assert "depth" in w.params and "score" in w.params
+    row = w.rows[0]
+    assert row["status"] == "FINISHED" and row["params"]["depth"] == "3"
+    assert row["metrics"]["score"] == pytest.approx(0.9)
+    assert [r["cache_hits"] for r in w.rows] == ["2/4", "0/4"]
+    assert row["duration_s"] > 0 and row["start_time"]
+
+    w.metric = "score"
+    w.x_param = "depth"
+    assert w.chart["numeric"] is True and w.chart["x"] == "depth"
+    assert [(p["x"], p["y"], p["run_id"]) for p in w.chart["points"]] == [
+        (2.0, pytest.approx(0.8), ids[2]),
+        (3.0, pytest.approx(0.9), ids[3]),
+    ]
+    w.x_param = ""
+    assert w.chart["x"] == "start_time"
+    assert [p["run_id"] for p in w.chart["points"]] == [ids[2], ids[3]]
+
+    rows = [
+        {"run_id": "a", "params": {"opt": "adam"}, "metrics": {"f1": 0.5}, "start_time": ""},
+        {"run_id": "b", "params": {"opt": "sgd"}, "metrics": {}, "start_time": ""},
+    ]
+    chart = chart_points(rows, "f1", "opt")
+    assert chart["numeric"] is False and chart["points"] == [{"run_id": "a", "x": "adam", "y": 0.5}]
+
+
+def test_selecting_a_run_shows_steps_and_lineage(
+    trained: dict[str, Any], tracking_uri: str
+) -> None:
+    ids = trained["ids"]
+    w = RunsWidget(trained["experiment"], tracking_uri)
+    w.selected_run = ids[3]
+    d = w.details
+    assert d["run_id"] == ids[3] and d["status"] == "FINISHED" and d["seed"] == "7"
+    assert [(s["name"], s["status"], s["cache"]) for s in d["steps"]] == [
+        ("load", "FINISHED", "hit"),
+        ("split", "FINISHED", "hit"),
+        ("train", "FINISHED", "miss"),
+        ("evaluate", "FINISHED", "miss"),
+    ]
+    w.selected_run = ids[2]
+    first = w.details
+    assert [s["cache"] for s in first["steps"]] == ["miss"] * 4
+    # The cached steps name the step runs of the first run, whose outputs they reused.
+    assert [s["cached_from"] for s in d["steps"][:2]] == [s["run_id"] for s in first["steps"][:2]]
+    assert all(len(s["code_hash"]) >= 12 for s in d["steps"])
+    assert {"table", "df", "X_train"} <= set(d["data"])
+    assert d["data"]["df"] == first["data"]["df"]  # the same data, the same digest
+    assert d["model_uri"].startswith("models:/")
+    w.selected_run = ""
+    assert w.details == {}
+
+
+def test_promote_best_then_a_worse_run_is_refused(
+    trained: dict[str, Any], tracking_uri: str, bentoml_home: Any
+) -> None:
+    ids = trained["ids"]
+    model = f"widget-{uuid.uuid4().hex[:6]}"
+    w = RunsWidget(trained["experiment"], tracking_uri)
+    w.metric, w.model_name = "score", model
+    w._handle_custom_msg({"action": "promote_best"}, [])  # what "Promote best" sends
+    assert w.busy is True
+    # A second click while the first is under way does nothing.
+    assert w.request_promote(ids[2]) is False
+    w._handle_custom_msg({"action": "promote", "run_id": ids[2]}, [])
+    w.wait(600)
+    assert w.busy is False
+    result = w.result
+    assert result["state"] == "built", result
+    assert result["run_id"] == ids[3] and result["alias"] == "champion"
+    assert result["value"] == pytest.approx(0.9)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    holder = client.get_model_version_by_alias(model, "champion")
+    assert str(holder.version) == result["version"]
+    assert holder.tags["nbmlops.run_id"] == ids[3]
+    assert len(client.search_model_versions(f"name='{model}'")) == 1  # the ignored click
+    import bentoml
+
+    assert str(bentoml.get(result["bento"]).tag) == result["bento"]
+    assert result["bento"] in result["message"]
+
+    w.selected_run = ids[2]
+    w._handle_custom_msg({"action": "promote", "run_id": ids[2]}, [])  # "Promote selected"
+    w.wait(600)
+    refused = w.result
+    assert refused["state"] == "refused"
+    assert "score=0.8" in refused["message"] and "score=0.9" in refused["message"]
+    assert client.get_model_version_by_alias(model, "champion").version == holder.version
+
+
+def test_gate_refusal_shows_both_values(trained: dict[str, Any], tracking_uri: str) -> None:
+    w = RunsWidget(trained["experiment"], tracking_uri)
+    w.metric, w.model_name, w.gates = "score", f"widget-{uuid.uuid4().hex[:6]}", ["score>=1.01"]
+    assert w.request_promote(None) is True
+    w.wait(600)
+    assert w.result["state"] == "refused"
+    assert "score>=1.01" in w.result["message"] and "score=0.9" in w.result["message"]
+    assert "--force" in w.result["fix"]
+
+
+def test_the_notebook_names_the_experiment(
+    trained: dict[str, Any], tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", str(Path("work") / "churn model.ipynb"))
+    assert notebook_experiment() == "churn model"
+    monkeypatch.setenv("JPY_SESSION_NAME", f"/somewhere/{trained['experiment']}.ipynb")
+    w = runs(tracking_uri=tracking_uri)
+    assert w.experiment == trained["experiment"] and len(w.rows) == 2
+    empty = runs("never-ran", tracking_uri=tracking_uri)
+    assert empty.rows == [] and "no pipeline runs" in empty.error
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    with pytest.raises(NbmlopsError) as err:
+        runs(tracking_uri=tracking_uri)
+    assert "experiment=" in err.value.fix
