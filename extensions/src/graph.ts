@@ -39,16 +39,16 @@ export function stepsGraph(steps: IStep[], statuses: Map<string, string> = new M
   for (const e of layout.edges) {
     const a = at.get(e.from)!;
     const b = at.get(e.to)!;
-    const x1 = a.x + NODE_WIDTH;
-    const y1 = a.y + NODE_HEIGHT / 2;
-    const x2 = b.x;
-    const y2 = b.y + NODE_HEIGHT / 2;
-    const mid = (x1 + x2) / 2;
+    const x1 = a.x + NODE_WIDTH / 2;
+    const y1 = a.y + NODE_HEIGHT;
+    const x2 = b.x + NODE_WIDTH / 2;
+    const y2 = b.y;
+    const mid = (y1 + y2) / 2;
     svg.appendChild(
       s('path', {
         class: 'nbmlops-graph-edge',
         'data-nbmlops-edge': `${e.from}->${e.to}`,
-        d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}`,
+        d: `M ${x1} ${y1} C ${x1} ${mid}, ${x2} ${mid}, ${x2} ${y2}`,
         'marker-end': 'url(#nbmlops-arrow)'
       })
     );

@@ -12,6 +12,7 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { trackBadges } from './badges';
+import { openFailedMessage } from './logic/errors';
 import { nbmlopsIcon } from './icon';
 import { markAsStep } from './markstep';
 import { NbmlopsPanel, PANEL_ID } from './panel';
@@ -66,7 +67,14 @@ function activateUnsafe(
   });
 
   const panel = new NbmlopsPanel({
-    openPath: path => void commands.execute('docmanager:open', { path }).catch(console.error)
+    openPath: async path => {
+      try {
+        await app.serviceManager.contents.get(path, { content: false });
+      } catch {
+        throw new Error(openFailedMessage(path));
+      }
+      await commands.execute('docmanager:open', { path });
+    }
   });
   panel.title.icon = nbmlopsIcon;
   shell.add(panel, 'right', { rank: 900 });

@@ -33,8 +33,8 @@ const POLL_MS = 1000;
 const MAX_POLL_FAILURES = 5;
 
 export interface IPanelOptions {
-  /** Open a file in JupyterLab (the `docmanager:open` command). */
-  openPath: (path: string) => void;
+  /** Open a file in JupyterLab (the `docmanager:open` command); rejects with the reason. */
+  openPath: (path: string) => Promise<void>;
 }
 
 /** A job started from the panel, for the notebook at `path`. */
@@ -117,7 +117,7 @@ export class NbmlopsPanel extends Widget {
     }
   }
 
-  /** Reload the pipeline and the runs of the active notebook. */
+  /** Reload the pipeline and the runs of the active notebook; each shows as it arrives. */
   async refresh(): Promise<void> {
     const panel = this._notebook;
     this._stale = false;
@@ -128,21 +128,25 @@ export class NbmlopsPanel extends Widget {
     const generation = ++this._generation;
     this._loading = true;
     this._render();
+    const current = () => generation === this._generation && !this.isDisposed;
     try {
       await panel.context.ready;
       const path = panel.context.path;
-      const [pipeline, runs] = await Promise.allSettled([api.pipeline(path), api.runs(path)]);
-      if (generation !== this._generation) {
-        return;
-      }
-      this._pipeline = pipeline.status === 'fulfilled' ? pipeline.value : null;
-      this._pipelineError = pipeline.status === 'rejected' ? pipeline.reason : null;
-      this._runsData = runs.status === 'fulfilled' ? runs.value : null;
-      this._runsError = runs.status === 'rejected' ? runs.reason : null;
+      const pipeline = api.pipeline(path).then(
+        p => current() && ((this._pipeline = p), (this._pipelineError = null), this._render()),
+        err => current() && ((this._pipeline = null), (this._pipelineError = err), this._render())
+      );
+      const runs = api.runs(path).then(
+        r => current() && ((this._runsData = r), (this._runsError = null), this._render()),
+        err => current() && ((this._runsData = null), (this._runsError = err), this._render())
+      );
+      await Promise.all([pipeline, runs]);
     } catch (err) {
-      this._pipelineError = err;
+      if (current()) {
+        this._pipelineError = err;
+      }
     } finally {
-      if (generation === this._generation) {
+      if (current()) {
         this._loading = false;
         this._render();
       }
@@ -317,30 +321,26 @@ export class NbmlopsPanel extends Widget {
           h('th', {}, 'Started'),
           h('th', {}, 'Status'),
           h('th', {}, 'Metrics'),
-          h('th', { title: 'steps restored from the cache' }, 'Cache'),
-          h('th', {}, 'Run')
+          h('th', { title: 'steps restored from the cache' }, 'Cache')
         ),
-        ...runs.map(r =>
-          h(
+        ...runs.map(r => {
+          const when = formatStart(r.start_time);
+          const title = `run ${r.run_id}${
+            r.duration_s !== null ? `, ${formatSeconds(r.duration_s)}` : ''
+          }${r.git_commit ? `, commit ${r.git_commit.slice(0, 8)}` : ''}`;
+          return h(
             'tr',
             { 'data-nbmlops-run': r.run_id },
             h(
               'td',
-              { title: `${r.start_time}${r.duration_s !== null ? `, ${formatSeconds(r.duration_s)}` : ''}` },
-              formatStart(r.start_time)
+              { title },
+              r.url ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, when) : when
             ),
             h('td', { class: `nbmlops-run-${runStatusText(r)}` }, runStatusText(r)),
             h('td', {}, formatMetrics(r.metrics)),
-            h('td', {}, r.cache_hits ?? ''),
-            h(
-              'td',
-              {},
-              r.url
-                ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, r.run_id.slice(0, 8))
-                : h('code', { title: r.run_id }, r.run_id.slice(0, 8))
-            )
-          )
-        )
+            h('td', {}, r.cache_hits ?? '')
+          );
+        })
       )
     );
   }
@@ -386,12 +386,12 @@ export class NbmlopsPanel extends Widget {
         { class: 'nbmlops-buttons' },
         h(
           'button',
-          { type: 'submit', class: 'jp-Button jp-mod-accept', 'data-nbmlops': 'run-submit' },
+          { type: 'submit', class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'run-submit' },
           'Run'
         ),
         h(
           'button',
-          { type: 'button', class: 'jp-Button jp-mod-reject', 'data-nbmlops': 'run-cancel' },
+          { type: 'button', class: 'nbmlops-button', 'data-nbmlops': 'run-cancel' },
           'Cancel'
         )
       )
@@ -508,11 +508,16 @@ export class NbmlopsPanel extends Widget {
         { href: '#', 'data-nbmlops': 'output-link', title: 'open the executed notebook' },
         job.output_path
       );
+      const problem = h('div', { class: 'nbmlops-error', 'data-nbmlops': 'open-error', hidden: true });
       a.addEventListener('click', ev => {
         ev.preventDefault();
-        this._options.openPath(job.output_path!);
+        problem.hidden = true;
+        this._options.openPath(job.output_path!).catch(err => {
+          fill(problem, err instanceof Error ? err.message : String(err));
+          problem.hidden = false;
+        });
       });
-      links.push(h('div', {}, 'Output notebook: ', a));
+      links.push(h('div', {}, 'Output notebook: ', a), problem);
     }
     if (job.run_id) {
       links.push(
@@ -611,12 +616,12 @@ export class NbmlopsPanel extends Widget {
         { class: 'nbmlops-buttons' },
         h(
           'button',
-          { type: 'submit', class: 'jp-Button jp-mod-accept', 'data-nbmlops': 'promote-submit' },
+          { type: 'submit', class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'promote-submit' },
           'Promote'
         ),
         h(
           'button',
-          { type: 'button', class: 'jp-Button jp-mod-reject', 'data-nbmlops': 'promote-cancel' },
+          { type: 'button', class: 'nbmlops-button', 'data-nbmlops': 'promote-cancel' },
           'Cancel'
         )
       )
@@ -717,12 +722,12 @@ export class NbmlopsPanel extends Widget {
   private _actions = h('div', { class: 'nbmlops-buttons nbmlops-actions' });
   private _runButton = h(
     'button',
-    { class: 'jp-Button jp-mod-accept', 'data-nbmlops': 'run-button' },
+    { class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'run-button' },
     'Run pipeline'
   );
   private _promoteButton = h(
     'button',
-    { class: 'jp-Button jp-mod-styled', 'data-nbmlops': 'promote-button' },
+    { class: 'nbmlops-button', 'data-nbmlops': 'promote-button' },
     'Promote best'
   );
   private _runForm = h('div', {});

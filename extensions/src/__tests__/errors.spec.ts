@@ -1,4 +1,4 @@
-import { ApiError, errorMessage, messageText } from '../logic/errors';
+import { ApiError, errorMessage, messageText, openFailedMessage } from '../logic/errors';
 
 describe('errorMessage', () => {
   it('shows the server problem, fix and cell of a parse error', () => {
@@ -61,5 +61,20 @@ describe('errorMessage', () => {
       cell: null,
       status: null
     });
+  });
+});
+
+describe('openFailedMessage', () => {
+  it('names the hidden folder JupyterLab refuses and the fix', () => {
+    expect(openFailedMessage('.nbmlops/runs/x-1/nb.ipynb')).toBe(
+      'JupyterLab does not open files under the hidden folder .nbmlops/ (.nbmlops/runs/x-1/nb.ipynb). ' +
+        'Fix: start JupyterLab with --ContentsManager.allow_hidden=True, or open it from a terminal.'
+    );
+  });
+
+  it('asks whether a missing file was moved', () => {
+    expect(openFailedMessage('out/nb.ipynb')).toBe(
+      'JupyterLab could not open out/nb.ipynb. Fix: check that it still exists (was it moved?).'
+    );
   });
 });

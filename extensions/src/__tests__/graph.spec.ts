@@ -1,10 +1,10 @@
-import { GAP_X, layoutSteps, MARGIN, NODE_HEIGHT, NODE_WIDTH } from '../logic/graph';
+import { GAP_X, GAP_Y, layoutSteps, MARGIN, NODE_HEIGHT, NODE_WIDTH } from '../logic/graph';
 
 const byName = (layout: ReturnType<typeof layoutSteps>) =>
-  Object.fromEntries(layout.nodes.map(n => [n.name, [n.layer, n.row]]));
+  Object.fromEntries(layout.nodes.map(n => [n.name, [n.layer, n.slot]]));
 
 describe('layoutSteps', () => {
-  it('puts a chain in consecutive columns', () => {
+  it('puts a chain in consecutive layers, top-down', () => {
     const layout = layoutSteps([
       { name: 'load', after: [] },
       { name: 'train', after: ['load'] },
@@ -15,11 +15,16 @@ describe('layoutSteps', () => {
       { from: 'load', to: 'train' },
       { from: 'train', to: 'evaluate' }
     ]);
-    expect(layout.width).toBe(2 * MARGIN + 3 * NODE_WIDTH + 2 * GAP_X);
-    expect(layout.height).toBe(2 * MARGIN + NODE_HEIGHT);
+    expect(layout.width).toBe(2 * MARGIN + NODE_WIDTH);
+    expect(layout.height).toBe(2 * MARGIN + 3 * NODE_HEIGHT + 2 * GAP_Y);
+    expect(layout.nodes.map(n => n.y)).toEqual([
+      MARGIN,
+      MARGIN + NODE_HEIGHT + GAP_Y,
+      MARGIN + 2 * (NODE_HEIGHT + GAP_Y)
+    ]);
   });
 
-  it('places a step after its deepest upstream step and stacks siblings in rows', () => {
+  it('places a step below its deepest upstream step and siblings side by side', () => {
     const layout = layoutSteps([
       { name: 'load', after: [] },
       { name: 'features', after: ['load'] },
@@ -35,8 +40,11 @@ describe('layoutSteps', () => {
       report: [3, 0]
     });
     const baseline = layout.nodes.find(n => n.name === 'baseline')!;
-    expect(baseline.x).toBe(MARGIN + NODE_WIDTH + GAP_X);
-    expect(baseline.y).toBeGreaterThan(MARGIN);
+    expect([baseline.x, baseline.y]).toEqual([
+      MARGIN + NODE_WIDTH + GAP_X,
+      MARGIN + NODE_HEIGHT + GAP_Y
+    ]);
+    expect(layout.width).toBe(2 * MARGIN + 2 * NODE_WIDTH + GAP_X);
   });
 
   it('ignores unknown upstream names and still draws a cycle', () => {

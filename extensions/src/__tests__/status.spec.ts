@@ -4,6 +4,7 @@ import {
   defaultMode,
   formatMetrics,
   formatSeconds,
+  formatStart,
   jobFinished,
   jobStatusText,
   parseGates
@@ -119,5 +120,12 @@ describe('forms', () => {
     expect(defaultMode('rmse')).toBe('min');
     expect(defaultMode('val_loss')).toBe('min');
     expect(defaultMode('accuracy')).toBe('max');
+  });
+});
+
+describe('formatStart', () => {
+  it('shows month, day and time in local time', () => {
+    expect(formatStart(new Date(2026, 10, 23, 21, 4).toISOString())).toBe('11-23 21:04');
+    expect(formatStart('not a date')).toBe('not a date');
   });
 });

@@ -79,3 +79,15 @@ export function messageText(msg: IMessage): string {
   const cell = msg.cell !== null ? ` (cell ${msg.cell})` : '';
   return msg.fix ? `${msg.problem}${cell}. Fix: ${msg.fix}` : `${msg.problem}${cell}`;
 }
+
+/** Why JupyterLab could not open `path` (the contents API refused it) and what to do. */
+export function openFailedMessage(path: string): string {
+  const hidden = path.split('/').find(part => part.startsWith('.') && part !== '.' && part !== '..');
+  if (hidden) {
+    return (
+      `JupyterLab does not open files under the hidden folder ${hidden}/ (${path}). ` +
+      'Fix: start JupyterLab with --ContentsManager.allow_hidden=True, or open it from a terminal.'
+    );
+  }
+  return `JupyterLab could not open ${path}. Fix: check that it still exists (was it moved?).`;
+}

@@ -1,4 +1,7 @@
-/** Layered left-to-right layout of a pipeline's steps from their `after` edges. */
+/**
+ * Layered top-down layout of a pipeline's steps from their `after` edges: it fits the
+ * narrow side panel (a chain is a column; parallel steps sit side by side).
+ */
 
 export interface IStepLike {
   name: string;
@@ -7,10 +10,10 @@ export interface IStepLike {
 
 export interface INode {
   name: string;
-  /** Column: the longest chain of upstream steps before this one. */
+  /** Row of the drawing: the longest chain of upstream steps before this one. */
   layer: number;
-  /** Row within the column, in the pipeline's step order. */
-  row: number;
+  /** Position within the layer, left to right in the pipeline's step order. */
+  slot: number;
   x: number;
   y: number;
 }
@@ -27,14 +30,14 @@ export interface ILayout {
   height: number;
 }
 
-export const NODE_WIDTH = 110;
-export const NODE_HEIGHT = 28;
-export const GAP_X = 40;
-export const GAP_Y = 14;
+export const NODE_WIDTH = 104;
+export const NODE_HEIGHT = 26;
+export const GAP_X = 12;
+export const GAP_Y = 22;
 export const MARGIN = 6;
 
 /**
- * Place each step in the column after its deepest upstream step. Unknown upstream names
+ * Place each step in the layer below its deepest upstream step. Unknown upstream names
  * are ignored and cycles are broken (a step on a cycle counts only the edges already
  * resolved), so a half-edited notebook still draws.
  */
@@ -63,17 +66,17 @@ export function layoutSteps(steps: readonly IStepLike[]): ILayout {
     return d;
   };
 
-  const rows = new Map<number, number>();
+  const slots = new Map<number, number>();
   const nodes: INode[] = steps.map(s => {
     const l = depth(s.name);
-    const row = rows.get(l) ?? 0;
-    rows.set(l, row + 1);
+    const slot = slots.get(l) ?? 0;
+    slots.set(l, slot + 1);
     return {
       name: s.name,
       layer: l,
-      row,
-      x: MARGIN + l * (NODE_WIDTH + GAP_X),
-      y: MARGIN + row * (NODE_HEIGHT + GAP_Y)
+      slot,
+      x: MARGIN + slot * (NODE_WIDTH + GAP_X),
+      y: MARGIN + l * (NODE_HEIGHT + GAP_Y)
     };
   });
   const edges: IEdge[] = [];
@@ -85,11 +88,11 @@ export function layoutSteps(steps: readonly IStepLike[]): ILayout {
     }
   }
   const layers = nodes.length ? Math.max(...nodes.map(n => n.layer)) + 1 : 0;
-  const maxRows = rows.size ? Math.max(...rows.values()) : 0;
+  const widest = slots.size ? Math.max(...slots.values()) : 0;
   return {
     nodes,
     edges,
-    width: layers ? 2 * MARGIN + layers * NODE_WIDTH + (layers - 1) * GAP_X : 0,
-    height: maxRows ? 2 * MARGIN + maxRows * NODE_HEIGHT + (maxRows - 1) * GAP_Y : 0
+    width: widest ? 2 * MARGIN + widest * NODE_WIDTH + (widest - 1) * GAP_X : 0,
+    height: layers ? 2 * MARGIN + layers * NODE_HEIGHT + (layers - 1) * GAP_Y : 0
   };
 }

@@ -63,7 +63,7 @@ export function formatSeconds(seconds: number | null | undefined): string {
   return `${m} min ${String(s).padStart(2, '0')} s`;
 }
 
-/** "2026-11-23 21:14" in the browser's local time, or the raw text if unparsable. */
+/** "11-23 21:14" in the browser's local time, or the raw text if unparsable. */
 export function formatStart(iso: string): string {
   const t = new Date(iso);
   if (isNaN(t.getTime())) {
@@ -71,7 +71,7 @@ export function formatStart(iso: string): string {
   }
   const p = (n: number) => String(n).padStart(2, '0');
   return (
-    `${t.getFullYear()}-${p(t.getMonth() + 1)}-${p(t.getDate())} ` +
+    `${p(t.getMonth() + 1)}-${p(t.getDate())} ` +
     `${p(t.getHours())}:${p(t.getMinutes())}`
   );
 }
