@@ -279,3 +279,52 @@ def test_a_parallel_sweep_and_a_promotion_record_everything_in_postgres(
     assert (experiment, "champion", 1) in aliases
     assert len(list(server.artifacts.rglob("MLmodel"))) >= 4
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_server_killed_and_restarted_mid_sweep_loses_nothing(
+    server: TrackingServer, tmp_path: Path
+) -> None:
+    """Kill the server (SIGKILL) while four points wait in their train step; let them go on
+    against no server, start it again on the same port and store a few seconds later."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    write_notebook(tmp_path / "pipe.ipynb", CELLS)
+    experiment = "restarted"
+    out = tmp_path / "sweep.out"
+    with open(out, "w") as fh:
+        sweep = subprocess.Popen(
+            [NBMLOPS, "sweep", "pipe.ipynb", "-g", "depth=1,2,3,4", "--jobs", "4",
+             "--metric", "score", "--experiment", experiment],
+            cwd=tmp_path,
+            env={**os.environ, "MLFLOW_TRACKING_URI": server.url, "NBMLOPS_TEST_GATE": str(gate)},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+    try:
+        while len(list(gate.glob("reached-*"))) < 4:
+            assert sweep.poll() is None, out.read_text()
+            time.sleep(0.2)
+        os.killpg(server.mlflow_group(), signal.SIGKILL)
+        assert server.proc is not None and server.proc.wait(60) == 2
+        died = server.outputs[-1].read_text()
+        assert "error: the tracking server exited with status -9" in died
+        (gate / "go").touch()  # the points log their model and steps to a dead server
+        time.sleep(3)
+        server.start()
+        code = sweep.wait(900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    output = out.read_text()
+    assert code == 0, output
+    assert "Traceback" not in output
+    sweeps, pipelines, steps = sweep_runs(server.url, experiment)
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    assert sorted(int(p.data.params["depth"]) for p in pipelines) == [1, 2, 3, 4]
+    for p in pipelines:
+        assert p.info.status == "FINISHED"
+        assert_complete(server.url, p, steps[p.info.run_id])
+    best = next(p for p in pipelines if p.data.params["depth"] == "4")
+    assert sweeps[0].data.tags["nbmlops.best_run"] == best.info.run_id
+    assert output.strip().splitlines()[-1] == f"best run: {best.info.run_id}"

@@ -21,6 +21,9 @@ from nbmlops.exceptions import NbmlopsError, StepFailed
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# Against a tracking server MLflow prints two "View run" links per ended run; nbmlops
+# prints its own summary.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class _Group(click.Group):
@@ -108,9 +111,7 @@ cache_dir_option = click.option(
 )
 
 # Commands register themselves on ``cli`` when their module is imported.
-from nbmlops.cli import cache, monitor, promote, run, serve, sweep  # noqa: E402,F401
-from nbmlops.cli import server  # noqa: E402,F401
-from nbmlops.cli import ci  # noqa: E402,F401
+from nbmlops.cli import cache, ci, monitor, promote, run, serve, server, sweep  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
