@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -71,7 +72,7 @@ TRAIN = [
 # environment), after saying so: the SIGKILL test kills the driver there.
 SLOW = [
     code("import os\nimport time\nimport nbmlops"),
-    code("n = 5", "parameters"),
+    code("n = 5\nseed = 1", "parameters"),  # a fixed seed: the steps are cacheable
     code("values = list(range(n))", "step:load"),
     code(
         "print('sleeping', flush=True)\n"
@@ -361,13 +362,13 @@ def test_promote_then_an_identical_run_keeps_the_champion(proj: Project) -> None
     client = proj.client()
     [run] = pipeline_runs(client, exp)
     champion = client.get_model_version_by_alias(model, "champion")
-    assert (champion.version, champion.run_id) == ("1", run.info.run_id)
+    assert (str(champion.version), champion.run_id) == ("1", run.info.run_id)
     assert f"promoted {model} v1" in (proj.root / "promote.md").read_text()
 
     second = proj.cli("ci", "--config", name, "--promote", "--junit", "promote.xml")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "kept champion v1" in second.stdout
-    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(model, "champion").version) == "1"
     case = cases(proj.root / "promote.xml")[f"clf/promote {model}@champion"]
     assert case.find("failure") is None and "kept champion v1" in (
         case.findtext("system-out") or ""
@@ -400,7 +401,7 @@ def test_drift_loop_retrains_gates_and_promotes_only_on_drift(proj: Project) -> 
     trained = proj.cli("ci", "--config", name, "--promote")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     client = proj.client()
-    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(model, "champion").version) == "1"
 
     calm = proj.cli(
         "ci", "--config", name, "--on-drift", model, "--current", "same.csv", "--promote"
@@ -423,7 +424,7 @@ def test_drift_loop_retrains_gates_and_promotes_only_on_drift(proj: Project) -> 
     line = next(li for li in drifted.stdout.splitlines() if "(new run) vs" in li)
     assert "on shifted.csv: accuracy" in line
     champion = client.get_model_version_by_alias(model, "champion")
-    assert (champion.version, champion.run_id) == ("2", new.info.run_id)
+    assert (str(champion.version), champion.run_id) == ("2", new.info.run_id)
     found = cases(proj.root / "drift.xml")
     assert f"drift/drift {model}@champion" in found and "clf/gate accuracy>=0.8" in found
     summary = (proj.root / "drift.md").read_text()
@@ -450,8 +451,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def statuses(client: Any, experiment: str) -> dict[str, str]:
+    """The step runs of the experiment's newest pipeline run, by step: their status."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = pipeline_runs(client, experiment) if exp is not None else []
+    return {s: r.info.status for s, r in step_runs(client, runs[0]).items()} if runs else {}
+
+
 def test_a_killed_run_is_ended_and_the_next_ci_runs_cleanly(proj: Project) -> None:
-    exp = unique("ci")
+    exp, client = unique("ci"), proj.client()
     name = proj.config(
         "slow.toml", f'[pipelines.slow]\nnotebook = "slow.ipynb"\nexperiment = "{exp}"\n'
     )
@@ -474,12 +482,14 @@ def test_a_killed_run_is_ended_and_the_next_ci_runs_cleanly(proj: Project) -> No
             if "slow | sleeping" in line:
                 break
         assert "slow | sleeping" in lines[-1], "".join(lines)
+        # The store is written on a background thread: wait until it shows the step running.
+        while statuses(client, exp) != {"load": "FINISHED", "slow": "RUNNING"}:
+            time.sleep(0.2)
         for pid in descendants(proc.pid):  # the driver and its kernel, at once
             os.kill(pid, signal.SIGKILL)
         proc.wait()
     finally:
         watchdog.cancel()
-    client = proj.client()
     [dead] = pipeline_runs(client, exp)
     assert dead.info.status == "RUNNING"  # nobody could mark it
 
@@ -490,7 +500,7 @@ def test_a_killed_run_is_ended_and_the_next_ci_runs_cleanly(proj: Project) -> No
     new, old = pipeline_runs(client, exp)
     assert old.info.run_id == dead.info.run_id and old.info.status == "FAILED"
     assert "driver pid" in old.data.tags["nbmlops.killed"]
-    assert {s: r.info.status for s, r in step_runs(client, old).items()} == {
+    assert {s: r.info.status for s, r in step_runs(client, old).items()} == {  # none RUNNING
         "load": "FINISHED",
         "slow": "FAILED",
     }
