@@ -40,13 +40,23 @@ function select(name, options, current, onchange) {
   );
 }
 
+function started(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+}
+
 function columns(model) {
+  const metrics = model.get("metrics");
   return [
-    { key: "start_time", label: "started", get: (r) => r.start_time },
-    { key: "status", label: "status", get: (r) => r.status },
-    ...model.get("params").map((p) => ({ key: "p:" + p, label: p, get: (r) => r.params[p] })),
-    ...model.get("metrics").map((m) => ({
-      key: "m:" + m, label: m, get: (r) => r.metrics[m], numeric: true,
+    { key: "start_time", label: "started", get: (r) => r.start_time, show: started },
+    { key: "run_id", label: "run", get: (r) => r.run_id, show: (v) => v.slice(0, 8) },
+    { key: "status", label: "status", get: (r) => r.status, show: (v) => v.toLowerCase() },
+    ...model.get("params").map((p) => ({
+      key: "p:" + p, label: metrics.includes(p) ? `${p} (param)` : p, get: (r) => r.params[p],
+      kind: "param",
+    })),
+    ...metrics.map((m) => ({
+      key: "m:" + m, label: m, get: (r) => r.metrics[m], numeric: true, kind: "metric",
     })),
     { key: "cache_hits", label: "cached", get: (r) => r.cache_hits },
     { key: "git_commit", label: "git", get: (r) => (r.git_commit || "").slice(0, 8) },
@@ -65,6 +75,8 @@ function table(model, state, rerender) {
   const head = h("tr", {}, cols.map((c) =>
     h("th", {
       "data-sort": c.key,
+      class: c.kind || null,
+      title: c.kind || null,
       onclick: () => {
         state.sortDesc = state.sortKey === c.key ? !state.sortDesc : true;
         state.sortKey = c.key;
@@ -81,7 +93,10 @@ function table(model, state, rerender) {
         model.set("selected_run", r.run_id);
         model.save_changes();
       },
-    }, cols.map((c) => h("td", { class: c.numeric ? "num" : null }, fmt(c.get(r))))),
+    }, cols.map((c) => {
+      const v = c.get(r);
+      return h("td", { class: c.numeric ? "num" : null }, v === undefined || v === null ? "" : c.show ? c.show(v) : fmt(v));
+    })),
   );
   return h("table", { "data-nbmlops": "widget-runs-table" }, h("thead", {}, head), h("tbody", {}, body));
 }
@@ -193,14 +208,15 @@ function render({ model, el }) {
   const root = h("div", { class: "nbmlops-runs", "data-nbmlops": "widget" });
   el.append(root);
   const draw = () => {
-    root.replaceChildren(
+    const parts = [
       h("div", { class: "title" }, h("b", {}, "nbmlops"), ` runs of ${model.get("experiment")}`),
       model.get("error") ? h("div", { class: "hint" }, model.get("error")) : null,
       controls(model),
       h("div", { class: "body" }, chart(model), details(model)),
       table(model, state, draw),
       result(model),
-    );
+    ];
+    root.replaceChildren(...parts.filter(Boolean));
   };
   const events = ["rows", "metrics", "params", "metric", "x_param", "chart", "selected_run",
     "details", "mode", "gates", "alias", "busy", "result", "error"];
