@@ -243,8 +243,11 @@ async def test_post_runs_executes_and_lists_the_run(
         ("train", "FINISHED"),
         ("evaluate", "FINISHED"),
     ]
-    output = project["root"] / job["output_path"]
-    assert not Path(job["output_path"]).is_absolute() and output.is_file()
+    # Under the root, in a folder Jupyter's file browser shows (not the hidden .nbmlops/).
+    assert job["output_path"].startswith("nbmlops-runs/")
+    assert (project["root"] / job["output_path"]).is_file()
+    opened = await jp_fetch("api", "contents", job["output_path"])  # what the panel opens
+    assert json.loads(opened.body)["type"] == "notebook"
     assert job["run_url"] is None  # an SQLite store has no UI to link to
 
     status, runs = await call(jp_fetch, "runs", params={"path": name, "limit": "5"})
@@ -282,7 +285,8 @@ async def test_failing_job_reports_step_cell_and_error_line(
         ("prepare", "FINISHED"),
         ("check", "FAILED"),
     ]
-    assert job["run_id"] and job["output_path"].endswith(".partial.ipynb")
+    assert job["run_id"] and job["output_path"].startswith("nbmlops-runs/")
+    assert job["output_path"].endswith(".partial.ipynb")
     status, runs = await call(jp_fetch, "runs", params={"path": path})
     assert runs["runs"][0]["run_id"] == job["run_id"]
     assert runs["runs"][0]["status"] == "FAILED"

@@ -25,13 +25,22 @@ class Nbmlops(ExtensionApp):
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <root_dir>/mlflow.db).",
     )
 
+    output_dir = Unicode(
+        "nbmlops-runs",
+        config=True,
+        help="Where runs started from JupyterLab write their executed notebooks, relative to "
+        "root_dir (a folder per run; the CLI's default, .nbmlops/runs, is hidden from the file "
+        "browser). Empty: the CLI's default.",
+    )
+
     def initialize_settings(self) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
         assert self.serverapp is not None
         self.root = Path(self.serverapp.root_dir).resolve()
         self.store = project.tracking_uri(self.tracking_uri, self.root)
-        self.jobs = Jobs(self.root, self.store)
+        outputs = (self.root / self.output_dir).resolve() if self.output_dir else None
+        self.jobs = Jobs(self.root, self.store, outputs)
 
     def initialize_handlers(self) -> None:
         from nbmlops.jupyter.handlers import routes

@@ -9,6 +9,7 @@ process starts, and the CLI does the rest.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -50,9 +51,12 @@ class Job:
 class Jobs:
     """The jobs one server started in the project folder ``root``, tracked in ``tracking_uri``."""
 
-    def __init__(self, root: Path, tracking_uri: str) -> None:
+    def __init__(self, root: Path, tracking_uri: str, output_root: Path | None = None) -> None:
+        """``output_root``: where each job's executed notebooks go (a folder per job; default:
+        the CLI's ``.nbmlops/runs/``, which Jupyter's file browser hides)."""
         self.root = root.resolve()
         self.tracking_uri = tracking_uri
+        self.output_root = output_root
         self._jobs: dict[str, Job] = {}
 
     def start(self, notebook: Path, parameters: dict[str, str], path: str | None = None) -> Job:
@@ -71,6 +75,12 @@ class Jobs:
         args += ["--tracking-uri", self.tracking_uri, "--events", str(folder / "events.jsonl")]
         for pair in pairs:
             args += ["-p", pair]
+        if self.output_root is not None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            args += [
+                "--output-dir",
+                str(self.output_root / f"{pipeline.stem}-{stamp}-{job_id[:4]}"),
+            ]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "true"}
         with open(folder / "output.log", "wb") as log:
             process = subprocess.Popen(
