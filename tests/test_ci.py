@@ -107,8 +107,8 @@ class Project:
 
 
 def env_for(tracking_uri: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **extra}
-    env.pop("GITHUB_STEP_SUMMARY", None)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    env.pop("GITHUB_STEP_SUMMARY", None)  # only where a test sets it
     env.update(extra)
     return env
 
@@ -119,12 +119,13 @@ def proj(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Project
     write_notebook(root / "train.ipynb", TRAIN)
     write_notebook(root / "slow.ipynb", SLOW)
     (root / "check_run.py").write_text(CHECK_RUN)
+    bentoml_home = str(tmp_path_factory.mktemp("bentoml"))  # built Bentos stay in the test
 
     def cli(*args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(Path(sys.executable).parent / "nbmlops"), *args],
             cwd=root,
-            env=env_for(tracking_uri, **extra),
+            env=env_for(tracking_uri, BENTOML_HOME=bentoml_home, **extra),
             capture_output=True,
             text=True,
             timeout=timeout,
