@@ -29,38 +29,47 @@ from postgres import Postgres, free_port, running_postgres
 NBMLOPS = str(Path(sys.executable).parent / "nbmlops")
 
 # A tiny classifier: `score` is depth / 10, so the deepest point is the best. With
-# NBMLOPS_TEST_GATE set, the train step says it got there and waits for a `go` file.
-CELLS = [
-    code(
-        "import os, time\nimport numpy as np\nimport pandas as pd\n"
-        "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
-    ),
-    code("depth = 1\nseed = 3", "parameters"),
-    code(
-        "rng = np.random.default_rng(seed)\n"
-        "df = pd.DataFrame({'a': rng.normal(size=200), 'b': rng.normal(size=200)})\n"
-        "df['y'] = ((df['a'] + df['b']) > 0).astype(int)",
-        "step:load",
-    ),
-    code(
-        "gate = os.environ.get('NBMLOPS_TEST_GATE')\n"
-        "if gate:\n"
-        "    open(os.path.join(gate, f'reached-{depth}'), 'w').close()\n"
-        "    while not os.path.exists(os.path.join(gate, 'go')):\n"
-        "        time.sleep(0.1)\n"
-        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed)"
-        ".fit(df[['a', 'b']], df['y'])\n"
-        "nbmlops.log_model(model, input_example=df[['a', 'b']])\n"
-        "nbmlops.log_metric('train_rows', len(df))",
-        "step:train",
-    ),
-    code(
-        "nbmlops.log_metric('accuracy', float((model.predict(df[['a', 'b']]) == df['y']).mean()))\n"
-        "nbmlops.log_metric('score', depth / 10)\n"
-        "nbmlops.log_param('rows', len(df))",
-        "step:evaluate",
-    ),
-]
+# NBMLOPS_TEST_GATE set, the gated step says it got there and waits for a `go` file.
+GATE = (
+    "gate = os.environ.get('NBMLOPS_TEST_GATE')\n"
+    "if gate:\n"
+    "    open(os.path.join(gate, f'reached-{depth}'), 'w').close()\n"
+    "    while not os.path.exists(os.path.join(gate, 'go')):\n"
+    "        time.sleep(0.1)\n"
+)
+
+
+def cells(gated: str = "train") -> list[Any]:
+    return [
+        code(
+            "import os, time\nimport numpy as np\nimport pandas as pd\n"
+            "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
+        ),
+        code("depth = 1\nseed = 3", "parameters"),
+        code(
+            "rng = np.random.default_rng(seed)\n"
+            "df = pd.DataFrame({'a': rng.normal(size=200), 'b': rng.normal(size=200)})\n"
+            "df['y'] = ((df['a'] + df['b']) > 0).astype(int)",
+            "step:load",
+        ),
+        code(
+            (GATE if gated == "train" else "")
+            + "model = DecisionTreeClassifier(max_depth=depth, random_state=seed)"
+            ".fit(df[['a', 'b']], df['y'])\n"
+            "nbmlops.log_model(model, input_example=df[['a', 'b']])\n"
+            "nbmlops.log_metric('train_rows', len(df))",
+            "step:train",
+        ),
+        code(
+            (GATE if gated == "evaluate" else "") + "nbmlops.log_metric('accuracy', "
+            "float((model.predict(df[['a', 'b']]) == df['y']).mean()))\n"
+            "nbmlops.log_metric('score', depth / 10)\n"
+            "nbmlops.log_param('rows', len(df))",
+            "step:evaluate",
+        ),
+    ]
+
+
 STEPS = {"load", "train", "evaluate"}
 
 
@@ -232,7 +241,7 @@ def test_a_parallel_sweep_and_a_promotion_record_everything_in_postgres(
     pg: Postgres, server: TrackingServer, tmp_path: Path
 ) -> None:
     assert server.url == f"http://127.0.0.1:{server.port}"
-    write_notebook(tmp_path / "pipe.ipynb", CELLS)
+    write_notebook(tmp_path / "pipe.ipynb", cells())
     experiment = "team-sweep"
     sweep = nbmlops(
         tmp_path, server.url,
@@ -288,7 +297,7 @@ def test_a_server_killed_and_restarted_mid_sweep_loses_nothing(
     against no server, start it again on the same port and store a few seconds later."""
     gate = tmp_path / "gate"
     gate.mkdir()
-    write_notebook(tmp_path / "pipe.ipynb", CELLS)
+    write_notebook(tmp_path / "pipe.ipynb", cells())
     experiment = "restarted"
     out = tmp_path / "sweep.out"
     with open(out, "w") as fh:
@@ -328,3 +337,67 @@ def test_a_server_killed_and_restarted_mid_sweep_loses_nothing(
     best = next(p for p in pipelines if p.data.params["depth"] == "4")
     assert sweeps[0].data.tags["nbmlops.best_run"] == best.info.run_id
     assert output.strip().splitlines()[-1] == f"best run: {best.info.run_id}"
+
+
+def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorded_is_finished(
+    pg: Postgres, server: TrackingServer, tmp_path: Path
+) -> None:
+    """The server dies while the last step runs and is not back within the patience
+    nbmlops gives it: the run stops with a message naming the server; the runs whose
+    records could not be written are not FINISHED."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    write_notebook(tmp_path / "pipe.ipynb", cells(gated="evaluate"))
+    experiment = "server-gone"
+    impatient = {
+        "MLFLOW_TRACKING_URI": server.url,
+        "NBMLOPS_TEST_GATE": str(gate),
+        "NBMLOPS_SERVER_PATIENCE": "5",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    out = tmp_path / "run.out"
+    with open(out, "w") as fh:
+        run = subprocess.Popen(
+            [NBMLOPS, "run", "pipe.ipynb", "-p", "depth=2", "--experiment", experiment, "-q"],
+            cwd=tmp_path,
+            env={**os.environ, **impatient},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        while not (gate / "reached-2").exists():
+            assert run.poll() is None, out.read_text()
+            time.sleep(0.2)
+        c = client(server.url)
+        exp_id = c.get_experiment_by_name(experiment).experiment_id
+        # Wait until the train step's record is written, then take the server away.
+        while not any(
+            r.data.tags.get("nbmlops.step") == "train" and r.info.status == "FINISHED"
+            for r in c.search_runs([exp_id])
+        ):
+            assert run.poll() is None, out.read_text()
+            time.sleep(0.2)
+        os.killpg(server.mlflow_group(), signal.SIGKILL)
+        server.proc.wait(60)  # type: ignore[union-attr]
+        (gate / "go").touch()
+        code = run.wait(600)
+        output = out.read_text()
+        # In PostgreSQL itself: the steps recorded before the outage are FINISHED; the
+        # evaluate step and the pipeline run, whose records were cut off, are not.
+        status = dict(
+            pg.query("mlflow", f"SELECT name, status FROM runs WHERE experiment_id = {exp_id}")
+        )
+    finally:
+        if run.poll() is None:
+            run.kill()
+        server.start()
+    assert code == 2, output
+    assert (
+        f"error: MLflow tracking store {server.url}: the tracking server did not answer" in output
+    )
+    assert "([Errno 111] Connection refused); is it running? (nbmlops server start)" in output
+    assert "Traceback" not in output
+    assert status["load"] == "FINISHED" and status["train"] == "FINISHED"
+    assert status["evaluate"] != "FINISHED" and status["pipe"] != "FINISHED"

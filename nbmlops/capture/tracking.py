@@ -88,6 +88,16 @@ def _is_unreachable(exc: BaseException) -> bool:
     return bool(_UNREACHABLE.search(str(exc)))
 
 
+def _reason(exc: BaseException) -> str:
+    """The root cause in MLflow's long request error: ``[Errno 111] Connection refused``."""
+    text = str(exc)
+    for pattern in (r"\[Errno -?\d+\] [^\"')]+", r"error code \d+", r"Remote\w+", r"Max retries"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()
+    return text[:200]
+
+
 class ServerGone(TrackingError):
     """The tracking server stayed unreachable longer than nbmlops waits for it."""
 
@@ -230,6 +240,7 @@ def retry(fn: Callable[[], T], uri: str, attempts: int = 30) -> T:
     started = time.monotonic()
     server = uri.startswith(("http://", "https://"))
     locked = 0
+    warned = False
     while True:
         try:
             return fn()
@@ -243,10 +254,17 @@ def retry(fn: Callable[[], T], uri: str, attempts: int = 30) -> T:
                 if waited >= server_patience():
                     raise ServerGone(
                         uri,
-                        f"the tracking server did not answer for {waited:.0f} s ({exc}); "
-                        "is it running? (nbmlops server start)",
+                        f"the tracking server did not answer for {waited:.0f} s "
+                        f"({_reason(exc)}); is it running? (nbmlops server start)",
                     ) from exc
-                log.warning("tracking server %s not answering; retrying (%s)", uri, exc)
+                if not warned:
+                    warned = True
+                    log.warning(
+                        "tracking server %s not answering (%s); retrying for up to %.0f s",
+                        uri,
+                        _reason(exc),
+                        server_patience(),
+                    )
             else:
                 raise
             time.sleep(delay * (1 + random.random()))

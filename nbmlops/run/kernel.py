@@ -259,14 +259,16 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
 
 
 def _end_mlflow_run(failed: bool) -> None:
-    """End the step run ``log_model`` resumed here, with the step's status.
+    """Let go of the step run ``log_model`` resumed here; a failed step's is FAILED.
 
     Left open, MLflow's exit hook in this kernel could mark it FINISHED at shutdown, after
-    the driver had recorded FAILED (cells run on the main thread under ipykernel 6).
+    the driver had recorded FAILED (cells run on the main thread under ipykernel 6). A step
+    that succeeded stays RUNNING: only the driver marks it FINISHED, once the step's whole
+    record (metrics, outputs, notebook) is written.
     """
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None and mlflow.active_run() is not None:
-        mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        mlflow.end_run(status="FAILED" if failed else "RUNNING")
 
 
 def _type_name(value: Any) -> str:
