@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml extensions/package.json extensions/yarn.lock \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	cd extensions && PATH="$(abspath $(BIN)):$$PATH" jlpm install --silent \
+	cd extensions && PATH="$(abspath $(BIN)):$$PATH" jlpm install \
 	  && PATH="$(abspath $(BIN)):$$PATH" jlpm build:prod
 	rm -rf $(LABEXT) && ln -s $(CURDIR)/nbmlops/labextension $(LABEXT)
 	touch $(STAMP)
