@@ -253,6 +253,15 @@ def test_an_unknown_parameter_is_refused_before_anything_runs(proj: Project) -> 
     assert "known parameters: score, fail, data, rows, seed" in result.stderr
     assert proj.client().get_experiment_by_name(exp) is None
 
+    unknown = proj.cli("ci", "--config", name, "nope")
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "no pipeline 'nope' is configured in badparam.toml" in unknown.stderr
+    assert "name one of: clf" in unknown.stderr and "Traceback" not in unknown.stderr
+    usage = proj.cli("ci", "--config", name, "--on-drift", "m")
+    assert (
+        usage.returncode == 2 and "--on-drift MODEL and --current DATA go together" in usage.stderr
+    )
+
 
 # --- nbmlops ci ------------------------------------------------------------------------
 
@@ -280,8 +289,11 @@ def test_passing_pipeline_reports_every_step_gate_and_test(proj: Project) -> Non
         + ["clf/gate score>=0.5", "clf/gate accuracy>0.6", "clf/test python check_run.py"]
     )
     assert all(case.find("failure") is None for case in found.values())
-    suite = ET.parse(proj.root / "reports/junit.xml").getroot().find("testsuite")
+    report = ET.parse(proj.root / "reports/junit.xml").getroot()
+    suite = report.find("testsuite")
     assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("7", "0")
+    assert (report.get("tests"), report.get("failures"), report.get("skipped")) == ("7", "0", "0")
+    assert float(suite.get("time") or 0) > 0 and suite.get("timestamp")
     seen = __import__("json").loads((proj.root / "seen.json").read_text())
     assert seen["NBMLOPS_RUN_ID"] == run.info.run_id
     assert seen["NBMLOPS_EXPERIMENT"] == exp and seen["MLFLOW_TRACKING_URI"] == proj.tracking_uri

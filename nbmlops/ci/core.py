@@ -18,6 +18,7 @@ from typing import TextIO
 from nbmlops.ci import orphans
 from nbmlops.ci.pipelines import FAILED, Check, Outcome, check_parameters, run_pipeline
 from nbmlops.ci.promotion import promote_outcome
+from nbmlops.ci.reports import Suite
 from nbmlops.config import ProjectConfig
 
 
@@ -37,7 +38,7 @@ class CiResult:
     def passed(self) -> bool:
         return all(c.status != FAILED for c in self.checks)
 
-    def suites(self) -> list[tuple[str, float, list[Check]]]:
+    def suites(self) -> list[Suite]:
         """The JUnit suites: one per pipeline (its promotion included), then the extra."""
         by_model = {c.name: c for c in self.promotions}
         suites = []
@@ -46,9 +47,12 @@ class CiResult:
                 f"{o.pipeline.model_name}@{o.pipeline.promote.alias}" if o.pipeline.promote else ""
             )
             promoted = [by_model[label]] if label in by_model else []
-            suites.append((o.name, o.started, o.checks + promoted))
+            seconds = o.seconds + sum(c.seconds for c in promoted)
+            suites.append(Suite(o.name, o.started, seconds, o.checks + promoted))
         if self.extra:
-            suites.append(("drift", self.started, self.extra))
+            suites.append(
+                Suite("drift", self.started, sum(c.seconds for c in self.extra), self.extra)
+            )
         return suites
 
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +48,7 @@ def drift_loop(
     if "@" not in model and "/" not in model and pipeline.promote:
         model = f"{model}@{pipeline.promote.alias}"
     d = pipeline.drift
+    t0 = time.monotonic()
     drift, label = compare(
         current,
         model=model,
@@ -58,7 +60,10 @@ def drift_loop(
     stream.write(f"drift check of {label} on {current}: {drift.summary()}\n")
     detail = "\n".join([f"rule: {drift.thresholds.rule()}", *drift.notes()])
     result = CiResult(
-        [], extra=[Check("drift", label or model, PASSED, 0.0, drift.summary(), detail)]
+        [],
+        extra=[
+            Check("drift", label or model, PASSED, time.monotonic() - t0, drift.summary(), detail)
+        ],
     )
     if not drift.any_drift:
         result.notes.append(f"no drift in {label}: nothing retrained")

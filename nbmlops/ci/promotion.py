@@ -8,6 +8,8 @@ run whose model already is that version (an identical, cached re-run) keeps it t
 
 from __future__ import annotations
 
+import time
+
 from nbmlops.ci.pipelines import FAILED, PASSED, SKIPPED, Check, Outcome
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.promote.errors import PromoteError, PromotionRefused
@@ -19,6 +21,13 @@ def promote_outcome(outcome: Outcome, tracking_uri: str, force: bool = False) ->
     ``force`` overrides promote's own comparison (the drift loop, after scoring both models
     on fresh data, passes it; the override is recorded in the model's history).
     """
+    t0 = time.monotonic()
+    check = _promote(outcome, tracking_uri, force)
+    check.seconds = time.monotonic() - t0
+    return check
+
+
+def _promote(outcome: Outcome, tracking_uri: str, force: bool) -> Check:
     from nbmlops.promote.core import promote
 
     pipeline, rule = outcome.pipeline, outcome.pipeline.promote

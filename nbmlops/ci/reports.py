@@ -18,33 +18,50 @@ import os
 import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
 from nbmlops.ci.pipelines import FAILED, PASSED, SKIPPED, Check, Outcome
 
 MARKS = {PASSED: "✅", FAILED: "❌", SKIPPED: "⏭️"}
 
 
-def _counts(checks: list[Check]) -> dict[str, str]:
+class Suite(NamedTuple):
+    """A JUnit test suite: a pipeline's checks (or the drift check's)."""
+
+    name: str
+    started: float  # epoch seconds
+    seconds: float  # wall time, kernel start included
+    checks: list[Check]
+
+
+def _counts(checks: list[Check], seconds: float | None = None) -> dict[str, str]:
     return {
         "tests": str(len(checks)),
         "failures": str(sum(c.status == FAILED for c in checks)),
         "errors": "0",
         "skipped": str(sum(c.status == SKIPPED for c in checks)),
-        "time": f"{sum(c.seconds for c in checks):.3f}",
+        "time": f"{sum(c.seconds for c in checks) if seconds is None else seconds:.3f}",
     }
 
 
-def junit(suites: list[tuple[str, float, list[Check]]], path: str | Path) -> Path:
-    """Write the JUnit report; ``suites`` are (name, start time in epoch seconds, checks)."""
-    every = [c for _, _, checks in suites for c in checks]
-    root = ET.Element("testsuites", {"name": "nbmlops ci", **_counts(every)})
+def junit(suites: list[Suite], path: str | Path) -> Path:
+    """Write the JUnit report: one ``<testsuite>`` per :class:`Suite`."""
+    every = [c for suite in suites for c in suite.checks]
+    total = sum(suite.seconds for suite in suites)
+    root = ET.Element("testsuites", {"name": "nbmlops ci", **_counts(every, total)})
     host = socket.gethostname()
-    for i, (name, started, checks) in enumerate(suites):
+    for i, (name, started, seconds, checks) in enumerate(suites):
         stamp = dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         suite = ET.SubElement(
             root,
             "testsuite",
-            {"name": name, "id": str(i), "hostname": host, "timestamp": stamp, **_counts(checks)},
+            {
+                "name": name,
+                "id": str(i),
+                "hostname": host,
+                "timestamp": stamp,
+                **_counts(checks, seconds),
+            },
         )
         for check in checks:
             case = ET.SubElement(
