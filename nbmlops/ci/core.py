@@ -63,6 +63,7 @@ def run_ci(
     tracking_uri: str,
     promote: bool = False,
     stream: TextIO | None = None,
+    cache_dir: str | None = None,
 ) -> CiResult:
     """Run the pipelines ``names`` (default: all configured) and check them; see the module doc."""
     out = stream or sys.stdout
@@ -74,7 +75,9 @@ def run_ci(
         end_dead(pipeline.experiment, tracking_uri, out)
         out.write(f"== pipeline {pipeline.name}: {pipeline.notebook.name}\n")
         out.flush()
-        outcome = run_pipeline(pipeline, root=config.root, tracking_uri=tracking_uri, stream=out)
+        outcome = run_pipeline(
+            pipeline, root=config.root, tracking_uri=tracking_uri, stream=out, cache_dir=cache_dir
+        )
         result.outcomes.append(outcome)
         for check in outcome.checks:
             if check.status == FAILED:

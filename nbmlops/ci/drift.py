@@ -36,6 +36,7 @@ def drift_loop(
     tracking_uri: str,
     promote: bool = False,
     stream: TextIO,
+    cache_dir: str | None = None,
 ) -> CiResult:
     """Check ``model`` for drift on ``current``; on drift retrain, check, maybe promote."""
     from nbmlops.monitor.check import compare, write_reports
@@ -83,6 +84,7 @@ def drift_loop(
         stream=stream,
         parameters=data,
         run=run,
+        cache_dir=cache_dir,
     )
     outcome.trigger = f"retrained on drift: {drift.summary()} (report {reports[-1]})"
     result.outcomes.append(outcome)

@@ -104,6 +104,7 @@ def run_pipeline(
     parameters: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
     run: Any = None,
+    cache_dir: str | None = None,
 ) -> Outcome:
     """Run ``pipeline``, then check its gates and run its test commands.
 
@@ -130,6 +131,7 @@ def run_pipeline(
             reporter=recorder,
             project_dir=root,
             tags={CI_TAG: pipeline.name, **(tags or {})},
+            cache_dir=cache_dir,
         )
     except StepFailed as exc:
         failure = exc

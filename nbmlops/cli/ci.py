@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nbmlops.cli import cli, tracking_uri_option, verbose_option
+from nbmlops.cli import cache_dir_option, cli, tracking_uri_option, verbose_option
 
 
 @cli.command()
@@ -49,6 +49,7 @@ from nbmlops.cli import cli, tracking_uri_option, verbose_option
     help="The configuration file (default: ./pyproject.toml [tool.nbmlops], else ./nbmlops.toml).",
 )
 @tracking_uri_option
+@cache_dir_option
 @verbose_option
 def ci(
     pipelines: tuple[str, ...],
@@ -59,6 +60,7 @@ def ci(
     current: str | None,
     config_file: str | None,
     tracking_uri: str | None,
+    cache_dir: str | None,
     verbose: bool,
 ) -> None:
     """Run the configured pipelines, check their gates and tests, report; exit 1 on a failure.
@@ -80,9 +82,19 @@ def ci(
     if model and current:
         from nbmlops.ci.drift import drift_loop
 
-        result = drift_loop(conf, model, current, tracking_uri=uri, promote=do_promote, stream=out)
+        result = drift_loop(
+            conf,
+            model,
+            current,
+            tracking_uri=uri,
+            promote=do_promote,
+            stream=out,
+            cache_dir=cache_dir,
+        )
     else:
-        result = run_ci(conf, pipelines, tracking_uri=uri, promote=do_promote, stream=out)
+        result = run_ci(
+            conf, pipelines, tracking_uri=uri, promote=do_promote, stream=out, cache_dir=cache_dir
+        )
 
     if junit:
         click.echo(f"wrote {reports.junit(result.suites(), junit)}")
