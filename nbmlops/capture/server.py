@@ -196,7 +196,8 @@ def check_backend(uri: str, timeout: int = 5) -> None:
     except (ModuleNotFoundError, NoSuchModuleError) as exc:
         raise ServerError(
             f"no database driver for {redact(uri)} ({exc})",
-            "for PostgreSQL: pip install psycopg2-binary",
+            "use postgresql://... (pip install psycopg2-binary), mysql://... (pip install "
+            "pymysql) or sqlite:///path/mlflow.db",
         ) from None
     except OperationalError as exc:
         raise database_error(uri, str(exc.orig) if exc.orig is not None else str(exc)) from None
@@ -274,7 +275,7 @@ def wait_ready(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise exited_error(config, proc.returncode, log)
+            raise exited_error(config, proc.returncode, log, starting=True)
         with (
             contextlib.suppress(urllib.error.URLError, OSError),
             urllib.request.urlopen(url, timeout=2) as resp,
@@ -288,19 +289,22 @@ def wait_ready(
     )
 
 
-def exited_error(config: ServerConfig, code: int | None, log: Path) -> ServerError:
-    """The server stopped on its own: the known causes by name, else its log's end."""
+def exited_error(
+    config: ServerConfig, code: int | None, log: Path, starting: bool = False
+) -> ServerError:
+    """The server stopped on its own: a known cause of a failed start by name, else the
+    end of its log."""
     text = tail(log, 60)
     lowered = text.lower()
-    if "address already in use" in lowered:
+    if starting and "address already in use" in lowered:
         return _port_error(config.host, config.port, "address already in use")
     for marker in ("password authentication failed", "connection refused", "does not exist"):
-        if marker in lowered:
+        if starting and marker in lowered:
             line = next(ln for ln in text.splitlines() if marker in ln.lower())
             return database_error(config.backend_store_uri, line)
     return ServerError(
         f"the tracking server exited with status {code}; the end of its log ({log}):\n{text}",
-        "read the log above",
+        "read the log above; start it again with the same options (runs wait for it)",
     )
 
 

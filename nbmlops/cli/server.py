@@ -80,10 +80,11 @@ def start(
         code = proc.wait()
         raise s.exited_error(config, code, log)
     except KeyboardInterrupt:
-        if proc is not None:
-            click.echo("stopping the tracking server ...")
-            s.stop(proc)
-            click.echo("stopped")
+        if proc is None:
+            raise
+        click.echo("stopping the tracking server ...")
+        s.stop(proc)
+        click.echo("stopped")
     finally:
         if proc is not None and proc.poll() is None:
             s.stop(proc)
