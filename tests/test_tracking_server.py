@@ -6,7 +6,8 @@ four-point parallel sweep and a promotion must record everything (runs, step run
 metrics, artifacts, the registered version and its alias) in PostgreSQL and the served
 artifact folder. Then the server is killed in the middle of a sweep and started again on
 the same port and store: the sweep completes, and no run is FINISHED with part of its
-record missing.
+record missing; killed and kept away, the run stops with a clear message. The last test
+needs no server: a write MLflow refuses leaves the runs FAILED, on any store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import code, write_notebook
+from conftest import code, pipeline_runs, step_runs, write_notebook
 from postgres import Postgres, free_port, running_postgres
 
 NBMLOPS = str(Path(sys.executable).parent / "nbmlops")
@@ -401,3 +402,35 @@ def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorde
     assert "Traceback" not in output
     assert status["load"] == "FINISHED" and status["train"] == "FINISHED"
     assert status["evaluate"] != "FINISHED" and status["pipe"] != "FINISHED"
+
+
+def test_a_run_whose_record_could_not_be_written_is_not_finished(
+    project: Path, client: Any, experiment: str
+) -> None:
+    """A write MLflow refuses (here: a step logs a parameter with another value than the
+    run's) leaves that step run and the pipeline run FAILED, saying which record is
+    missing, never FINISHED with the record incomplete. (Any store: SQLite here.)"""
+    write_notebook(
+        project / "pipe.ipynb",
+        [
+            code("import nbmlops"),
+            code("alpha = 1", "parameters"),
+            code("nbmlops.log_metric('m', 1.0)", "step:first"),
+            code("nbmlops.log_param('alpha', 2)\nnbmlops.log_metric('m2', 2.0)", "step:second"),
+        ],
+    )
+    result = subprocess.run(
+        [NBMLOPS, "run", "pipe.ipynb", "--experiment", experiment, "-q"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Changing param values is not allowed" in result.stderr
+    [parent] = pipeline_runs(client, experiment)
+    steps = step_runs(client, parent)
+    assert steps["first"].info.status == "FINISHED"
+    assert steps["second"].info.status == "FAILED" and parent.info.status == "FAILED"
+    for run in (steps["second"], parent):
+        assert run.data.tags["nbmlops.error"].startswith("not every record was written: ")
