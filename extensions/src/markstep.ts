@@ -16,6 +16,8 @@ import {
   withStepTags
 } from './logic/tags';
 
+const UNMARK = 'Unmark';
+
 interface IChoice {
   name: string;
   after: string[];
@@ -118,7 +120,10 @@ export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolea
   for (;;) {
     const buttons = [
       Dialog.cancelButton(),
-      ...(hasStep ? [Dialog.warnButton({ label: 'Unmark', caption: 'remove the step tags' })] : []),
+      // Not an "accept" button: the dialog keeps a single .jp-mod-accept (Mark).
+      ...(hasStep
+        ? [Dialog.warnButton({ label: UNMARK, caption: 'remove the step tags', accept: false })]
+        : []),
       Dialog.okButton({ label: 'Mark' })
     ];
     const result = await showDialog<IChoice>({
@@ -127,11 +132,8 @@ export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolea
       buttons,
       focusNodeSelector: 'input[data-nbmlops="step-name-input"]'
     });
-    if (!result.button.accept) {
-      return false;
-    }
     const tags = (model.getMetadata('tags') as string[] | undefined) ?? [];
-    if (result.button.label === 'Unmark') {
+    if (result.button.label === UNMARK) {
       const left = withoutStepTags(tags);
       if (left.length) {
         model.setMetadata('tags', left);
@@ -139,6 +141,9 @@ export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolea
         model.deleteMetadata('tags');
       }
       return true;
+    }
+    if (!result.button.accept) {
+      return false;
     }
     choice = result.value ?? choice;
     error = validateStep(choice.name, choice.after, others);

@@ -210,7 +210,9 @@ export class NbmlopsPanel extends Widget {
     this._renderError();
     this._renderGraph();
     this._renderParams();
-    this._runButton.disabled = !this._pipeline;
+    // Enabled once both answers are in: the runs query also creates a new MLflow store,
+    // which a run started at the same moment would race.
+    this._runButton.disabled = !this._pipeline || this._loading;
     this._promoteButton.disabled = !this._runsData;
     this._renderJob();
     this._renderRuns();
