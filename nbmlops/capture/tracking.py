@@ -116,13 +116,7 @@ class Tracker:
             logging.getLogger(name).setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from mlflow import MlflowClient
-
-            with creation_lock(self.uri):
-                client = retry(lambda: MlflowClient(self.uri), self.uri)
-                retrying = RetryingClient(client, self.uri)
-                retrying.search_experiments(max_results=1)  # fails fast on an unreachable store
-            return retrying  # type: ignore[return-value]
+            return open_client(self.uri)  # type: ignore[return-value]
 
     @property
     def client(self) -> MlflowClient:
@@ -212,16 +206,28 @@ class RetryingClient:
             raise
 
 
+def open_client(uri: str) -> RetryingClient:
+    """A retrying ``MlflowClient`` on ``uri`` (tracking and registry), opened under the
+    creation lock: every process that touches a store (a run, a Jupyter server listing runs,
+    a widget) may be the one creating it. Fails fast on an unreachable store."""
+    from mlflow import MlflowClient
+
+    with creation_lock(uri):
+        client = RetryingClient(retry(lambda: MlflowClient(uri, registry_uri=uri), uri), uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
 @contextlib.contextmanager
 def creation_lock(uri: str) -> Iterator[None]:
-    """One process at a time creates a new SQLite store (MLflow's migrations race)."""
+    """One process at a time opens an SQLite store for the first time: MLflow creates and
+    migrates the schema on first open, and two processes doing it at once fail with
+    "table ... already exists". A store that exists is opened under the lock too (a flock,
+    microseconds), since it may be one another process is still creating."""
     if not uri.startswith("sqlite:///"):
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))
-    if db.exists() and db.stat().st_size > 0:
-        yield
-        return
     import fcntl
 
     db.parent.mkdir(parents=True, exist_ok=True)

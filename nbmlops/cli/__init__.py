@@ -92,11 +92,10 @@ def _console() -> Any:
 
 
 def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
-
     from nbmlops import project
+    from nbmlops.capture.tracking import open_client
 
-    return MlflowClient(project.tracking_uri(tracking_uri))
+    return open_client(project.tracking_uri(tracking_uri))
 
 
 tracking_uri_option = click.option(

@@ -151,9 +151,8 @@ class RunsHandler(NbmlopsHandler):
     @tornado.web.authenticated
     @answers
     async def get(self) -> None:
-        from mlflow import MlflowClient
-
         from nbmlops.capture.records import run_table
+        from nbmlops.capture.tracking import open_client
 
         notebook = self.notebook(self.get_query_argument("path", ""))
         try:
@@ -162,7 +161,7 @@ class RunsHandler(NbmlopsHandler):
             raise RequestError(400, "limit is not a number", "pass limit=20") from None
         uri = self.app.store
         table = await self.blocking(
-            lambda: run_table(MlflowClient(uri), experiment_of(notebook), limit, uri)
+            lambda: run_table(open_client(uri), experiment_of(notebook), limit, uri)
         )
         self.reply(200, table.to_json())
 

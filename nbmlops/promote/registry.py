@@ -70,13 +70,10 @@ class ModelRef:
 
 def client(tracking_uri: str | None = None) -> Any:
     """An ``MlflowClient`` on the project's store, retried while SQLite is locked."""
-    from mlflow import MlflowClient
-
     from nbmlops import project
-    from nbmlops.capture.tracking import RetryingClient
+    from nbmlops.capture.tracking import open_client
 
-    uri = project.tracking_uri(tracking_uri)
-    return RetryingClient(MlflowClient(uri, registry_uri=uri), uri)
+    return open_client(project.tracking_uri(tracking_uri))
 
 
 @contextlib.contextmanager

@@ -143,9 +143,9 @@ class RunsWidget(anywidget.AnyWidget):
         self.refresh()
 
     def client(self) -> Any:
-        from mlflow import MlflowClient
+        from nbmlops.capture.tracking import open_client
 
-        return MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        return open_client(self.tracking_uri)
 
     def refresh(self) -> None:
         """Read the runs again (after new runs, or a promotion)."""
