@@ -56,9 +56,17 @@ class StepForm extends Widget implements Dialog.IBodyWidget<IChoice> {
         this._after.value = (
           ups.includes(name) ? ups.filter(u => u !== name) : [...ups, name]
         ).join(', ');
+        sync();
       });
       return chip;
     });
+    // A chip is "on" while its step is among the upstream steps typed or picked.
+    const sync = () => {
+      const ups = parseUpstream(this._after.value);
+      chips.forEach((chip, i) => chip.classList.toggle('nbmlops-chip-on', ups.includes(known[i])));
+    };
+    this._after.addEventListener('input', sync);
+    sync();
     this.node.append(
       h('label', { class: 'nbmlops-field' }, h('span', {}, 'Step name'), this._name),
       h(

@@ -99,8 +99,10 @@ export class NbmlopsPanel extends Widget {
       this._notebook.context.pathChanged.disconnect(this._onPathChanged, this);
     }
     this._notebook = panel;
-    this._pipeline = null;
-    this._runsData = null;
+    // Show what this notebook showed last time until the reload answers.
+    const cached = panel ? this._cache.get(panel.context.path) : undefined;
+    this._pipeline = cached?.pipeline ?? null;
+    this._runsData = cached?.runs ?? null;
     this._pipelineError = null;
     this._runsError = null;
     fill(this._runForm);
@@ -132,13 +134,43 @@ export class NbmlopsPanel extends Widget {
     try {
       await panel.context.ready;
       const path = panel.context.path;
+      const cache = this._cache.get(path) ?? { pipeline: null, runs: null };
+      this._cache.set(path, cache);
       const pipeline = api.pipeline(path).then(
-        p => current() && ((this._pipeline = p), (this._pipelineError = null), this._render()),
-        err => current() && ((this._pipeline = null), (this._pipelineError = err), this._render())
+        p => {
+          cache.pipeline = p;
+          if (current()) {
+            this._pipeline = p;
+            this._pipelineError = null;
+            this._render();
+          }
+        },
+        err => {
+          cache.pipeline = null;
+          if (current()) {
+            this._pipeline = null;
+            this._pipelineError = err;
+            this._render();
+          }
+        }
       );
       const runs = api.runs(path).then(
-        r => current() && ((this._runsData = r), (this._runsError = null), this._render()),
-        err => current() && ((this._runsData = null), (this._runsError = err), this._render())
+        r => {
+          cache.runs = r;
+          if (current()) {
+            this._runsData = r;
+            this._runsError = null;
+            this._render();
+          }
+        },
+        err => {
+          cache.runs = null;
+          if (current()) {
+            this._runsData = null;
+            this._runsError = err;
+            this._render();
+          }
+        }
       );
       await Promise.all([pipeline, runs]);
     } catch (err) {
@@ -714,6 +746,7 @@ export class NbmlopsPanel extends Widget {
   private _stale = true;
   private _generation = 0;
   private _jobs = new Map<string, IJobState>();
+  private _cache = new Map<string, { pipeline: IPipeline | null; runs: IRuns | null }>();
 
   private _refreshButton: HTMLButtonElement;
   private _where = h('div', { class: 'nbmlops-where' });
