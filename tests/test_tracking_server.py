@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,15 @@ def nbmlops(
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for(done: Callable[[], bool], proc: subprocess.Popen[str], out: Path) -> None:
+    """Poll ``done`` while ``proc`` runs; fail with its output if it ends or hangs first."""
+    deadline = time.monotonic() + 600
+    while not done():
+        assert proc.poll() is None, out.read_text()
+        assert time.monotonic() < deadline, f"still waiting after 600 s:\n{out.read_text()}"
+        time.sleep(0.2)
 
 
 def client(url: str) -> Any:
@@ -312,9 +321,7 @@ def test_a_server_killed_and_restarted_mid_sweep_loses_nothing(
             text=True,
         )  # fmt: skip
     try:
-        while len(list(gate.glob("reached-*"))) < 4:
-            assert sweep.poll() is None, out.read_text()
-            time.sleep(0.2)
+        wait_for(lambda: len(list(gate.glob("reached-*"))) == 4, sweep, out)
         os.killpg(server.mlflow_group(), signal.SIGKILL)
         assert server.proc is not None and server.proc.wait(60) == 2
         died = server.outputs[-1].read_text()
@@ -368,18 +375,18 @@ def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorde
             text=True,
         )
     try:
-        while not (gate / "reached-2").exists():
-            assert run.poll() is None, out.read_text()
-            time.sleep(0.2)
+        wait_for((gate / "reached-2").exists, run, out)
         c = client(server.url)
         exp_id = c.get_experiment_by_name(experiment).experiment_id
         # Wait until the train step's record is written, then take the server away.
-        while not any(
-            r.data.tags.get("nbmlops.step") == "train" and r.info.status == "FINISHED"
-            for r in c.search_runs([exp_id])
-        ):
-            assert run.poll() is None, out.read_text()
-            time.sleep(0.2)
+        wait_for(
+            lambda: any(
+                r.data.tags.get("nbmlops.step") == "train" and r.info.status == "FINISHED"
+                for r in c.search_runs([exp_id])
+            ),
+            run,
+            out,
+        )
         os.killpg(server.mlflow_group(), signal.SIGKILL)
         server.proc.wait(60)  # type: ignore[union-attr]
         (gate / "go").touch()
