@@ -8,9 +8,10 @@ the names and digests of the variables it produced, and its own output notebook.
 
 ``import mlflow`` and opening a store cost seconds; :class:`Tracker` does all of it on one
 background thread, in submission order, while the kernel starts and runs. A locked SQLite
-store ("database is locked", several writers) is retried with backoff; so is a tracking
-server that does not answer (restarted, briefly unreachable), for ``NBMLOPS_SERVER_PATIENCE``
-seconds (default 300) on top of MLflow's own retries of each request. A run is marked
+store ("database is locked", several writers) is retried with backoff; so is a write to a
+tracking server that does not answer (restarted, briefly unreachable), for
+``NBMLOPS_SERVER_PATIENCE`` seconds (default 300) on top of MLflow's own retries of each
+request. A run is marked
 FINISHED only when everything queued for it before was written (:func:`terminate`).
 """
 
@@ -96,6 +97,9 @@ def _reason(exc: BaseException) -> str:
         if found:
             return found.group(0).strip()
     return text[:200]
+
+
+_READS = ("get_", "search_", "list_", "download_")  # MlflowClient calls that write nothing
 
 
 class ServerGone(TrackingError):
@@ -194,13 +198,14 @@ class RetryingClient:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
-        return lambda *args, **kwargs: self._call(lambda: attr(*args, **kwargs))
+        write = not name.startswith(_READS)
+        return lambda *args, **kwargs: self._call(lambda: attr(*args, **kwargs), write)
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], write: bool) -> T:
         if self._gone is not None:
             raise self._gone
         try:
-            return retry(fn, self._uri)
+            return retry(fn, self._uri, patient=write)
         except ServerGone as exc:
             self._gone = exc
             raise
@@ -239,12 +244,14 @@ def creation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def retry(fn: Callable[[], T], uri: str, attempts: int = 30) -> T:
-    """Run ``fn``, retrying "database is locked" (``attempts`` times) and an unanswering
-    tracking server (for ``NBMLOPS_SERVER_PATIENCE`` seconds), with jittered backoff."""
+def retry(fn: Callable[[], T], uri: str, attempts: int = 30, patient: bool = True) -> T:
+    """Run ``fn``, retrying "database is locked" (``attempts`` times) and, when ``patient``
+    (writes), an unanswering tracking server (for ``NBMLOPS_SERVER_PATIENCE`` seconds), with
+    jittered backoff. A read gets MLflow's own retries only: a user waiting for a listing
+    is better told at once that the server is away."""
     delay = 0.05
     started = time.monotonic()
-    server = uri.startswith(("http://", "https://"))
+    server = patient and uri.startswith(("http://", "https://"))
     locked = 0
     warned = False
     while True:
