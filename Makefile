@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench screenshots clean
 
 # The editable install builds the JupyterLab extension (Node) and copies it into the venv;
 # rebuild it when its sources change and link the venv to the build (as
@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(BIN)/nbmlops promote --experiment breast_cancer --metric f1 --gate "f1>=0.9"
 	$(BIN)/nbmlops build breast_cancer
 	$(BIN)/nbmlops serve breast_cancer --check
+	$(BIN)/nbmlops ci --junit .nbmlops/ci/junit.xml --summary .nbmlops/ci/summary.md
 	$(BIN)/python -m nbmlops.monitor.demo .nbmlops/demo
 	$(BIN)/nbmlops monitor drift breast_cancer --current .nbmlops/demo/unshifted.csv
 	$(BIN)/nbmlops monitor drift breast_cancer --current .nbmlops/demo/shifted.csv \
@@ -39,7 +40,12 @@ demo: $(STAMP)
 	@echo "drift report: .nbmlops/demo/drift.html"
 
 test: $(STAMP)
+	cd extensions && PATH="$(abspath $(BIN)):$$PATH" jlpm test --silent
 	$(BIN)/python -m pytest
+
+# The browser test saves its screenshots of the panel and the widget into docs/img/.
+screenshots: $(STAMP)
+	NBMLOPS_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest tests/test_browser.py -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check nbmlops tests bench
@@ -52,4 +58,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_drift.py
 
 clean:
-	rm -rf $(VENV) .nbmlops mlflow.db mlflow.db.lock mlruns
+	rm -rf $(VENV) .nbmlops mlflow.db mlflow.db.lock mlruns mlartifacts nbmlops-runs
+	rm -rf nbmlops/labextension extensions/lib extensions/tsconfig.tsbuildinfo

@@ -116,8 +116,6 @@ class Tracker:
         self._pending: list[Future[Any]] = []
 
     def _open(self) -> MlflowClient:
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return open_client(self.uri)  # type: ignore[return-value]
@@ -217,6 +215,8 @@ def open_client(uri: str) -> RetryingClient:
     a widget) may be the one creating it. Fails fast on an unreachable store."""
     from mlflow import MlflowClient
 
+    for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..."
+        logging.getLogger(name).setLevel(logging.WARNING)
     with creation_lock(uri):
         client = RetryingClient(retry(lambda: MlflowClient(uri, registry_uri=uri), uri), uri)
         client.search_experiments(max_results=1)
