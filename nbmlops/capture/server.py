@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.processes import tail
 
 SERVER_DIR = "server"  # under the project's .nbmlops/: the server's log
 
@@ -306,25 +306,3 @@ def exited_error(
         f"the tracking server exited with status {code}; the end of its log ({log}):\n{text}",
         "read the log above; start it again with the same options (runs wait for it)",
     )
-
-
-def tail(log: Path, lines: int = 25) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int | None:
-    """Stop the server's process group: SIGTERM (requests in flight finish), then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # workers left behind
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
-    return proc.returncode

@@ -56,6 +56,7 @@ def start(
     """
     from nbmlops import project
     from nbmlops.capture import server as s
+    from nbmlops.processes import stop
 
     root = project.project_root()
     config = s.configure(
@@ -83,11 +84,11 @@ def start(
         if proc is None:
             raise
         click.echo("stopping the tracking server ...")
-        s.stop(proc)
+        stop(proc, timeout=20)
         click.echo("stopped")
     finally:
         if proc is not None and proc.poll() is None:
-            s.stop(proc)
+            stop(proc, timeout=20)
         signal.signal(signal.SIGTERM, previous)
 
 

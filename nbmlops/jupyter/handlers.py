@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
-from nbmlops.exceptions import NbmlopsError, NotebookError, ParameterError
+from nbmlops.exceptions import NbmlopsError, NotebookError, ParameterError, TrackingError
 
 T = TypeVar("T")
 
@@ -98,6 +98,15 @@ def answers(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[N
             self.reply(e.status, e.body)
         except NbmlopsError as e:
             self.reply(*_status(e))
+        except Exception as e:
+            from mlflow.exceptions import MlflowException  # imported late: Jupyter starts faster
+
+            if not isinstance(e, MlflowException):
+                raise
+            # The store failed, not the request: 503, and the panel shows why.
+            problem = f"the MLflow store {self.app.store} answered: {e.message}"
+            fix = "check c.Nbmlops.tracking_uri or $MLFLOW_TRACKING_URI, then Reload"
+            self.reply(503, {"error": {"problem": problem, "fix": fix}})
 
     return wrapper
 
@@ -109,6 +118,8 @@ def _status(e: NbmlopsError) -> tuple[int, dict[str, Any]]:
     from nbmlops.run.jobs import JobNotFound
 
     error: dict[str, Any] = {"problem": e.problem or str(e), "fix": e.fix}
+    if isinstance(e, TrackingError):
+        return 503, {"error": error}
     if isinstance(e, PromotionRefused):
         return 409, {"promoted": False, "error": error}
     if isinstance(e, NotebookError):
@@ -219,18 +230,7 @@ class PromoteHandler(NbmlopsHandler):
                 tracking_uri=self.app.store,
             )
         )
-        self.reply(
-            200,
-            {
-                "promoted": True,
-                "model_name": done.model_name,
-                "version": str(done.version),
-                "alias": done.alias,
-                "run_id": done.run_id,
-                "metric": done.metric,
-                "value": done.value,
-            },
-        )
+        self.reply(200, {"promoted": True, **done.summary()})
 
 
 def experiment_of(notebook: Path) -> str:

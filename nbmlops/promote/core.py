@@ -59,6 +59,17 @@ class Promotion:
     def uri(self) -> str:
         return f"models:/{self.model_name}/{self.version}"
 
+    def summary(self) -> dict[str, Any]:
+        """What the JupyterLab panel and the widget show of it (JSON)."""
+        return {
+            "model_name": self.model_name,
+            "version": str(self.version),
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "metric": self.metric,
+            "value": self.value,
+        }
+
 
 def promote(
     experiment: str,

@@ -23,6 +23,7 @@ from nbmlops import project
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.notebook.parameters import parse_assignments, resolve
 from nbmlops.notebook.pipeline import load_pipeline
+from nbmlops.processes import tail
 
 _CLI = "from nbmlops.cli import main; main()"
 
@@ -125,7 +126,9 @@ class Jobs:
             status = "failed"
         error = final.get("error") if final else None
         if status == "failed" and error is None:
-            message = _tail(job.log_file) or f"the run exited with code {exit_code}"
+            message = (
+                tail(job.log_file, 20) if job.log_file.exists() else ""
+            ) or f"the run exited with code {exit_code}"
             error = {
                 "step": None,
                 "cell": None,
@@ -189,10 +192,3 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:  # a line being written
             break
     return events
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return ""
-    text = path.read_text(encoding="utf-8", errors="replace").strip()
-    return "\n".join(text.splitlines()[-lines:])

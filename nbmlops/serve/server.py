@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbmlops.processes import stop, tail
 from nbmlops.serve.errors import ServeError
 
 
@@ -84,27 +84,6 @@ def wait_ready(
         f"the server at {url} was not ready after {timeout:.0f} s:\n" + tail(log),
         "read the server's log above",
     )
-
-
-def tail(log: Path, lines: int = 25) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """Stop the server's whole process group: SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by a dead arbiter
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 @contextlib.contextmanager

@@ -227,12 +227,7 @@ class RunsWidget(anywidget.AnyWidget):
             )
             outcome = {
                 "state": "promoted",
-                "model_name": done.model_name,
-                "version": str(done.version),
-                "alias": done.alias,
-                "run_id": done.run_id,
-                "metric": done.metric,
-                "value": done.value,
+                **done.summary(),
                 "message": f"{done.model_name} v{done.version} is @{done.alias} "
                 f"({done.metric}={done.value:.4g}); building its Bento",
             }
