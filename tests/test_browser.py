@@ -90,6 +90,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         },
     )
     nbformat.write(widget_nb, str(root / "runs.ipynb"))
+    broken = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:load"]}),
+            nbformat.v4.new_code_cell("y = x + 1", metadata={"tags": ["step:load"]}),
+        ],
+        metadata=widget_nb.metadata,
+    )
+    nbformat.write(broken, str(root / "broken.ipynb"))
 
     # No "Would you like to get notified about Jupyter news?" toast over the panel.
     notifications = base / "settings" / "@jupyterlab" / "apputils-extension"
@@ -325,3 +333,17 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
         "widget.png",
         tmp_path,
     )
+
+
+def test_a_notebook_nbmlops_cannot_parse_opens_and_the_panel_says_why(lab: Lab, page: Page) -> None:
+    _open_notebook(page, lab, "broken.ipynb")
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
+    expect(cells).to_have_count(2)
+    expect(cells.nth(1)).to_contain_text("y = x + 1")
+    panel = page.locator("#nbmlops-panel")
+    if not panel.is_visible():
+        page.locator(".jp-SideBar [data-id='nbmlops-panel']").click()
+    error = panel.locator("[data-nbmlops='parse-error']")
+    expect(error).to_contain_text("load")
+    expect(error).to_contain_text("cell 1")
+    expect(panel.locator("[data-nbmlops='run-button']")).to_be_disabled()
