@@ -235,3 +235,45 @@ def test_cache_ls_and_prune(project: Path, nbmlops: Any, experiment: str) -> Non
     assert "empty" in nbmlops("cache", "ls", check=True).stdout
     bad = nbmlops("cache", "prune", "--older-than", "soon")
     assert bad.returncode == 2 and "30d" in bad.stderr
+
+
+def test_a_run_against_another_store_reuses_nothing_from_the_first(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    """Hits point at runs and logged models of the store that recorded them: a run against
+    another store (say, a team server after a local mlflow.db) executes its steps and can be
+    promoted there."""
+    cells = [
+        code(
+            "import numpy as np\nimport nbmlops\nfrom sklearn.linear_model import LinearRegression"
+        ),
+        code("seed = 3", "parameters"),
+        code("X = np.arange(20.0).reshape(-1, 1)\ny = 2 * X[:, 0] + 1", "step:load"),
+        code(
+            "model = LinearRegression().fit(X, y)\n"
+            "nbmlops.log_model(model, input_example=X[:2])\n"
+            "nbmlops.log_metric('r2', model.score(X, y))",
+            "step:train",
+        ),
+    ]
+    write_notebook(project / "pipe.ipynb", cells)
+    _run(nbmlops, experiment)
+    other = f"sqlite:///{project / 'other' / 'mlflow.db'}"
+    second = nbmlops("run", "pipe.ipynb", "--experiment", experiment, "--tracking-uri", other)
+    assert second.returncode == 0, second.stdout + second.stderr
+    from mlflow import MlflowClient
+
+    other_client = MlflowClient(other)
+    latest = pipeline_runs(other_client, experiment)[0]
+    steps = step_runs(other_client, latest)
+    assert {name: r.data.tags["nbmlops.cache"] for name, r in steps.items()} == {
+        "load": "miss",
+        "train": "miss",
+    }
+    promoted = nbmlops(
+        "promote", "--experiment", experiment, "--metric", "r2", "--tracking-uri", other
+    )
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    # Back on the first store, the first run's steps are still reused.
+    _run(nbmlops, experiment)
+    assert set(_cache_tags(client, experiment).values()) == {"hit"}

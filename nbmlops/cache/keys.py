@@ -12,7 +12,10 @@ The key of a step hashes, conservatively:
   entry is found (they are known only once the step has run);
 * the run's seed and the digest of the random generators' state as the step starts (so a
   step that draws random numbers sees exactly what it would have seen in a full run);
-* the hash of the kernel's environment (installed packages, Python version).
+* the hash of the kernel's environment (installed packages, Python version);
+* the tracking store: a hit is recorded with the runs and logged models it points at, which
+  exist only in the store that recorded them (a run against a team server never reuses a
+  step computed against a local ``mlflow.db``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class KeyContext:
     values: dict[str, Any]  # effective parameter values
     seed: int
     env_hash: str
+    store: str  # the tracking URI
     base_dir: Path  # where the notebook runs (relative paths resolve here)
     files: FileHashCache
 
@@ -61,6 +65,7 @@ class KeyContext:
             "seed": self.seed,
             "rng": rng,
             "environment": self.env_hash,
+            "store": self.store,
         }
         return hash_bytes(json.dumps(parts, sort_keys=True).encode()), parts
 

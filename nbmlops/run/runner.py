@@ -154,6 +154,7 @@ def run_notebook(
         values=values,
         seed=seed,
         env_hash=env.hash,
+        store=uri,
         base_dir=pipeline.path.resolve().parent,
         files=FileHashCache(project.state_dir(root) / "file-hashes.json"),
     )
