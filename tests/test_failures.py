@@ -232,3 +232,30 @@ def test_kernel_ends_the_resumed_step_run_with_the_step_status(
     kernel._end_mlflow_run(failed=True)
     assert mlflow.active_run() is None
     assert client.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_a_run_whose_driver_died_is_ended_failed_by_the_next_run(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    """A driver killed with SIGKILL cannot end its run; the next run of the experiment does."""
+    write_notebook(project / "pipe.ipynb", [code("x = 1", "step:one")])
+    first = nbmlops("run", "pipe.ipynb", "--experiment", experiment)
+    assert first.returncode == 0, first.stdout + first.stderr
+    done = pipeline_runs(client, experiment)[0]
+    # A run left RUNNING by a driver that no longer exists (its tags as nbmlops writes them).
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = client.create_run(
+        done.info.experiment_id,
+        tags={
+            "nbmlops.kind": "pipeline",
+            "nbmlops.driver_pid": str(gone.pid),
+            "nbmlops.driver_host": done.data.tags["nbmlops.driver_host"],
+        },
+    )
+    second = nbmlops("run", "pipe.ipynb", "--experiment", experiment)
+    assert second.returncode == 0, second.stdout + second.stderr
+    ended = client.get_run(orphan.info.run_id)
+    assert ended.info.status == "FAILED"
+    assert "was gone" in ended.data.tags["nbmlops.killed"]
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"  # a finished run stays

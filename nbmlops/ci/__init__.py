@@ -3,6 +3,6 @@
 ``core.py`` runs the configured pipelines (``pipelines.py``: the run, its gates and test
 commands), ``promotion.py`` promotes and builds what passed, ``drift.py`` is the
 drift-check-and-retrain loop, ``reports.py`` writes JUnit XML and the Markdown summary,
-``orphans.py`` ends runs whose driver was killed, ``workflow.py`` writes the GitHub
+``capture/orphans.py`` ends runs whose driver was killed, ``workflow.py`` writes the GitHub
 Actions workflow from ``workflow.yml``. The configuration is ``nbmlops/config.py``.
 """

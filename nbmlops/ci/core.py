@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from nbmlops.ci import orphans
+from nbmlops.capture import orphans
 from nbmlops.ci.pipelines import FAILED, Check, Outcome, check_parameters, run_pipeline
 from nbmlops.ci.promotion import promote_outcome
 from nbmlops.ci.reports import Suite
@@ -95,13 +95,9 @@ def run_ci(
 
 def end_dead(experiment: str, tracking_uri: str, out: TextIO) -> list[str]:
     """End the runs of ``experiment`` whose driver died, saying so in the log."""
-    from mlflow import MlflowClient
+    from nbmlops.capture.tracking import open_client
 
-    from nbmlops.capture.tracking import RetryingClient, creation_lock
-
-    with creation_lock(tracking_uri):  # the first command on a new SQLite store creates it
-        client = RetryingClient(MlflowClient(tracking_uri), tracking_uri)
-        client.search_experiments(max_results=1)
+    client = open_client(tracking_uri)
     ended = orphans.end_dead_runs(client, experiment)
     for run_id in ended:
         out.write(f"marked run {run_id} FAILED: its driver process is gone (killed?)\n")

@@ -29,6 +29,7 @@ from nbclient.exceptions import CellExecutionError
 from nbmlops import project
 from nbmlops.cache.keys import SETUP_RNG, KeyContext
 from nbmlops.cache.store import Entry, StepCache
+from nbmlops.capture import orphans
 from nbmlops.capture import tracking as t
 from nbmlops.capture.environment import Environment, GitInfo
 from nbmlops.capture.hashing import write_atomic
@@ -152,6 +153,7 @@ class Session:
         def create(client: Any) -> str:
             exp = t.experiment_id(client, self.experiment, artifact_root)
             self._experiment_id = exp
+            orphans.end_dead_runs(client, self.experiment)  # runs a killed driver left RUNNING
             run_id = t.create_run(client, exp, self.pipeline.stem, tags, self.values)
             t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
             client.log_text(run_id, env.requirements, "environment/requirements.txt")
