@@ -360,3 +360,25 @@ def test_without_the_training_data_promote_warns_that_drift_checks_need_it(
 
     with pytest.raises(PromoteError, match="no reference profile"):
         r.load_reference(model, trained.tracking_uri)
+
+
+def test_a_promotion_in_process_leaves_mlflow_pointing_where_it_was(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Jupyter server and the widget promote in their own process: afterwards MLflow
+    must not stay pinned to that store (nor export it to every child process)."""
+    import mlflow
+
+    from nbmlops.promote.registry import using_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with using_store(tracking_uri) as store:
+        assert mlflow.get_registry_uri() == store == tracking_uri
+        assert os.environ["MLFLOW_REGISTRY_URI"] == store
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert mlflow.get_tracking_uri() == other
+    assert mlflow.get_registry_uri() == other

@@ -171,7 +171,7 @@ def wait_for(done: Callable[[], bool], proc: subprocess.Popen[str], out: Path) -
 def client(url: str) -> Any:
     from mlflow import MlflowClient
 
-    return MlflowClient(url)
+    return MlflowClient(url, registry_uri=url)
 
 
 def sweep_runs(url: str, experiment: str) -> tuple[list[Any], list[Any], dict[str, list[Any]]]:

@@ -14,11 +14,14 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbmlops.promote.errors import PromoteError, UnknownModel, UnknownVersion
+
+_GLOBAL_URIS = threading.RLock()
 
 DEFAULT_ALIAS = "champion"
 
@@ -78,24 +81,39 @@ def client(tracking_uri: str | None = None) -> Any:
 
 @contextlib.contextmanager
 def using_store(tracking_uri: str | None) -> Iterator[str]:
-    """MLflow's global tracking and registry URIs set to the store, restored after.
+    """MLflow's global tracking and registry URIs set to the store, then put back exactly.
 
     ``download_artifacts(tracking_uri=...)`` does not apply to the registry: a
-    ``models:/name/version`` URI is resolved against the global registry URI.
+    ``models:/name/version`` URI is resolved against the global registry URI, and
+    registering ``models:/m-<id>`` looks the logged model up through the global tracking
+    URI. ``mlflow.set_*_uri`` also export ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI``
+    (which child processes inherit), and "put back" must mean "unset" when nothing was
+    set: a Jupyter server or a kernel that promoted once must not keep pointing every later
+    client, or every run it starts, at that store. A lock keeps threads (the server's
+    executor, the widget's worker) from interleaving.
     """
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from nbmlops import project
 
     store = project.tracking_uri(tracking_uri)
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
-    try:
-        yield store
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    with _GLOBAL_URIS:
+        saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+        saved_env = {name: os.environ.get(name) for name in names}
+        mlflow.set_tracking_uri(store)
+        mlflow.set_registry_uri(store)
+        try:
+            yield store
+        finally:
+            tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def download(uri: str, dst: str, tracking_uri: str | None = None) -> str:
