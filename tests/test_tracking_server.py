@@ -92,10 +92,11 @@ class TrackingServer:
         self.outputs.append(out)
         with open(out, "w") as fh:
             self.proc = subprocess.Popen(
-                [NBMLOPS, "server", "start", "--backend-store-uri", self.backend,
+                [NBMLOPS, "server", "start",
                  "--artifacts-destination", str(self.artifacts), "--port", str(self.port),
                  "--workers", "2"],
                 cwd=self.project,
+                env={**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend},  # not in argv
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -251,6 +252,14 @@ def test_a_parallel_sweep_and_a_promotion_record_everything_in_postgres(
     pg: Postgres, server: TrackingServer, tmp_path: Path
 ) -> None:
     assert server.url == f"http://127.0.0.1:{server.port}"
+    # The password is in no command line any local user can read (nor in the server's log).
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert pg.password not in cmdline.read_text(errors="replace"), cmdline
+        except OSError:
+            continue  # the process has gone
+    for out in [*server.outputs, *server.project.glob(".nbmlops/server/*.log")]:
+        assert pg.password not in out.read_text(errors="replace"), out
     write_notebook(tmp_path / "pipe.ipynb", cells())
     experiment = "team-sweep"
     sweep = nbmlops(

@@ -126,14 +126,14 @@ def redact(uri: str) -> str:
 
 
 def command(config: ServerConfig) -> list[str]:
-    """The ``mlflow server`` command line for ``config``."""
+    """The ``mlflow server`` command line for ``config``. The backend store URI is not on
+    it (any local user can read a command line, and the URI may hold a password): the
+    server reads it from ``MLFLOW_BACKEND_STORE_URI`` (see :func:`start`)."""
     cmd = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        config.backend_store_uri,
         "--artifacts-destination",
         config.artifacts_destination,
         "--serve-artifacts",
@@ -254,8 +254,12 @@ def start(config: ServerConfig, log: Path) -> subprocess.Popen[bytes]:
     if "://" not in config.artifacts_destination:
         Path(config.artifacts_destination).mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the server's store is --backend-store-uri
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_BACKEND_STORE_URI": config.backend_store_uri,  # not in argv: see command()
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)  # the server's store is its backend store
     with open(log, "wb") as out:
         return subprocess.Popen(
             command(config),

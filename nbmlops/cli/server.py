@@ -20,8 +20,10 @@ def server() -> None:
 @click.option(
     "--backend-store-uri",
     metavar="URI",
+    envvar="MLFLOW_BACKEND_STORE_URI",
     help="Where runs are stored: postgresql://USER:PASSWORD@HOST:5432/DB "
-    "(default: the project's mlflow.db).",
+    "(default: $MLFLOW_BACKEND_STORE_URI, else the project's mlflow.db). Prefer the "
+    "variable for a URI with a password: a command line is visible to every local user.",
 )
 @click.option(
     "--artifacts-destination",

@@ -73,7 +73,7 @@ class Jobs:
         folder = project.state_dir(self.root) / "jobs" / job_id
         folder.mkdir(parents=True)
         args = [sys.executable, "-c", _CLI, "run", str(notebook), "-q"]
-        args += ["--tracking-uri", self.tracking_uri, "--events", str(folder / "events.jsonl")]
+        args += ["--events", str(folder / "events.jsonl")]
         for pair in pairs:
             args += ["-p", pair]
         if self.output_root is not None:
@@ -82,7 +82,12 @@ class Jobs:
                 "--output-dir",
                 str(self.output_root / f"{pipeline.stem}-{stamp}-{job_id[:4]}"),
             ]
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "true"}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,  # not in argv: it may hold a password
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
         with open(folder / "output.log", "wb") as log:
             process = subprocess.Popen(
                 args,
