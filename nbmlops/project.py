@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 STATE_DIR = ".nbmlops"
 
@@ -44,3 +45,18 @@ def artifact_root(uri: str) -> str | None:
         db = Path(uri.removeprefix("sqlite:///"))
         return (db.parent / "mlruns").resolve().as_uri()
     return None
+
+
+def redact(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (for messages, logs and answers)."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` with no ``user:password@`` at all (for links shown to people and in reports)."""
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -16,10 +16,21 @@ from typing import Any
 
 import pytest
 from conftest import code, write_notebook
+from jupyter_server.auth.authorizer import Authorizer
 from mlflow import MlflowClient
 from tornado.httpclient import HTTPResponse
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+class Permissions(Authorizer):
+    """The server's Authorizer; a test may make it allow nbmlops reads only."""
+
+    read_only = False
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return not (type(self).read_only and resource == "nbmlops" and action != "read")
+
 
 API = ("nbmlops", "api")
 
@@ -104,6 +115,7 @@ def jp_server_config(tracking_uri: str) -> dict[str, Any]:
         "ServerApp": {
             "jpserver_extensions": {"nbmlops.jupyter": True},
             "allow_unauthenticated_access": False,
+            "authorizer_class": Permissions,
         },
         "Nbmlops": {"tracking_uri": tracking_uri},
     }
@@ -168,6 +180,9 @@ async def test_paths_are_confined_to_the_root(jp_fetch: Any, project: dict[str, 
         jp_fetch, "runs", method="POST", body={"path": "../outside/secret.ipynb", "parameters": {}}
     )
     assert status == 403, body
+    for path in ["bad\x00.ipynb", ".hidden/x.ipynb"]:
+        status, body = await call(jp_fetch, "runs", method="POST", body={"path": path})
+        assert status in (400, 403) and body["error"]["fix"], (path, body)
     status, body = await call(jp_fetch, "pipeline", params={"path": "missing.ipynb"})
     assert status == 404 and "missing.ipynb" in body["error"]["problem"]
     status, body = await call(jp_fetch, "pipeline", params={"path": "notes.txt"})
@@ -351,3 +366,37 @@ async def test_refused_promotion_is_409_with_both_values(
         jp_fetch, "promote", method="POST", body={"path": name, "metric": "nothing", "gates": []}
     )
     assert status in (400, 404) and "nothing" in body["error"]["problem"]
+
+
+async def test_a_user_allowed_to_read_only_cannot_run_or_promote(
+    jp_fetch: Any, project: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authentication is not enough: the server's Authorizer decides, on the resource
+    ``nbmlops`` (JupyterHub roles, for instance)."""
+    monkeypatch.setattr(Permissions, "read_only", True)
+    name = project["names"]["train"]
+    status, _ = await call(jp_fetch, "pipeline", params={"path": name})
+    assert status == 200
+    status, _ = await call(jp_fetch, "runs", method="POST", body={"path": name, "parameters": {}})
+    assert status == 403
+    status, _ = await call(
+        jp_fetch, "promote", method="POST", body={"path": name, "metric": "score"}
+    )
+    assert status == 403
+
+
+async def test_mistakes_in_a_request_are_400s_naming_the_field(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    name = project["names"]["train"]
+    for limit in ("0", "-5", "100000000", "many"):
+        status, body = await call(jp_fetch, "runs", params={"path": name, "limit": limit})
+        assert status == 400 and "limit" in body["error"]["problem"], (limit, body)
+    for field_, value in [("force", "false"), ("alias", 3), ("run_id", ["x"])]:
+        status, body = await call(
+            jp_fetch,
+            "promote",
+            method="POST",
+            body={"path": name, "metric": "score", field_: value},
+        )
+        assert status == 400 and field_ in body["error"]["problem"], (field_, body)

@@ -128,7 +128,10 @@ def run_url(tracking_uri: str | None, experiment_id: str, run_id: str) -> str | 
     """The run's page in the MLflow UI when ``tracking_uri`` is a tracking server."""
     if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    from nbmlops.project import without_credentials
+
+    base = without_credentials(tracking_uri).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def _iso(millis: int) -> str:

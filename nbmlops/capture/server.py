@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.processes import tail
+from nbmlops.project import redact
 
 SERVER_DIR = "server"  # under the project's .nbmlops/: the server's log
 
@@ -114,15 +115,6 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-def redact(uri: str) -> str:
-    """``uri`` with its password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(uri)
-    if not parts.password:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def command(config: ServerConfig) -> list[str]:

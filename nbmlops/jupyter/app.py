@@ -38,6 +38,8 @@ class Nbmlops(ExtensionApp):
         os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
         assert self.serverapp is not None
         self.root = Path(self.serverapp.root_dir).resolve()
+        # Hidden files stay hidden, as in JupyterLab's file browser and contents API.
+        self.allow_hidden = bool(getattr(self.serverapp.contents_manager, "allow_hidden", False))
         self.store = project.tracking_uri(self.tracking_uri, self.root)
         outputs = (self.root / self.output_dir).resolve() if self.output_dir else None
         self.jobs = Jobs(self.root, self.store, outputs)

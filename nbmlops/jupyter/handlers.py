@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
 from nbmlops.exceptions import NbmlopsError, NotebookError, ParameterError, TrackingError
@@ -39,7 +40,14 @@ class RequestError(Exception):
 
 
 class NbmlopsHandler(APIHandler):
-    """Shared by the endpoints: JSON errors, path confinement, executor calls."""
+    """Shared by the endpoints: JSON errors, path confinement, executor calls.
+
+    Every endpoint is ``@authenticated`` (a login) and ``@authorized`` by the server's
+    Authorizer on the resource ``nbmlops``: reading (GET) is "read", promoting is "write",
+    starting a run (which executes the notebook's code) is "execute".
+    """
+
+    auth_resource = "nbmlops"
 
     @property
     def app(self) -> Any:
@@ -68,6 +76,8 @@ class NbmlopsHandler(APIHandler):
         400 if not a notebook, 404 if missing."""
         if not isinstance(path, str) or not path:
             raise RequestError(400, "no notebook path given", "pass path=<notebook.ipynb>")
+        if "\x00" in path:
+            raise RequestError(400, "the path holds a NUL character", "give a notebook's path")
         root: Path = self.app.root
         if os.path.isabs(path) or path.startswith(("/", "\\")):
             raise RequestError(
@@ -79,6 +89,13 @@ class NbmlopsHandler(APIHandler):
                 403,
                 f"{path} is outside the Jupyter root directory",
                 "open a notebook under the root",
+            )
+        hidden = [part for part in Path(path).parts if part.startswith(".") and part != ".."]
+        if hidden and not self.app.allow_hidden:
+            raise RequestError(
+                403,
+                f"{path} is in a hidden folder ({hidden[0]})",
+                "open a notebook outside hidden folders (or set ContentsManager.allow_hidden)",
             )
         if not path.endswith(".ipynb"):
             raise RequestError(400, f"{path} is not a notebook", "give the path of an .ipynb file")
@@ -104,7 +121,9 @@ def answers(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[N
             if not isinstance(e, MlflowException):
                 raise
             # The store failed, not the request: 503, and the panel shows why.
-            problem = f"the MLflow store {self.app.store} answered: {e.message}"
+            from nbmlops.project import redact
+
+            problem = f"the MLflow store {redact(self.app.store)} answered: {e.message}"
             fix = "check c.Nbmlops.tracking_uri or $MLFLOW_TRACKING_URI, then Reload"
             self.reply(503, {"error": {"problem": problem, "fix": fix}})
 
@@ -135,6 +154,7 @@ def _status(e: NbmlopsError) -> tuple[int, dict[str, Any]]:
 
 class PipelineHandler(NbmlopsHandler):
     @tornado.web.authenticated
+    @authorized
     @answers
     async def get(self) -> None:
         from nbmlops.notebook.pipeline import load_pipeline
@@ -160,6 +180,7 @@ class PipelineHandler(NbmlopsHandler):
 
 class RunsHandler(NbmlopsHandler):
     @tornado.web.authenticated
+    @authorized
     @answers
     async def get(self) -> None:
         from nbmlops.capture.records import run_table
@@ -170,6 +191,8 @@ class RunsHandler(NbmlopsHandler):
             limit = int(self.get_query_argument("limit", "20"))
         except ValueError:
             raise RequestError(400, "limit is not a number", "pass limit=20") from None
+        if not 1 <= limit <= 1000:
+            raise RequestError(400, f"limit {limit} is not between 1 and 1000", "pass limit=20")
         uri = self.app.store
         table = await self.blocking(
             lambda: run_table(open_client(uri), experiment_of(notebook), limit, uri)
@@ -177,6 +200,7 @@ class RunsHandler(NbmlopsHandler):
         self.reply(200, table.to_json())
 
     @tornado.web.authenticated
+    @authorized("execute")
     @answers
     async def post(self) -> None:
         body = self.body()
@@ -197,6 +221,7 @@ class RunsHandler(NbmlopsHandler):
 
 class JobHandler(NbmlopsHandler):
     @tornado.web.authenticated
+    @authorized
     @answers
     async def get(self, job_id: str) -> None:
         self.reply(200, await self.blocking(self.app.jobs.status, job_id))
@@ -204,6 +229,7 @@ class JobHandler(NbmlopsHandler):
 
 class PromoteHandler(NbmlopsHandler):
     @tornado.web.authenticated
+    @authorized("write")
     @answers
     async def post(self) -> None:
         from nbmlops.promote import promote
@@ -217,16 +243,27 @@ class PromoteHandler(NbmlopsHandler):
         gates = body.get("gates") or []
         if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
             raise RequestError(400, "gates must be a list of texts", 'send ["f1>=0.9"]')
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise RequestError(
+                400, f"force must be true or false, not {force!r}", 'send "force": false'
+            )
+        texts = {k: body.get(k) for k in ("mode", "model_name", "alias", "run_id")}
+        for key, value in texts.items():
+            if value is not None and not isinstance(value, str):
+                raise RequestError(
+                    400, f"{key} must be a text, not {value!r}", f"send {key} as a string or null"
+                )
         done = await self.blocking(
             lambda: promote(
                 experiment_of(notebook),
                 metric,
-                mode=str(body.get("mode") or "max"),
+                mode=texts["mode"] or "max",
                 gates=gates,
-                model_name=body.get("model_name") or None,
-                alias=body.get("alias") or DEFAULT_ALIAS,
-                run_id=body.get("run_id") or None,
-                force=bool(body.get("force", False)),
+                model_name=texts["model_name"] or None,
+                alias=texts["alias"] or DEFAULT_ALIAS,
+                run_id=texts["run_id"] or None,
+                force=force,
                 tracking_uri=self.app.store,
             )
         )

@@ -9,12 +9,15 @@ process starts, and the CLI does the rest.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from nbmlops import project
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.notebook.parameters import parse_assignments, resolve
 from nbmlops.notebook.pipeline import load_pipeline
-from nbmlops.processes import tail
+from nbmlops.processes import stop, tail
 
 _CLI = "from nbmlops.cli import main; main()"
 
@@ -99,6 +102,8 @@ class Jobs:
                 start_new_session=True,  # a Ctrl-C to the server does not reach the run
             )
         job = Job(job_id, path or str(notebook), folder, process)
+        # Reap the run when it ends, whether or not anyone polls its status: no zombies.
+        threading.Thread(target=process.wait, name=f"nbmlops-job-{job_id}", daemon=True).start()
         self._jobs[job_id] = job
         return job
 
@@ -158,16 +163,18 @@ class Jobs:
             "error": error,
         }
 
-    def stop_all(self) -> None:
-        """SIGTERM every running job: the run is recorded as KILLED."""
-        for job in self._jobs.values():
+    def stop_all(self, timeout: float = 30) -> None:
+        """SIGTERM every running job (the run is recorded as KILLED and stops its kernel);
+        whatever of a job is left after ``timeout`` (a hung kernel) is killed."""
+        jobs = list(self._jobs.values())  # the executor may be adding one
+        for job in jobs:
             if job.process.poll() is None:
                 job.process.terminate()
-        for job in self._jobs.values():
-            try:
-                job.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                job.process.kill()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                job.process.wait(max(0.1, deadline - time.monotonic()))
+            stop(job.process, timeout=1)
 
     def _relative(self, output: str | None) -> str | None:
         if not output:
