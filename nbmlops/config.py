@@ -21,6 +21,7 @@ A top-level ``[tool.nbmlops.drift]`` table sets the drift defaults of every pipe
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +230,8 @@ class _Checker:
     def number(self, value: Any, key: str, low: float, high: float | None) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"is {_kind(value)}, not a number", "e.g. 0.2")
+        if not math.isfinite(value):
+            raise self.fail(key, f"is {value}, not a finite number", "e.g. 0.2")
         if value < low or (high is not None and value > high):
             span = f"{low:g} .. {high:g}" if high is not None else f"{low:g} or more"
             raise self.fail(key, f"{value} is out of range", f"use a value in {span}")

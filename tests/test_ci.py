@@ -186,6 +186,11 @@ gates = ["score>=0.5"]
             "missing",
         ),
         (GOOD + "drift = { psi = -1 }", "tool.nbmlops.pipelines.clf.drift.psi", "out of range"),
+        (
+            GOOD + "drift = { psi = nan }",
+            "tool.nbmlops.pipelines.clf.drift.psi",
+            "not a finite number",
+        ),
         (GOOD + "[tool.nbmlops.drift]\npvalue = 2", "tool.nbmlops.drift.pvalue", "out of range"),
         (GOOD + 'tests = "pytest"', "tool.nbmlops.pipelines.clf.tests", "not a list of strings"),
         (

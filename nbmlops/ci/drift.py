@@ -138,11 +138,12 @@ def _scores(
     pipeline: PipelineConfig, run_id: str, label: str, current: str, target: str, uri: str
 ) -> tuple[float, float]:
     """The promotion metric of the new run's model and of ``label`` on ``current``."""
-    from mlflow import MlflowClient
+    import mlflow.pyfunc
 
     from nbmlops.capture import tracking as t
     from nbmlops.monitor.data import read_current
     from nbmlops.promote.registry import resolve_model, using_store
+    from nbmlops.serve.skew import load_offline
 
     assert pipeline.promote is not None
     metric = pipeline.promote.metric
@@ -157,25 +158,36 @@ def _scores(
             f"{current} has no column {target!r} ({pipeline.key}.drift.target)",
             "include the labels in the current data, or remove drift.target",
         )
-    candidate = MlflowClient(uri).get_run(run_id).data.tags.get(t.MODEL_URI)
-    if not candidate:
+    candidate_uri = t.open_client(uri).get_run(run_id).data.tags.get(t.MODEL_URI)
+    if not candidate_uri:
         raise NbmlopsError(f"the retrained run {run_id} logged no model", "call nbmlops.log_model")
-    champion = resolve_model(label, uri).uri
-    y = frame[target]
+    champion = load_offline(resolve_model(label, uri), uri)  # its files checked first
     with using_store(uri):
-        return (
-            _score(candidate, frame.drop(columns=[target]), y, metric),
-            _score(champion, frame.drop(columns=[target]), y, metric),
-        )
+        candidate = mlflow.pyfunc.load_model(candidate_uri)  # just logged by the retrain run
+    features, y = frame.drop(columns=[target]), frame[target]
+    return (
+        _score(candidate, "the retrained model", features, y, metric, current),
+        _score(champion, label, features, y, metric, current),
+    )
 
 
-def _score(model_uri: str, features: Any, y: Any, metric: str) -> float:
-    import mlflow.pyfunc
-
-    model = mlflow.pyfunc.load_model(model_uri)
+def _score(model: Any, which: str, features: Any, y: Any, metric: str, current: Any) -> float:
     schema = model.metadata.get_input_schema()
     columns = schema.input_names() if schema is not None else list(features.columns)
-    value = float(SCORERS[metric](y, model.predict(features[columns])))
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise NbmlopsError(
+            f"{current} lacks the column(s) {', '.join(missing)} that {which} needs",
+            "include every feature in the current data (drift.allow_missing_columns only "
+            "lets the drift check pass)",
+        )
+    try:
+        value = float(SCORERS[metric](y, model.predict(features[columns])))
+    except ValueError as exc:  # e.g. f1 of a multiclass target
+        raise NbmlopsError(
+            f"cannot compute {metric} of {which} on {current}: {exc}",
+            "choose a promote.metric that fits the target",
+        ) from None
     return value if math.isfinite(value) else math.nan
 
 
