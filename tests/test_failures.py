@@ -251,10 +251,17 @@ def test_a_run_whose_driver_died_is_ended_failed_by_the_next_run(
             "nbmlops.kind": "pipeline",
             "nbmlops.driver_pid": str(gone.pid),
             "nbmlops.driver_host": done.data.tags["nbmlops.driver_host"],
+            "nbmlops.driver_pidns": done.data.tags["nbmlops.driver_pidns"],
         },
+    )
+    # The same pid in another container (PID namespace) is another process: not judged here.
+    elsewhere = client.create_run(
+        done.info.experiment_id,
+        tags={**orphan.data.tags, "nbmlops.driver_pidns": "pid:[1]"},
     )
     second = nbmlops("run", "pipe.ipynb", "--experiment", experiment)
     assert second.returncode == 0, second.stdout + second.stderr
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
     ended = client.get_run(orphan.info.run_id)
     assert ended.info.status == "FAILED"
     assert "was gone" in ended.data.tags["nbmlops.killed"]

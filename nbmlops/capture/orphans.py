@@ -3,8 +3,9 @@
 A driver killed with SIGKILL (or a lost machine) cannot mark its runs. Every run records
 the driver's pid and host (``nbmlops.driver_pid``, ``nbmlops.driver_host``, see
 ``capture/tracking.py``); :func:`end_dead_runs` finds the RUNNING runs of an experiment
-whose driver on this host is gone and marks them FAILED, tagged ``nbmlops.killed``. A run
-of another host is left alone (its driver cannot be checked from here).
+whose driver on this host and in this PID namespace is gone and marks them FAILED, tagged
+``nbmlops.killed``. A run of another host or container is left alone (its driver cannot be
+checked from here).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def end_dead_runs(client: Any, experiment: str) -> list[str]:
         max_results=5000,
     )
     ended = []
+    namespace = t.pid_namespace()
     for run in running:
+        if run.data.tags.get(t.DRIVER_PIDNS) != namespace:
+            continue  # another container (or an older nbmlops): its pids mean other processes
         pid = run.data.tags.get(t.DRIVER_PID, "")
         if not pid.isdigit() or driver_alive(int(pid), run.info.start_time / 1000):
             continue

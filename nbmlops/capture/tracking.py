@@ -63,6 +63,18 @@ PARENT = "mlflow.parentRunId"
 # (SIGKILL, a lost machine) from one still running: ``nbmlops ci`` ends such runs FAILED.
 DRIVER_PID = "nbmlops.driver_pid"
 DRIVER_HOST = "nbmlops.driver_host"
+# The driver's PID namespace: containers that share a host name (host networking) do not
+# share PIDs, so a pid is judged only where it means the same process.
+DRIVER_PIDNS = "nbmlops.driver_pidns"
+
+
+def pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 KILLED = "nbmlops.killed"
 
 _TAG_SAFE = re.compile(r"[^A-Za-z0-9_.\-/ ]")
@@ -316,7 +328,11 @@ def create_run(
 ) -> str:
     from mlflow.entities import Param
 
-    driver = {DRIVER_PID: str(os.getpid()), DRIVER_HOST: socket.gethostname()}
+    driver = {
+        DRIVER_PID: str(os.getpid()),
+        DRIVER_HOST: socket.gethostname(),
+        DRIVER_PIDNS: pid_namespace(),
+    }
     run = client.create_run(
         experiment, run_name=name, tags={"mlflow.user": _user(), **driver, **tags}
     )
