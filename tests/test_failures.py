@@ -227,11 +227,14 @@ def test_kernel_ends_the_resumed_step_run_with_the_step_status(
     from nbmlops.run import kernel
 
     mlflow.set_tracking_uri(tracking_uri)
-    exp = client.create_experiment(experiment)
-    run = mlflow.start_run(experiment_id=exp)
-    kernel._end_mlflow_run(failed=True)
-    assert mlflow.active_run() is None
-    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    try:
+        exp = client.create_experiment(experiment)
+        run = mlflow.start_run(experiment_id=exp)
+        kernel._end_mlflow_run(failed=True)
+        assert mlflow.active_run() is None
+        assert client.get_run(run.info.run_id).info.status == "FAILED"
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # unpinned, as it was
 
 
 def test_a_run_whose_driver_died_is_ended_failed_by_the_next_run(

@@ -373,6 +373,8 @@ def test_a_promotion_in_process_leaves_mlflow_pointing_where_it_was(
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # a process where nothing pinned
+    mlflow.set_registry_uri(None)  # type: ignore[arg-type]  # them, as a fresh server or kernel
     with using_store(tracking_uri) as store:
         assert mlflow.get_registry_uri() == store == tracking_uri
         assert os.environ["MLFLOW_REGISTRY_URI"] == store
