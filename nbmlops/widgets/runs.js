@@ -218,8 +218,11 @@ function render({ model, el }) {
     ];
     root.replaceChildren(...parts.filter(Boolean));
   };
+  // Not "mode", "gates", "alias": only the user's own inputs change them, and redrawing
+  // then would replace the button the user is clicking (typing gates, then clicking
+  // "Promote best", blurs the input: its change event fires first).
   const events = ["rows", "metrics", "params", "metric", "x_param", "chart", "selected_run",
-    "details", "mode", "gates", "alias", "busy", "result", "error"];
+    "details", "busy", "result", "error"];
   for (const e of events) model.on(`change:${e}`, draw);
   draw();
   return () => { for (const e of events) model.off(`change:${e}`, draw); };
