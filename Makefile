@@ -40,6 +40,7 @@ demo: $(STAMP)
 	@echo "drift report: .nbmlops/demo/drift.html"
 
 test: $(STAMP)
+	.ci/system-deps
 	cd extensions && PATH="$(abspath $(BIN)):$$PATH" jlpm test --silent
 	$(BIN)/python -m pytest
 
