@@ -290,9 +290,9 @@ def run_test(command: str, root: Path, env: dict[str, str], stream: TextIO) -> C
 
 
 def _experiment_id(tracking_uri: str, run_id: str) -> str | None:
-    from mlflow import MlflowClient
+    from nbmlops.capture.tracking import open_client
 
     try:
-        return str(MlflowClient(tracking_uri).get_run(run_id).info.experiment_id)
+        return str(open_client(tracking_uri).get_run(run_id).info.experiment_id)
     except Exception:
         return None

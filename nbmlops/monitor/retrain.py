@@ -54,11 +54,9 @@ def retrain(
 
 def log_reports(run_id: str, reports: list[Path], tracking_uri: str) -> str:
     """Log ``reports`` on ``run_id`` under ``drift/``; point the report tag at the first."""
-    from mlflow import MlflowClient
+    from nbmlops.capture.tracking import open_client
 
-    from nbmlops.capture.tracking import RetryingClient
-
-    client = RetryingClient(MlflowClient(tracking_uri), tracking_uri)
+    client = open_client(tracking_uri)
     for path in reports:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
     artifact = f"runs:/{run_id}/{ARTIFACT_DIR}/{reports[0].name}"

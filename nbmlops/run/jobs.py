@@ -188,9 +188,9 @@ class Jobs:
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
         if job.experiment_id is None:
-            from mlflow import MlflowClient
+            from nbmlops.capture.tracking import open_client
 
-            job.experiment_id = MlflowClient(self.tracking_uri).get_run(run_id).info.experiment_id
+            job.experiment_id = open_client(self.tracking_uri).get_run(run_id).info.experiment_id
         return run_url(self.tracking_uri, job.experiment_id, run_id)
 
 

@@ -27,9 +27,7 @@ class Resumable:
 
 def find_resumable(uri: str, ref: str, experiment: str, stem: str) -> Resumable:
     """The run ``ref`` (an id, or ``last``: the newest failed or killed run of ``experiment``)."""
-    from mlflow import MlflowClient
-
-    client = t.RetryingClient(MlflowClient(uri), uri)
+    client = t.open_client(uri)
     if ref == "last":
         exp = client.get_experiment_by_name(experiment)
         found = (

@@ -458,11 +458,8 @@ def _start_sweep_run(
     metric: str | None,
     mode: str,
 ) -> str:
-    from mlflow import MlflowClient
-
-    with t.creation_lock(uri):
-        client: Any = t.RetryingClient(MlflowClient(uri), uri)
-        exp = t.experiment_id(client, experiment, project.artifact_root(uri))
+    client: Any = t.open_client(uri)
+    exp = t.experiment_id(client, experiment, project.artifact_root(uri))
     tags = {
         t.KIND: "sweep",
         t.NOTEBOOK: stem,
@@ -475,9 +472,7 @@ def _start_sweep_run(
 
 
 def _finish_sweep_run(uri: str, outcome: SweepResult, status: str) -> None:
-    from mlflow import MlflowClient
-
-    client: Any = t.RetryingClient(MlflowClient(uri), uri)
+    client: Any = t.open_client(uri)
     run_id = outcome.sweep_id
     try:
         best = outcome.best
