@@ -1,5 +1,6 @@
-"""Child servers nbmlops starts (``bentoml serve``, ``mlflow server``, panel runs): reading
-the end of their log, stopping their whole process group."""
+"""Child processes nbmlops starts (``bentoml serve``, ``mlflow server``, panel runs):
+starting one in its own process group with its output in a log, reading the end of that
+log, stopping the whole group."""
 
 from __future__ import annotations
 
@@ -8,6 +9,24 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+
+
+def start(
+    command: list[str], env: dict[str, str], log: Path, cwd: str | Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a new session (a Ctrl-C to nbmlops does not reach it, and
+    :func:`stop` can stop all it starts), its output to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def tail(log: Path, lines: int = 25) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from nbmlops import processes
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.processes import tail
 from nbmlops.project import redact
@@ -245,22 +246,13 @@ def start(config: ServerConfig, log: Path) -> subprocess.Popen[bytes]:
     check_backend(config.backend_store_uri)
     if "://" not in config.artifacts_destination:
         Path(config.artifacts_destination).mkdir(parents=True, exist_ok=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_BACKEND_STORE_URI": config.backend_store_uri,  # not in argv: see command()
     }
     env.pop("MLFLOW_TRACKING_URI", None)  # the server's store is its backend store
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            command(config),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    return processes.start(command(config), env, log)
 
 
 def wait_ready(

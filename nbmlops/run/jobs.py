@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbmlops import project
+from nbmlops import processes, project
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.notebook.parameters import parse_assignments, resolve
 from nbmlops.notebook.pipeline import load_pipeline
@@ -91,16 +91,7 @@ class Jobs:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "BENTOML_DO_NOT_TRACK": "true",
         }
-        with open(folder / "output.log", "wb") as log:
-            process = subprocess.Popen(
-                args,
-                cwd=self.root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C to the server does not reach the run
-            )
+        process = processes.start(args, env, folder / "output.log", cwd=self.root)
         job = Job(job_id, path or str(notebook), folder, process)
         # Reap the run when it ends, whether or not anyone polls its status: no zombies.
         threading.Thread(target=process.wait, name=f"nbmlops-job-{job_id}", daemon=True).start()

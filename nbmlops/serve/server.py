@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmlops.processes import stop, tail
+from nbmlops.processes import start, stop, tail
 from nbmlops.serve.errors import ServeError
 
 
@@ -42,23 +42,6 @@ def server_env(monitor_dir: str | Path | None = None, monitoring: bool = True) -
     if monitor_dir is not None:
         env["NBMLOPS_MONITOR_DIR"] = str(Path(monitor_dir).resolve())
     return env
-
-
-def start(
-    command: list[str], env: dict[str, str], log: Path, cwd: str | Path | None = None
-) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a new process group, its output to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            command,
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
 
 
 def wait_ready(
