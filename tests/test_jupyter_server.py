@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import code, write_notebook
+from conftest import CLASSIFIER, code, write_notebook
 from jupyter_server.auth.authorizer import Authorizer
 from mlflow import MlflowClient
 from tornado.httpclient import HTTPResponse
@@ -34,36 +34,7 @@ class Permissions(Authorizer):
 
 API = ("nbmlops", "api")
 
-# A tiny classifier: `score` is logged as given, `depth` changes the model (and the steps
-# from `train` on), so a second run with another depth takes `load` and `split` from the cache.
-TRAIN = [
-    code(
-        "import numpy as np\nimport pandas as pd\n"
-        "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
-    ),
-    code("score = 0.9\ndepth = 3\nseed = 7", "parameters"),
-    code(
-        "rng = np.random.default_rng(seed)\n"
-        "df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.normal(size=300)})\n"
-        "df['y'] = (df['a'] + df['b'] > 0).astype(int)",
-        "step:load",
-    ),
-    code(
-        "X_train, X_test = df[['a', 'b']].iloc[:200], df[['a', 'b']].iloc[200:]\n"
-        "y_train, y_test = df['y'].iloc[:200], df['y'].iloc[200:]",
-        "step:split",
-    ),
-    code(
-        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
-        "nbmlops.log_model(model, input_example=X_train)",
-        "step:train",
-    ),
-    code(
-        "nbmlops.log_metric('accuracy', float((model.predict(X_test) == y_test).mean()))\n"
-        "nbmlops.log_metric('score', score)",
-        "step:evaluate",
-    ),
-]
+TRAIN = CLASSIFIER
 
 FAILS = [
     code("total = 0\nlimit = 2", "parameters"),

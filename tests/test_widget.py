@@ -12,44 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import code, pipeline_runs, write_notebook
+from conftest import CLASSIFIER, pipeline_runs, write_notebook
 from mlflow import MlflowClient
 
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.widgets import RunsWidget, runs
 from nbmlops.widgets.runs import chart_points, notebook_experiment
 
-# `score` is logged as given; `depth` changes the model, so later runs take `load` and
-# `split` from the cache.
-TRAIN = [
-    code(
-        "import numpy as np\nimport pandas as pd\n"
-        "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
-    ),
-    code("score = 0.9\ndepth = 3\nseed = 7", "parameters"),
-    code(
-        "rng = np.random.default_rng(seed)\n"
-        "df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.normal(size=300)})\n"
-        "df['y'] = (df['a'] + df['b'] > 0).astype(int)\n"
-        "nbmlops.track_data(df, 'table')",
-        "step:load",
-    ),
-    code(
-        "X_train, X_test = df[['a', 'b']].iloc[:200], df[['a', 'b']].iloc[200:]\n"
-        "y_train, y_test = df['y'].iloc[:200], df['y'].iloc[200:]",
-        "step:split",
-    ),
-    code(
-        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
-        "nbmlops.log_model(model, input_example=X_train)",
-        "step:train",
-    ),
-    code(
-        "nbmlops.log_metric('accuracy', float((model.predict(X_test) == y_test).mean()))\n"
-        "nbmlops.log_metric('score', score)",
-        "step:evaluate",
-    ),
-]
+TRAIN = CLASSIFIER  # score as given; depth changes the model
 
 
 @pytest.fixture(scope="module")
