@@ -272,7 +272,7 @@ class _Interactive:
         uri = project.tracking_uri(None, root)
         mlflow.set_tracking_uri(uri)
         session = os.environ.get("JPY_SESSION_NAME") or os.environ.get("NBMLOPS_NOTEBOOK") or ""
-        stem = Path(session).name.removesuffix(".ipynb") or "interactive"
+        stem = project.experiment_name(session) or "interactive"
         client = mlflow.MlflowClient(uri)
         exp = t.experiment_id(
             client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or stem, project.artifact_root(uri)

@@ -23,6 +23,12 @@ def state_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / STATE_DIR
 
 
+def experiment_name(notebook: str | Path) -> str:
+    """The experiment (and the stem of output files) of a notebook's runs by default: its
+    file name without ``.ipynb``. The CLI, the JupyterLab panel and the widget agree on it."""
+    return Path(notebook).name.removesuffix(".ipynb")
+
+
 def tracking_uri(explicit: str | None = None, root: Path | None = None) -> str:
     """``explicit``, else ``MLFLOW_TRACKING_URI``, else the project's SQLite store."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")

@@ -26,6 +26,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
 from nbmlops.exceptions import NbmlopsError, NotebookError, ParameterError, TrackingError
+from nbmlops.project import experiment_name
 
 T = TypeVar("T")
 
@@ -195,7 +196,7 @@ class RunsHandler(NbmlopsHandler):
             raise RequestError(400, f"limit {limit} is not between 1 and 1000", "pass limit=20")
         uri = self.app.store
         table = await self.blocking(
-            lambda: run_table(open_client(uri), experiment_of(notebook), limit, uri)
+            lambda: run_table(open_client(uri), experiment_name(notebook), limit, uri)
         )
         self.reply(200, table.to_json())
 
@@ -256,7 +257,7 @@ class PromoteHandler(NbmlopsHandler):
                 )
         done = await self.blocking(
             lambda: promote(
-                experiment_of(notebook),
+                experiment_name(notebook),
                 metric,
                 mode=texts["mode"] or "max",
                 gates=gates,
@@ -268,11 +269,6 @@ class PromoteHandler(NbmlopsHandler):
             )
         )
         self.reply(200, {"promoted": True, **done.summary()})
-
-
-def experiment_of(notebook: Path) -> str:
-    """The experiment ``nbmlops run`` records the notebook's runs in by default."""
-    return notebook.name.removesuffix(".ipynb")
 
 
 def routes() -> list[tuple[str, type, dict[str, Any]]]:

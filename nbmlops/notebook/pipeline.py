@@ -81,7 +81,9 @@ class Pipeline:
 
     @property
     def stem(self) -> str:
-        return self.path.name.removesuffix(".ipynb")
+        from nbmlops.project import experiment_name
+
+        return experiment_name(self.path)
 
     def step(self, name: str) -> Step:
         for s in self.steps:

@@ -43,7 +43,7 @@ def notebook_experiment() -> str:
             "cannot tell which notebook this kernel runs (no JPY_SESSION_NAME)",
             "name the experiment: nbmlops.widgets.runs(experiment='my_notebook')",
         )
-    return Path(str(path)).name.removesuffix(".ipynb")
+    return project.experiment_name(str(path))
 
 
 def chart_points(rows: list[dict[str, Any]], metric: str, x: str) -> dict[str, Any]:
