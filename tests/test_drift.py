@@ -15,9 +15,15 @@ from conftest import code, pipeline_runs, write_notebook
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from nbmlops.capture.profile import (
+    ProfileError,
+    build_profile,
+    load_profile,
+    sample_frame,
+    save_profile,
+)
 from nbmlops.monitor.drift import Thresholds, check_drift
 from nbmlops.monitor.errors import MonitorInputError
-from nbmlops.monitor.profile import build_profile, load_profile, sample_frame, save_profile
 
 
 def frame(rows: int, seed: int, shift: float = 0.0, shares: tuple[float, ...] = (0.5, 0.3, 0.2)):
@@ -350,7 +356,7 @@ def test_profile_reference_tests_ks_on_its_sample() -> None:
 
 def test_a_file_that_is_not_a_profile_is_refused(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text('{"rows": 3}')
-    with pytest.raises(MonitorInputError, match="not an nbmlops reference profile"):
+    with pytest.raises(ProfileError, match="not an nbmlops reference profile"):
         load_profile(tmp_path / "p.json")
 
 

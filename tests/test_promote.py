@@ -19,7 +19,7 @@ from conftest import code, pipeline_runs, step_runs, write_notebook
 from mlflow import MlflowClient
 
 from nbmlops.capture.hashing import hash_data
-from nbmlops.monitor.profile import sample_frame
+from nbmlops.capture.profile import sample_frame
 from nbmlops.promote import history, promote, resolve_model, rollback
 from nbmlops.promote import registry as r
 from nbmlops.promote.errors import (

@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbmlops.capture import tracking as t
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import NotFound
 
 
-class RunNotFound(NbmlopsError):
-    pass
+class RunNotFound(NotFound):
+    """No such run, experiment or pipeline run in the store."""
 
 
 @dataclass
@@ -52,9 +52,7 @@ def pipeline_runs(client: Any, experiment: str | None = None, max_results: int =
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             known = ", ".join(e.name for e in client.search_experiments()) or "none yet"
-            raise RunNotFound(
-                f"no experiment {experiment!r} in the store\n  fix: pick one of: {known}"
-            )
+            raise RunNotFound(f"no experiment {experiment!r} in the store", f"pick one of: {known}")
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
@@ -144,13 +142,13 @@ def pipeline_run(client: Any, run_id: str) -> Any:
         run = client.get_run(run_id)
     except Exception as exc:
         raise RunNotFound(
-            f"no run {run_id!r} in the store\n  fix: list runs with `nbmlops runs`"
+            f"no run {run_id!r} in the store", "list runs with `nbmlops runs`"
         ) from exc
     kind = run.data.tags.get(t.KIND)
     if kind != "pipeline":
         raise RunNotFound(
-            f"run {run_id} is not a pipeline run (it is {kind or 'not from nbmlops'})\n"
-            "  fix: give the id of a pipeline run (`nbmlops runs` lists them)"
+            f"run {run_id} is not a pipeline run (it is {kind or 'not from nbmlops'})",
+            "give the id of a pipeline run (`nbmlops runs` lists them)",
         )
     return run
 
@@ -160,7 +158,7 @@ def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineVie
     if run_id == "last":
         runs = pipeline_runs(client, experiment, max_results=1)
         if not runs:
-            raise RunNotFound("no pipeline runs yet\n  fix: run one with `nbmlops run NOTEBOOK`")
+            raise RunNotFound("no pipeline runs yet", "run one with `nbmlops run NOTEBOOK`")
         run = runs[0]
     else:
         run = pipeline_run(client, run_id)

@@ -41,31 +41,33 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-KIND = "nbmlops.kind"
-NOTEBOOK = "nbmlops.notebook"
-STEP = "nbmlops.step"
-CODE_HASH = "nbmlops.code_hash"
-SETUP_HASH = "nbmlops.setup_hash"
-GIT_COMMIT = "nbmlops.git_commit"
-GIT_DIRTY = "nbmlops.git_dirty"
-ENV_HASH = "nbmlops.env_hash"
-SEED = "nbmlops.seed"
-SEED_SOURCE = "nbmlops.seed_source"
-DATA_PREFIX = "nbmlops.data."
-MODEL_URI = "nbmlops.model_uri"
-OUTPUT_DIR = "nbmlops.output_dir"
-FAILED_STEP = "nbmlops.failed_step"
-FAILED_CELL = "nbmlops.failed_cell"
-ERROR = "nbmlops.error"
-UNSAVED = "nbmlops.unsaved"
-PARENT = "mlflow.parentRunId"
-# The process that writes a run, so a later command can tell a run whose driver was killed
-# (SIGKILL, a lost machine) from one still running: ``nbmlops ci`` ends such runs FAILED.
-DRIVER_PID = "nbmlops.driver_pid"
-DRIVER_HOST = "nbmlops.driver_host"
-# The driver's PID namespace: containers that share a host name (host networking) do not
-# share PIDs, so a pid is judged only where it means the same process.
-DRIVER_PIDNS = "nbmlops.driver_pidns"
+# Tag names live in capture/schema.py; these re-exports go once every caller reads schema.
+from nbmlops.capture.schema import (  # noqa: E402, F401, I001
+    CODE_HASH,
+    DATA_PREFIX,
+    DRIVER_HOST,
+    DRIVER_PID,
+    DRIVER_PIDNS,
+    ENV_HASH,
+    ERROR,
+    FAILED_CELL,
+    FAILED_STEP,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    KILLED,
+    KIND,
+    MODEL_URI,
+    NOTEBOOK,
+    OUTPUT_DIR,
+    SEED,
+    SEED_SOURCE,
+    SETUP_HASH,
+    STEP,
+    UNSAVED,
+    _TAG_SAFE,
+    data_tag,
+)
+from nbmlops.capture.schema import MLFLOW_PARENT as PARENT  # noqa: E402, F401
 
 
 def pid_namespace() -> str:
@@ -73,15 +75,6 @@ def pid_namespace() -> str:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
-
-
-KILLED = "nbmlops.killed"
-
-_TAG_SAFE = re.compile(r"[^A-Za-z0-9_.\-/ ]")
-
-
-def data_tag(name: str) -> str:
-    return DATA_PREFIX + _TAG_SAFE.sub("_", name)
 
 
 def _is_locked(exc: BaseException) -> bool:

@@ -42,28 +42,51 @@ class _Group(click.Group):
 
 
 def _fail(ctx: click.Context, exc: BaseException, code: int, internal: bool = False) -> None:
-    verbose = bool(ctx.params.get("verbose")) or "--verbose" in sys.argv or "-v" in sys.argv
+    """Print the error from its fields (problem, fix); the traceback only with --verbose."""
+    verbose = bool(ctx.meta.get(VERBOSE))
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
         if isinstance(exc, StepFailed) and exc.traceback:
             click.echo("the cell's traceback:", err=True)
             text = "\n".join(exc.traceback)
             click.echo(text if sys.stderr.isatty() else _ANSI.sub("", text), err=True)
-    prefix = "internal error: " if internal else "error: "
-    click.secho(prefix + (str(exc) or type(exc).__name__), fg="red", err=True)
+    if isinstance(exc, NbmlopsError):
+        click.secho(f"error: {exc.problem}", fg="red", err=True)
+        if exc.fix:
+            click.echo(f"  fix: {exc.fix}", err=True)
+    else:
+        click.secho(f"internal error: {str(exc) or type(exc).__name__}", fg="red", err=True)
     if not verbose and (internal or isinstance(exc, StepFailed)):
         click.echo("  (run with --verbose for the full traceback)", err=True)
     sys.exit(code)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-verbose_option = click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+VERBOSE = "nbmlops.verbose"
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[VERBOSE] = True
+
+
+# ``nbmlops -v run ...`` and ``nbmlops run ... -v`` both work: the flag is the group's, and
+# every command accepts it too; either sets it for the whole invocation (ctx.meta).
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_verbose,
+    help="Show tracebacks on errors.",
+)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @verbose_option
 @click.version_option(package_name="nbmlops")
-def cli(verbose: bool) -> None:
+def cli() -> None:
     """Tagged notebooks in, tracked and reproducible pipeline runs out."""
 
 

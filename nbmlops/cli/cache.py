@@ -32,7 +32,7 @@ def cache() -> None:
 @cache.command("ls")
 @cache_dir_option
 @verbose_option
-def ls(cache_dir: str | None, verbose: bool) -> None:
+def ls(cache_dir: str | None) -> None:
     """List cache entries, most recently used first."""
     from rich.table import Table
 
@@ -53,9 +53,7 @@ def ls(cache_dir: str | None, verbose: bool) -> None:
 @click.option("--max-size", metavar="SIZE", help="Then remove the least recently used to fit SIZE.")
 @cache_dir_option
 @verbose_option
-def prune(
-    older_than: str | None, max_size: str | None, cache_dir: str | None, verbose: bool
-) -> None:
+def prune(older_than: str | None, max_size: str | None, cache_dir: str | None) -> None:
     """Remove old entries, and the saved outputs only they used."""
     from nbmlops.cache.store import parse_age, parse_size
 

@@ -61,7 +61,6 @@ def ci(
     config_file: str | None,
     tracking_uri: str | None,
     cache_dir: str | None,
-    verbose: bool,
 ) -> None:
     """Run the configured pipelines, check their gates and tests, report; exit 1 on a failure.
 
@@ -121,7 +120,7 @@ def ci(
     help="The shell command that installs the project (default: a venv and pip install -e .).",
 )
 @verbose_option
-def init_ci(force: bool, setup: str | None, verbose: bool) -> None:
+def init_ci(force: bool, setup: str | None) -> None:
     """Write .github/workflows/nbmlops.yml: nbmlops ci on a schedule, reports, drift check."""
     from nbmlops.ci.workflow import write_workflow
 

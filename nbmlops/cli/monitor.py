@@ -76,7 +76,6 @@ def drift(
     allow_missing_columns: bool,
     retrain: str | None,
     tracking_uri: str | None,
-    verbose: bool,
 ) -> None:
     """Compare production inputs (--current) with MODEL's training data.
 

@@ -40,7 +40,6 @@ def promote(
     run_id: str | None,
     force: bool,
     tracking_uri: str | None,
-    verbose: bool,
 ) -> None:
     """Register the best finished run's model and move the alias to it."""
     from nbmlops.promote import promote as do_promote
@@ -83,7 +82,7 @@ def promote(
 @click.argument("model")
 @tracking_uri_option
 @verbose_option
-def history(model: str, tracking_uri: str | None, verbose: bool) -> None:
+def history(model: str, tracking_uri: str | None) -> None:
     """Every alias move of registered MODEL: promotions and rollbacks, oldest first."""
     from nbmlops.promote import history as do_history
 
@@ -111,9 +110,7 @@ def history(model: str, tracking_uri: str | None, verbose: bool) -> None:
 @click.option("--alias", default="champion", show_default=True, help="Alias to move back.")
 @tracking_uri_option
 @verbose_option
-def rollback(
-    model: str, to_version: str | None, alias: str, tracking_uri: str | None, verbose: bool
-) -> None:
+def rollback(model: str, to_version: str | None, alias: str, tracking_uri: str | None) -> None:
     """Move MODEL's alias back to the version it held before (or to --to VERSION)."""
     from nbmlops.promote import rollback as do_rollback
 

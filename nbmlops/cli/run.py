@@ -70,7 +70,6 @@ def run(
     resume: str | None,
     quiet: bool,
     events: str | None,
-    verbose: bool,
 ) -> None:
     """Run NOTEBOOK's steps as one tracked pipeline run.
 
@@ -171,7 +170,7 @@ def failure_event(exc: BaseException) -> dict[str, Any]:
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the pipeline as JSON.")
 @verbose_option
-def steps(notebook: str, as_json: bool, verbose: bool) -> None:
+def steps(notebook: str, as_json: bool) -> None:
     """Print NOTEBOOK's pipeline: steps, their cells and upstreams, the parameters."""
     from nbmlops.notebook.pipeline import load_pipeline
 
@@ -201,7 +200,7 @@ def steps(notebook: str, as_json: bool, verbose: bool) -> None:
 @tracking_uri_option
 @click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
 @verbose_option
-def runs(experiment: str | None, tracking_uri: str | None, limit: int, verbose: bool) -> None:
+def runs(experiment: str | None, tracking_uri: str | None, limit: int) -> None:
     """List recent pipeline runs, newest first."""
     import datetime as dt
 
@@ -238,7 +237,7 @@ def runs(experiment: str | None, tracking_uri: str | None, limit: int, verbose: 
 @click.option("--experiment", help="With 'last': the last run of this experiment.")
 @tracking_uri_option
 @verbose_option
-def show(run_id: str, experiment: str | None, tracking_uri: str | None, verbose: bool) -> None:
+def show(run_id: str, experiment: str | None, tracking_uri: str | None) -> None:
     """Show what a pipeline run recorded (RUN_ID, or 'last')."""
     from rich.table import Table
 

@@ -17,7 +17,7 @@ from nbmlops.cli.monitor import monitor
 @click.argument("model", metavar="MODEL[@ALIAS]")
 @tracking_uri_option
 @verbose_option
-def build(model: str, tracking_uri: str | None, verbose: bool) -> None:
+def build(model: str, tracking_uri: str | None) -> None:
     """Build a Bento of MODEL (NAME = its @champion, NAME@ALIAS or NAME/VERSION)."""
     from nbmlops.serve.build import build as do_build
 
@@ -53,7 +53,6 @@ def serve(
     rebuild: bool,
     check: bool,
     tracking_uri: str | None,
-    verbose: bool,
 ) -> None:
     """Serve MODEL with `bentoml serve` (building its Bento first if needed)."""
     from nbmlops import project
@@ -99,9 +98,7 @@ def serve(
 )
 @tracking_uri_option
 @verbose_option
-def skew(
-    model: str, url: str, sample: int, tolerance: float, tracking_uri: str | None, verbose: bool
-) -> None:
+def skew(model: str, url: str, sample: int, tolerance: float, tracking_uri: str | None) -> None:
     """Replay training rows through the service at --url; compare with offline predictions.
 
     Exits 0 when every served prediction matches, 1 on skew, 2 on bad input.

@@ -49,7 +49,6 @@ def start(
     workers: int | None,
     allowed_hosts: str | None,
     timeout: float,
-    verbose: bool,
 ) -> None:
     """Start the tracking server, wait until it answers, and run until Ctrl-C.
 

@@ -64,7 +64,6 @@ def sweep(
     cache_dir: str | None,
     no_cache: bool,
     fresh_kernels: bool,
-    verbose: bool,
 ) -> None:
     """Run NOTEBOOK once per point of a parameter grid, in parallel, under one sweep run.
 

@@ -25,19 +25,22 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
-from nbmlops.exceptions import NbmlopsError, NotebookError, ParameterError, TrackingError
+from nbmlops.exceptions import NbmlopsError
 from nbmlops.project import experiment_name
 
 T = TypeVar("T")
 
 
-class RequestError(Exception):
-    """A 4xx answer: the status and the error body."""
+class RequestError(NbmlopsError):
+    """A request the endpoint refuses before calling the core: its status and fields."""
 
     def __init__(self, status: int, problem: str, fix: str = "", **extra: Any) -> None:
-        super().__init__(problem)
-        self.status = status
-        self.body: dict[str, Any] = {"error": {"problem": problem, "fix": fix, **extra}}
+        super().__init__(problem, fix)
+        self.http_status = status
+        self.extra = extra
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.extra)
 
 
 class NbmlopsHandler(APIHandler):
@@ -112,8 +115,6 @@ def answers(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[N
     async def wrapper(self: NbmlopsHandler, *args: Any) -> None:
         try:
             await method(self, *args)
-        except RequestError as e:
-            self.reply(e.status, e.body)
         except NbmlopsError as e:
             self.reply(*_status(e))
         except Exception as e:
@@ -132,25 +133,8 @@ def answers(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[N
 
 
 def _status(e: NbmlopsError) -> tuple[int, dict[str, Any]]:
-    """The HTTP answer to an error of the core (never a 500)."""
-    from nbmlops.capture.records import RunNotFound
-    from nbmlops.promote.errors import NoSuchExperiment, PromotionRefused, UnknownVersion
-    from nbmlops.run.jobs import JobNotFound
-
-    error: dict[str, Any] = {"problem": e.problem or str(e), "fix": e.fix}
-    if isinstance(e, TrackingError):
-        return 503, {"error": error}
-    if isinstance(e, PromotionRefused):
-        return 409, {"promoted": False, "error": error}
-    if isinstance(e, NotebookError):
-        return 422, {"error": {**error, "cell": e.cell}}
-    if isinstance(e, ParameterError):
-        return 400, {
-            "error": {**error, "problem": str(e).split("\n  fix:")[0], "parameter": e.name}
-        }
-    if isinstance(e, JobNotFound | NoSuchExperiment | UnknownVersion | RunNotFound):
-        return 404, {"error": error}
-    return 400, {"error": error}
+    """The HTTP answer to an error of the core: its ``http_status`` and fields (never a 500)."""
+    return e.http_status, {"error": e.to_json()}
 
 
 class PipelineHandler(NbmlopsHandler):

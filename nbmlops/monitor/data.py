@@ -53,7 +53,7 @@ def read_reference(path: str | Path) -> pd.DataFrame | dict[str, Any]:
     """``--reference``: a CSV/Parquet file of training data, or a saved profile (.json)."""
     source = Path(path)
     if source.suffix.lower() == ".json":
-        from nbmlops.monitor.profile import load_profile
+        from nbmlops.capture.profile import load_profile
 
         return load_profile(source)
     return read_table(source)

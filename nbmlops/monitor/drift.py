@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbmlops.capture.profile import bin_counts
 from nbmlops.monitor import stats
 from nbmlops.monitor.errors import MonitorInputError
-from nbmlops.monitor.profile import bin_counts
 from nbmlops.monitor.reference import (
     CategoricalReference,
     NumericReference,

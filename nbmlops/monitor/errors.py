@@ -6,13 +6,8 @@ from nbmlops.exceptions import NbmlopsError
 
 
 class MonitorInputError(NbmlopsError):
-    """A reference or current dataset that cannot be read or compared."""
+    """A reference or current dataset (or a threshold) that cannot be read or compared."""
 
     def __init__(self, source: str, problem: str, fix: str = "") -> None:
         super().__init__(f"{source}: {problem}", fix)
         self.source = source
-        self.problem = problem
-
-
-class ProfileError(MonitorInputError):
-    """A reference profile that is not one nbmlops wrote (or of a newer format)."""

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from nbmlops.monitor import profile as prof
+from nbmlops.capture import profile as prof
 
 T = TypeVar("T")
 

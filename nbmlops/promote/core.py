@@ -469,7 +469,7 @@ def _store_reference(
     except ImportError:
         return (
             None,
-            f"warning: nbmlops.monitor.profile is not available: no reference profile stored; {advice}",
+            f"warning: nbmlops.capture.profile is not available: no reference profile stored; {advice}",
         )
     artifact = f"nbmlops/reference/{_TAG_SAFE.sub('_', name)}-v{version}.json"
     client.log_text(run.info.run_id, json.dumps(profile, allow_nan=False), artifact)

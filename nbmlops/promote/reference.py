@@ -106,7 +106,7 @@ def state_dirs(run: Any) -> list[Path]:
 
 
 def build_profile(frame: Any) -> dict[str, Any]:
-    """The drift engineer's profile of ``frame`` (``nbmlops.monitor.profile.build_profile``)."""
-    from nbmlops.monitor.profile import build_profile as _build
+    """The drift engineer's profile of ``frame`` (``nbmlops.capture.profile.build_profile``)."""
+    from nbmlops.capture.profile import build_profile as _build
 
     return _build(frame)

@@ -230,7 +230,7 @@ def load_reference(model: ModelRef, tracking_uri: str | None = None) -> dict[str
             f"model {model}: cannot read its reference profile {uri} ({exc})",
             "check that the run's artifacts are still in the artifact store",
         ) from exc
-    from nbmlops.monitor.profile import check_profile
+    from nbmlops.capture.profile import check_profile
 
     return check_profile(profile, f"reference profile of {model} ({uri})")
 

@@ -82,7 +82,7 @@ def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
 
 def sample_rows(model: r.ModelRef, n: int, tracking_uri: str | None = None) -> Any:
     """Up to ``n`` training rows of ``model``, from its reference profile's sample."""
-    from nbmlops.monitor.profile import sample_frame
+    from nbmlops.capture.profile import sample_frame
 
     frame = sample_frame(r.load_reference(model, tracking_uri))
     return frame.head(n)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbmlops.monitor.errors import ProfileError
+from nbmlops.exceptions import NbmlopsError
 
 FORMAT = "nbmlops.profile"
 VERSION = 1
@@ -43,6 +43,15 @@ DEFAULT_SEED = 20241
 PSI_BINS = 10
 TOP_CATEGORIES = 50
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+class ProfileError(NbmlopsError):
+    """A reference profile that is not one nbmlops wrote (or of a newer format), or data
+    that cannot be profiled."""
+
+    def __init__(self, source: str, problem: str, fix: str = "") -> None:
+        super().__init__(f"{source}: {problem}", fix)
+        self.source = source
 
 
 def feature_kind(series: pd.Series) -> str:
@@ -190,7 +199,7 @@ def check_profile(profile: Any, source: str = "reference profile") -> dict[str, 
         raise ProfileError(
             source,
             "not an nbmlops reference profile",
-            "build one with nbmlops.monitor.profile.build_profile(training_df)",
+            "build one with nbmlops.capture.profile.build_profile(training_df)",
         )
     if profile.get("version", 0) > VERSION:
         raise ProfileError(
