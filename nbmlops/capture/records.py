@@ -1,4 +1,5 @@
-"""Read pipeline runs back from MLflow: what ``nbmlops runs``/``show`` print, and the UI lists."""
+"""Read pipeline runs back from MLflow: what ``nbmlops runs``/``show``, the JupyterLab panel
+and the widget list. Every tag is read through :mod:`nbmlops.capture.schema`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nbmlops.capture import tracking as t
+from nbmlops.capture import schema as s
 from nbmlops.exceptions import NotFound
 
 
@@ -30,36 +31,66 @@ class StepView:
 class PipelineView:
     run_id: str
     experiment: str
-    notebook: str
     status: str
     start_time: int
     params: dict[str, str]
     metrics: dict[str, float]
-    seed: str
-    git_commit: str | None
-    git_dirty: str | None
-    env_hash: str
-    data: dict[str, str]
-    model_uri: str | None
-    failed_step: str | None
-    error: str | None
+    record: s.PipelineRecord
     steps: list[StepView] = field(default_factory=list)
 
+    @property
+    def notebook(self) -> str:
+        return self.record.notebook
 
-def pipeline_runs(client: Any, experiment: str | None = None, max_results: int = 20) -> list[Any]:
-    """Pipeline runs, newest first, of one experiment or of all."""
+    @property
+    def seed(self) -> str:
+        return str(self.record.seed) if self.record.has_seed else ""
+
+    @property
+    def git_commit(self) -> str | None:
+        return self.record.git_commit
+
+    @property
+    def git_dirty(self) -> bool:
+        return bool(self.record.git_dirty)
+
+    @property
+    def env_hash(self) -> str:
+        return self.record.env_hash
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self.record.data
+
+    @property
+    def model_uri(self) -> str | None:
+        return self.record.model_uri
+
+    @property
+    def failed_step(self) -> str | None:
+        return self.record.failed_step
+
+    @property
+    def error(self) -> str | None:
+        return self.record.error
+
+
+def _experiment_ids(client: Any, experiment: str | None) -> list[str]:
     if experiment:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             known = ", ".join(e.name for e in client.search_experiments()) or "none yet"
             raise RunNotFound(f"no experiment {experiment!r} in the store", f"pick one of: {known}")
-        ids = [exp.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
+        return [str(exp.experiment_id)]
+    return [str(e.experiment_id) for e in client.search_experiments()]
+
+
+def pipeline_runs(client: Any, experiment: str | None = None, max_results: int = 20) -> list[Any]:
+    """Pipeline runs (MLflow ``Run`` objects), newest first, of one experiment or of all."""
     return list(
         client.search_runs(
-            ids,
-            f"tags.`{t.KIND}` = 'pipeline'",
+            _experiment_ids(client, experiment),
+            f"tags.`{s.KIND}` = '{s.PIPELINE}'",
             order_by=["attributes.start_time DESC"],
             max_results=max_results,
         )
@@ -68,14 +99,16 @@ def pipeline_runs(client: Any, experiment: str | None = None, max_results: int =
 
 @dataclass
 class RunRow:
-    """One pipeline run as the JupyterLab panel and the notebook widget list it."""
+    """One pipeline run as every listing shows it: ``nbmlops runs``, the panel, the widget."""
 
     run_id: str
+    experiment: str
+    notebook: str
     status: str
     start_time: str  # ISO 8601, UTC
     duration_s: float | None
     params: dict[str, str]
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the notebook's own metrics
     cache_hits: str | None  # "k/n": steps whose outputs came from the cache
     git_commit: str | None
     url: str | None  # the MLflow UI page, when the store is a tracking server
@@ -98,27 +131,42 @@ class RunTable:
         }
 
 
+def pipeline_rows(
+    client: Any, experiment: str | None = None, limit: int = 20, tracking_uri: str | None = None
+) -> list[RunRow]:
+    """The pipeline runs of ``experiment`` (of every experiment when None), newest first.
+
+    An unknown experiment is :class:`RunNotFound`. ``tracking_uri``: for links to the
+    MLflow UI."""
+    names = {str(e.experiment_id): e.name for e in client.search_experiments()}
+    rows = []
+    for run in pipeline_runs(client, experiment, limit):
+        info, record = run.info, s.PipelineRecord.from_tags(run.data.tags)
+        rows.append(
+            RunRow(
+                run_id=info.run_id,
+                experiment=names.get(str(info.experiment_id), experiment or ""),
+                notebook=record.notebook,
+                status=info.status,
+                start_time=_iso(info.start_time),
+                duration_s=(info.end_time - info.start_time) / 1000 if info.end_time else None,
+                params=dict(run.data.params),
+                metrics=s.user_metrics(run.data.metrics),
+                cache_hits=record.cache_hits,
+                git_commit=record.git_commit,
+                url=run_url(tracking_uri, info.experiment_id, info.run_id),
+            )
+        )
+    return rows
+
+
 def run_table(
     client: Any, experiment: str, limit: int = 20, tracking_uri: str | None = None
 ) -> RunTable:
     """The pipeline runs of ``experiment``, newest first, as the UIs list them (none yet if
     the experiment does not exist). ``tracking_uri``: for links to the MLflow UI."""
-    exp = client.get_experiment_by_name(experiment)
-    found = pipeline_runs(client, experiment, limit) if exp is not None else []
-    rows = [
-        RunRow(
-            run_id=r.info.run_id,
-            status=r.info.status,
-            start_time=_iso(r.info.start_time),
-            duration_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None,
-            params=dict(r.data.params),
-            metrics={k: v for k, v in r.data.metrics.items() if not k.startswith("nbmlops.")},
-            cache_hits=r.data.tags.get("nbmlops.cache_hits"),
-            git_commit=r.data.tags.get(t.GIT_COMMIT),
-            url=run_url(tracking_uri, r.info.experiment_id, r.info.run_id),
-        )
-        for r in found
-    ]
+    exists = client.get_experiment_by_name(experiment) is not None
+    rows = pipeline_rows(client, experiment, limit, tracking_uri) if exists else []
     return RunTable(experiment, sorted({k for row in rows for k in row.metrics}), rows)
 
 
@@ -144,8 +192,8 @@ def pipeline_run(client: Any, run_id: str) -> Any:
         raise RunNotFound(
             f"no run {run_id!r} in the store", "list runs with `nbmlops runs`"
         ) from exc
-    kind = run.data.tags.get(t.KIND)
-    if kind != "pipeline":
+    kind = run.data.tags.get(s.KIND)
+    if kind != s.PIPELINE:
         raise RunNotFound(
             f"run {run_id} is not a pipeline run (it is {kind or 'not from nbmlops'})",
             "give the id of a pipeline run (`nbmlops runs` lists them)",
@@ -153,8 +201,17 @@ def pipeline_run(client: Any, run_id: str) -> Any:
     return run
 
 
+def step_runs(client: Any, run: Any) -> list[Any]:
+    """The step runs nested under pipeline run ``run`` (an MLflow ``Run``), in any order."""
+    return list(
+        client.search_runs(
+            [run.info.experiment_id], f"tags.`{s.MLFLOW_PARENT}` = '{run.info.run_id}'"
+        )
+    )
+
+
 def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineView:
-    """The pipeline run ``run_id`` (or ``"last"``) with its steps."""
+    """The pipeline run ``run_id`` (or ``"last"``) with its steps, in execution order."""
     if run_id == "last":
         runs = pipeline_runs(client, experiment, max_results=1)
         if not runs:
@@ -162,46 +219,31 @@ def load(client: Any, run_id: str, experiment: str | None = None) -> PipelineVie
         run = runs[0]
     else:
         run = pipeline_run(client, run_id)
-    tags = run.data.tags
-    children = client.search_runs(
-        [run.info.experiment_id], f"tags.`{t.PARENT}` = '{run.info.run_id}'"
-    )
-    order = tags.get("nbmlops.steps", "").split(",")
-    children = sorted(
-        children,
-        key=lambda r: (
-            order.index(r.data.tags.get(t.STEP)) if r.data.tags.get(t.STEP) in order else 99
-        ),
-    )
+    record = s.PipelineRecord.from_tags(run.data.tags)
+    steps = []
+    for child in step_runs(client, run):
+        step = s.StepRecord.from_tags(child.data.tags)
+        steps.append(
+            StepView(
+                name=step.step,
+                run_id=child.info.run_id,
+                status=child.info.status,
+                code_hash=step.code_hash,
+                seconds=child.data.metrics.get(s.STEP_SECONDS),
+                metrics=s.user_metrics(child.data.metrics),
+                cache=step.cache,
+                cached_from=step.cache_source_run or "",
+            )
+        )
+    order = list(record.steps)
+    steps.sort(key=lambda v: order.index(v.name) if v.name in order else len(order))
     return PipelineView(
         run_id=run.info.run_id,
         experiment=client.get_experiment(run.info.experiment_id).name,
-        notebook=tags.get(t.NOTEBOOK, ""),
         status=run.info.status,
         start_time=run.info.start_time,
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
-        seed=tags.get(t.SEED, ""),
-        git_commit=tags.get(t.GIT_COMMIT),
-        git_dirty=tags.get(t.GIT_DIRTY),
-        env_hash=tags.get(t.ENV_HASH, ""),
-        data={
-            k.removeprefix(t.DATA_PREFIX): v for k, v in tags.items() if k.startswith(t.DATA_PREFIX)
-        },
-        model_uri=tags.get(t.MODEL_URI),
-        failed_step=tags.get(t.FAILED_STEP),
-        error=tags.get(t.ERROR),
-        steps=[
-            StepView(
-                name=c.data.tags.get(t.STEP, "?"),
-                run_id=c.info.run_id,
-                status=c.info.status,
-                code_hash=c.data.tags.get(t.CODE_HASH, ""),
-                seconds=c.data.metrics.get("nbmlops.step_seconds"),
-                metrics={k: v for k, v in c.data.metrics.items() if not k.startswith("nbmlops.")},
-                cache=c.data.tags.get("nbmlops.cache", ""),
-                cached_from=c.data.tags.get("nbmlops.cache_source_run", ""),
-            )
-            for c in children
-        ],
+        record=record,
+        steps=steps,
     )

@@ -249,7 +249,7 @@ def show(run_id: str, experiment: str | None, tracking_uri: str | None) -> None:
         f"[bold]run {view.run_id}[/]  {view.status.lower()}  experiment {view.experiment!r}  notebook {view.notebook}"
     )
     git = (
-        f"{view.git_commit}{' (uncommitted changes)' if view.git_dirty == 'true' else ''}"
+        f"{view.git_commit}{' (uncommitted changes)' if view.git_dirty else ''}"
         if view.git_commit
         else "not in a git checkout"
     )

@@ -89,7 +89,7 @@ def run_details(client: Any, run_id: str) -> dict[str, Any]:
         "notebook": view.notebook,
         "seed": view.seed,
         "git_commit": view.git_commit,
-        "git_dirty": view.git_dirty == "true",
+        "git_dirty": view.git_dirty,
         "env_hash": view.env_hash,
         "model_uri": view.model_uri,
         "data": dict(sorted(view.data.items())),
