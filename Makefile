@@ -48,9 +48,12 @@ test: $(STAMP)
 screenshots: $(STAMP)
 	NBMLOPS_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest tests/test_browser.py -q
 
+# ruff, mypy --strict (pyproject's [tool.mypy]) and the layer contract ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check nbmlops tests bench
+	$(BIN)/ruff format --check nbmlops tests bench
 	$(BIN)/mypy nbmlops
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_run.py

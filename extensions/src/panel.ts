@@ -14,7 +14,7 @@ import { api } from './api';
 import { fill, h } from './dom';
 import { stepsGraph } from './graph';
 import { IJob, IPipeline, IRuns } from './logic/contract';
-import { ApiError, errorMessage, IMessage, messageText } from './logic/errors';
+import { ApiError, cellSuffix, errorMessage, IMessage, messageText } from './logic/errors';
 import {
   changedParameters,
   defaultMode,
@@ -790,7 +790,7 @@ function messageBox(msg: IMessage, attrs: { title: string; 'data-nbmlops'?: stri
       'div',
       { class: 'nbmlops-problem' },
       msg.problem,
-      msg.cell !== null ? ` (cell ${msg.cell})` : ''
+      cellSuffix(msg)
     ),
     msg.fix ? h('div', { class: 'nbmlops-fix' }, 'Fix: ', msg.fix) : null
   );

@@ -25,6 +25,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
+from nbmlops.capture.schema import DEFAULT_ALIAS
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.project import experiment_name
 
@@ -218,7 +219,6 @@ class PromoteHandler(NbmlopsHandler):
     @answers
     async def post(self) -> None:
         from nbmlops.promote import promote
-        from nbmlops.promote.registry import DEFAULT_ALIAS
 
         body = self.body()
         notebook = self.notebook(body.get("path"))

@@ -26,6 +26,23 @@ describe('errorMessage', () => {
     );
   });
 
+  it('does not repeat a cell the problem already names', () => {
+    const err = new ApiError(
+      422,
+      {
+        error: {
+          problem: "nb.ipynb, cell 4: step 'a' is started twice (cells 2 and 4)",
+          fix: 'rename one of them',
+          cell: 4
+        }
+      },
+      'pipeline'
+    );
+    expect(messageText(errorMessage(err))).toBe(
+      "nb.ipynb, cell 4: step 'a' is started twice (cells 2 and 4). Fix: rename one of them"
+    );
+  });
+
   it('shows a promotion refusal', () => {
     const err = new ApiError(
       409,

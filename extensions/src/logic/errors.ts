@@ -74,9 +74,17 @@ export function errorMessage(err: unknown): IMessage {
   return { problem: text, fix: '', cell: null, status: null };
 }
 
+/** " (cell N)" when the server named a cell its problem text does not already name. */
+export function cellSuffix(msg: IMessage): string {
+  if (msg.cell === null || msg.problem.includes(`cell ${msg.cell}`)) {
+    return '';
+  }
+  return ` (cell ${msg.cell})`;
+}
+
 /** One line: "problem. Fix: fix." */
 export function messageText(msg: IMessage): string {
-  const cell = msg.cell !== null ? ` (cell ${msg.cell})` : '';
+  const cell = cellSuffix(msg);
   return msg.fix ? `${msg.problem}${cell}. Fix: ${msg.fix}` : `${msg.problem}${cell}`;
 }
 
