@@ -73,7 +73,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     widget_nb = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_code_cell(
-                "import nbmlops.widgets\nnbmlops.widgets.runs(experiment='breast_cancer')"
+                "import nbmlops.widgets\nnbmlops.widgets.runs(experiment='widget_demo')"
             )
         ],
         metadata={
@@ -281,7 +281,19 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
 
 
 def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) -> None:
-    """After the panel test: the widget lists that run and promotes it to a second alias."""
+    """The widget lists a run made on the command line and promotes it to an alias."""
+    shutil.copy(ROOT / "notebooks" / "breast_cancer.ipynb", lab.root / "widget_demo.ipynb")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=lab.tracking_uri)
+    cli = [sys.executable, "-c", "from nbmlops.cli import main; main()"]
+    made = subprocess.run(
+        [*cli, "run", "widget_demo.ipynb", "-p", "n_estimators=20", "-q"],
+        cwd=lab.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr
     _open_notebook(page, lab, "runs.ipynb")
     cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first
     # Right after the page loads, the kernel's connection may still be settling and an
@@ -304,7 +316,7 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
     assert run_id
     rows.first.click()
     details = widget.locator("[data-nbmlops='widget-details']")
-    expect(details).to_contain_text("register")
+    expect(details).to_contain_text("train")
     expect(widget.locator("[data-nbmlops='widget-chart']")).to_be_visible()
 
     # Type the alias and click straight away: the input's change event fires as it loses
@@ -314,8 +326,10 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
     result = widget.locator("[data-nbmlops='widget-result']")
     expect(result).to_have_attribute("data-state", "built", timeout=180_000)
     expect(result).to_contain_text("staging")
-    assert _alias_version(lab, "breast_cancer", "staging") == "1"
-    assert _alias_version(lab, "breast_cancer", "champion") == "1"
+    assert _alias_version(lab, "widget_demo", "staging") == "1"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(lab.tracking_uri).get_model_version("widget_demo", "1").run_id == run_id
     _screenshot(
         page,
         page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first,

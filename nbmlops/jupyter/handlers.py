@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import tornado.web
 from jupyter_server.auth.decorator import authorized
@@ -30,6 +30,12 @@ from nbmlops.exceptions import NbmlopsError
 from nbmlops.project import experiment_name
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def authorized_to(action: str) -> Callable[[F], F]:
+    """jupyter_server's ``@authorized(action)``, typed (its overloads confuse mypy)."""
+    return cast(Callable[[F], F], authorized(action))
 
 
 class RequestError(NbmlopsError):
@@ -186,7 +192,7 @@ class RunsHandler(NbmlopsHandler):
         self.reply(200, table.to_json())
 
     @tornado.web.authenticated
-    @authorized("execute")
+    @authorized_to("execute")
     @answers
     async def post(self) -> None:
         body = self.body()
@@ -215,7 +221,7 @@ class JobHandler(NbmlopsHandler):
 
 class PromoteHandler(NbmlopsHandler):
     @tornado.web.authenticated
-    @authorized("write")
+    @authorized_to("write")
     @answers
     async def post(self) -> None:
         from nbmlops.promote import promote
