@@ -92,10 +92,8 @@ def check_parameters(pipeline: PipelineConfig, config_file: str) -> None:
     parsed = load_pipeline(pipeline.notebook)
     try:
         resolve(parsed.parameters, pipeline.parameter_texts())
-    except ParameterError as exc:
-        raise ConfigError(
-            config_file, f"{pipeline.key}.parameters.{exc.name}", exc.problem, exc.fix
-        ) from None
+    except ParameterError as exc:  # its problem names the parameter
+        raise ConfigError(config_file, f"{pipeline.key}.parameters", exc.problem, exc.fix) from None
 
 
 def run_pipeline(
