@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.monitor.thresholds import DEFAULT_JS, DEFAULT_PSI, DEFAULT_PVALUE, Thresholds
+from nbmlops.project import experiment_name
 from nbmlops.promote.errors import GateSyntaxError
 from nbmlops.promote.gates import Gate, parse_gate
 
@@ -50,14 +53,17 @@ class ConfigError(NbmlopsError):
         self.path = str(path)
         self.key = key
 
+    def details(self) -> dict[str, Any]:
+        return {"key": self.key}
+
 
 @dataclass(frozen=True)
-class Promotion:
+class PromoteRule:
     """How a pipeline's run is promoted: ``nbmlops promote``'s options."""
 
     metric: str
-    mode: str = "max"
-    alias: str = "champion"
+    mode: str = MODES[0]  # max
+    alias: str = DEFAULT_ALIAS
     model_name: str = ""  # the experiment's name when empty
     build: bool = True  # build the promoted version's Bento (nbmlops build)
 
@@ -67,12 +73,16 @@ class Drift:
     """The drift check of a pipeline's model (``nbmlops monitor drift``'s thresholds), and
     how a retraining gets the new data."""
 
-    psi: float = 0.2
-    pvalue: float = 0.05
-    js: float = 0.1
+    psi: float = DEFAULT_PSI
+    pvalue: float = DEFAULT_PVALUE
+    js: float = DEFAULT_JS
     allow_missing_columns: bool = False
     data_parameter: str | None = None  # the notebook parameter that receives --current
     target: str | None = None  # the label column of --current: both models are scored on it
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(psi=self.psi, pvalue=self.pvalue, js=self.js)
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class PipelineConfig:
     parameters: dict[str, Any] = field(default_factory=dict)
     gates: tuple[Gate, ...] = ()
     tests: tuple[str, ...] = ()
-    promote: Promotion | None = None
+    promote: PromoteRule | None = None
     drift: Drift = Drift()
 
     @property
@@ -227,11 +237,11 @@ class _Checker:
             raise self.fail(key, f"is {_kind(value)}, not a non-empty string", 'e.g. "f1"')
         return value
 
-    def number(self, value: Any, key: str, low: float, high: float | None) -> float:
+    def number(self, value: Any, key: str, low: float, high: float | None, example: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"is {_kind(value)}, not a number", "e.g. 0.2")
+            raise self.fail(key, f"is {_kind(value)}, not a number", f"e.g. {example}")
         if not math.isfinite(value):
-            raise self.fail(key, f"is {value}, not a finite number", "e.g. 0.2")
+            raise self.fail(key, f"is {value}, not a finite number", f"e.g. {example}")
         if value < low or (high is not None and value > high):
             span = f"{low:g} .. {high:g}" if high is not None else f"{low:g} or more"
             raise self.fail(key, f"{value} is out of range", f"use a value in {span}")
@@ -284,7 +294,7 @@ class _Checker:
         experiment = (
             self.text(body["experiment"], f"{key}.experiment")
             if "experiment" in body
-            else notebook.stem
+            else experiment_name(notebook)
         )
         parameters = self.table(body.get("parameters", {}), f"{key}.parameters")
         for pname, value in parameters.items():
@@ -318,17 +328,21 @@ class _Checker:
             drift=drift,
         )
 
-    def promotion(self, body: Any, key: str) -> Promotion:
+    def promotion(self, body: Any, key: str) -> PromoteRule:
         body = self.table(body, key, PROMOTE_KEYS)
         if "metric" not in body:
             raise self.fail(f"{key}.metric", "missing", 'add metric = "f1" (the metric to rank by)')
-        mode = body.get("mode", "max")
-        if mode not in ("max", "min"):
-            raise self.fail(f"{key}.mode", f"{mode!r} is not max or min", 'write "max" or "min"')
-        return Promotion(
+        mode = body.get("mode", PromoteRule.mode)
+        if mode not in MODES:
+            raise self.fail(
+                f"{key}.mode",
+                f"{mode!r} is not {' or '.join(MODES)}",
+                "write " + " or ".join(f'"{m}"' for m in MODES),
+            )
+        return PromoteRule(
             metric=self.text(body["metric"], f"{key}.metric"),
             mode=mode,
-            alias=self.text(body.get("alias", "champion"), f"{key}.alias"),
+            alias=self.text(body.get("alias", PromoteRule.alias), f"{key}.alias"),
             model_name=self.text(body["model_name"], f"{key}.model_name")
             if "model_name" in body
             else "",
@@ -342,9 +356,11 @@ class _Checker:
             if name in body
         }
         return Drift(
-            psi=self.number(body.get("psi", 0.2), f"{key}.psi", 0, None),
-            pvalue=self.number(body.get("pvalue", 0.05), f"{key}.pvalue", 0, 1),
-            js=self.number(body.get("js", 0.1), f"{key}.js", 0, 1),
+            psi=self.number(body.get("psi", Drift.psi), f"{key}.psi", 0, None, Drift.psi),
+            pvalue=self.number(
+                body.get("pvalue", Drift.pvalue), f"{key}.pvalue", 0, 1, Drift.pvalue
+            ),
+            js=self.number(body.get("js", Drift.js), f"{key}.js", 0, 1, Drift.js),
             allow_missing_columns=self.flag(
                 body.get("allow_missing_columns", False), f"{key}.allow_missing_columns"
             ),

@@ -154,3 +154,20 @@ def step_runs(client: Any, parent: Any) -> dict[str, Any]:
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     return {r.data.tags["nbmlops.step"]: r for r in runs}
+
+
+# --- added for monitor/ci
+def classifier(parameters: str | None = None, **steps: str) -> list[Any]:
+    """:data:`CLASSIFIER` with its parameters cell and the code of the named steps replaced:
+    a test's variation of the one classifier, with the same cells at the same indices."""
+    import copy
+
+    cells = copy.deepcopy(CLASSIFIER)
+    for cell in cells:
+        for tag in cell.metadata.get("tags", []):
+            if tag == "parameters" and parameters is not None:
+                cell.source = parameters
+            elif tag.startswith("step:") and tag.removeprefix("step:") in steps:
+                cell.source = steps.pop(tag.removeprefix("step:"))
+    assert not steps, f"CLASSIFIER has no step {', '.join(steps)}"
+    return cells

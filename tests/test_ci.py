@@ -9,12 +9,12 @@ and model names.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -27,46 +27,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, code, pipeline_runs, step_runs, write_notebook
+from conftest import ROOT, classifier, code, pipeline_runs, step_runs, write_notebook
 from mlflow import MlflowClient
 
 from nbmlops.cache.store import StepCache
 from nbmlops.ci.workflow import render
 from nbmlops.config import ConfigError, load
 
-# A tiny classifier: `score` is logged as given (tests choose whether a gate passes),
-# `fail` makes `train` raise, `data` names a CSV to train on (else rows are generated).
-TRAIN = [
-    code(
-        "import numpy as np\nimport pandas as pd\n"
-        "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
-    ),
-    code('score = 0.9\nfail = False\ndata = ""\nrows = 400\nseed = 7', "parameters"),
-    code(
-        "if data:\n    df = pd.read_csv(data)\nelse:\n"
-        "    rng = np.random.default_rng(seed)\n"
-        "    df = pd.DataFrame({'a': rng.normal(size=rows), 'b': rng.normal(size=rows)})\n"
-        "    df['y'] = (df['a'] > 0).astype(int)",
-        "step:load",
-    ),
-    code(
-        "X = df[['a', 'b']]\nn = len(df) * 3 // 4\n"
-        "X_train, X_test = X.iloc[:n], X.iloc[n:]\n"
-        "y_train, y_test = df['y'].iloc[:n], df['y'].iloc[n:]",
-        "step:split",
-    ),
-    code(
-        "if fail:\n    raise RuntimeError('boom')\n"
-        "model = DecisionTreeClassifier(max_depth=2, random_state=seed).fit(X_train, y_train)\n"
-        "nbmlops.log_model(model, input_example=X_train)",
-        "step:train",
-    ),
-    code(
-        "nbmlops.log_metric('accuracy', float((model.predict(X_test) == y_test).mean()))\n"
-        "nbmlops.log_metric('score', score)",
-        "step:evaluate",
-    ),
-]
+# The shared classifier (conftest.CLASSIFIER: `score` is logged as given, so tests choose
+# whether a gate passes), with `fail` making `train` raise and `data` naming a CSV of
+# features a, b and label y to train on (else the rows are generated).
+TRAIN = classifier(
+    'score = 0.9\ndepth = 3\nseed = 7\nfail = False\ndata = ""',
+    load="if data:\n    df = pd.read_csv(data)\nelse:\n"
+    "    rng = np.random.default_rng(seed)\n"
+    "    df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.normal(size=300)})\n"
+    "    df['y'] = (df['a'] + df['b'] > 0).astype(int)",
+    train="if fail:\n    raise RuntimeError('boom')\n"
+    "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
+    "nbmlops.log_model(model, input_example=X_train)",
+)
 
 # A step that sleeps while NBMLOPS_TEST_SLEEP is set (the kernel inherits the driver's
 # environment), after saying so: the SIGKILL test kills the driver there.
@@ -113,6 +93,24 @@ def env_for(tracking_uri: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_cli(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end; past ``timeout`` seconds, fail showing what it printed."""
+    try:
+        return subprocess.run(
+            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        printed = [
+            p.decode(errors="replace") if isinstance(p, bytes) else p or ""
+            for p in (exc.stdout, exc.stderr)
+        ]
+        raise AssertionError(
+            f"{' '.join(cmd[1:])}: still running after {timeout:.0f} s\n" + "\n".join(printed)
+        ) from None
+
+
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Project:
     root = tmp_path_factory.mktemp("ci-project")
@@ -121,13 +119,11 @@ def proj(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Project
     (root / "check_run.py").write_text(CHECK_RUN)
     bentoml_home = str(tmp_path_factory.mktemp("bentoml"))  # built Bentos stay in the test
 
-    def cli(*args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def cli(*args: str, timeout: float = 900, **extra: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
             [str(Path(sys.executable).parent / "nbmlops"), *args],
             cwd=root,
             env=env_for(tracking_uri, BENTOML_HOME=bentoml_home, **extra),
-            capture_output=True,
-            text=True,
             timeout=timeout,
         )
 
@@ -254,8 +250,11 @@ def test_an_unknown_parameter_is_refused_before_anything_runs(proj: Project) -> 
     )
     result = proj.cli("ci", "--config", name)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "badparam.toml: pipelines.clf.parameters.scor: is not a parameter" in result.stderr
-    assert "known parameters: score, fail, data, rows, seed" in result.stderr
+    assert (
+        "badparam.toml: pipelines.clf.parameters: parameter 'scor': is not a parameter"
+        in result.stderr
+    )
+    assert "known parameters: score, depth, seed, fail, data" in result.stderr
     assert proj.client().get_experiment_by_name(exp) is None
 
     unknown = proj.cli("ci", "--config", name, "nope")
@@ -476,38 +475,56 @@ def statuses(client: Any, experiment: str) -> dict[str, str]:
     return {s: r.info.status for s, r in step_runs(client, runs[0]).items()} if runs else {}
 
 
+def wait_for(done: Callable[[], bool], what: str, out: Path, timeout: float = 300) -> None:
+    """Poll ``done``; fail with the command's output ``out`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f} s\n{out.read_text()}"
+        time.sleep(0.2)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it at once (the kernel has its own session)."""
+    for each in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+
+
 def test_a_killed_run_is_ended_and_the_next_ci_runs_cleanly(proj: Project) -> None:
     exp, client = unique("ci"), proj.client()
     name = proj.config(
         "slow.toml", f'[pipelines.slow]\nnotebook = "slow.ipynb"\nexperiment = "{exp}"\n'
     )
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "nbmlops"), "ci", "--config", name],
-        cwd=proj.root,
-        env=env_for(proj.tracking_uri, NBMLOPS_TEST_SLEEP="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    watchdog = threading.Timer(240, proc.kill)  # never hang the suite if the line never comes
-    watchdog.start()
+    out = proj.root / f"{exp}.out"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "nbmlops"), "ci", "--config", name],
+            cwd=proj.root,
+            env=env_for(proj.tracking_uri, NBMLOPS_TEST_SLEEP="1"),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "slow | sleeping" in line:
-                break
-        assert "slow | sleeping" in lines[-1], "".join(lines)
+        wait_for(
+            lambda: "slow | sleeping" in out.read_text() or proc.poll() is not None,
+            "the slow step to start",
+            out,
+        )
+        assert proc.poll() is None, out.read_text()
         # The store is written on a background thread: wait until it shows the step running.
-        while statuses(client, exp) != {"load": "FINISHED", "slow": "RUNNING"}:
-            time.sleep(0.2)
-        for pid in descendants(proc.pid):  # the driver and its kernel, at once
-            os.kill(pid, signal.SIGKILL)
-        proc.wait()
+        wait_for(
+            lambda: statuses(client, exp) == {"load": "FINISHED", "slow": "RUNNING"},
+            "the store to show the slow step running",
+            out,
+        )
+        kill_tree(proc.pid)  # the driver and its kernel, at once
+        proc.wait(60)
     finally:
-        watchdog.cancel()
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+            proc.wait(60)
     [dead] = pipeline_runs(client, exp)
     assert dead.info.status == "RUNNING"  # nobody could mark it
 
@@ -538,7 +555,7 @@ def test_a_killed_run_is_ended_and_the_next_ci_runs_cleanly(proj: Project) -> No
 
 def test_init_ci_writes_the_workflow_the_repository_uses(tmp_path: Path) -> None:
     nbmlops = str(Path(sys.executable).parent / "nbmlops")
-    first = subprocess.run([nbmlops, "init-ci"], cwd=tmp_path, capture_output=True, text=True)
+    first = run_cli([nbmlops, "init-ci"], tmp_path)
     assert first.returncode == 0, first.stderr
     path = tmp_path / ".github/workflows/nbmlops.yml"
     workflow = yaml.safe_load(path.read_text())
@@ -559,11 +576,9 @@ def test_init_ci_writes_the_workflow_the_repository_uses(tmp_path: Path) -> None
     # One source: the repository's file is the template with the README's set-up.
     assert (ROOT / ".github/workflows/nbmlops.yml").read_text() == render("make .venv/.installed")
 
-    again = subprocess.run([nbmlops, "init-ci"], cwd=tmp_path, capture_output=True, text=True)
+    again = run_cli([nbmlops, "init-ci"], tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
     path.write_text("old")
-    forced = subprocess.run(
-        [nbmlops, "init-ci", "--force"], cwd=tmp_path, capture_output=True, text=True
-    )
+    forced = run_cli([nbmlops, "init-ci", "--force"], tmp_path)
     assert forced.returncode == 0 and path.read_text() == render()
     shutil.rmtree(tmp_path / ".github")

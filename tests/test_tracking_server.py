@@ -24,54 +24,43 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import code, pipeline_runs, step_runs, write_notebook
+from conftest import classifier, code, pipeline_runs, step_runs, write_notebook
 from postgres import Postgres, free_port, running_postgres
 
 NBMLOPS = str(Path(sys.executable).parent / "nbmlops")
 
-# A tiny classifier: `score` is depth / 10, so the deepest point is the best. With
-# NBMLOPS_TEST_GATE set, the gated step says it got there and waits for a `go` file.
+# The shared classifier (conftest.CLASSIFIER) with `score` = depth / 10, so the deepest
+# point of a sweep is the best. With NBMLOPS_TEST_GATE set, the gated step says it got
+# there and waits for a `go` file.
 GATE = (
+    "import os, time\n"
     "gate = os.environ.get('NBMLOPS_TEST_GATE')\n"
     "if gate:\n"
     "    open(os.path.join(gate, f'reached-{depth}'), 'w').close()\n"
     "    while not os.path.exists(os.path.join(gate, 'go')):\n"
     "        time.sleep(0.1)\n"
 )
+TRAIN = (
+    "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
+    "nbmlops.log_model(model, input_example=X_train)\n"
+    "nbmlops.log_metric('train_rows', len(X_train))"
+)
+EVALUATE = (
+    "nbmlops.log_metric('accuracy', float((model.predict(X_test) == y_test).mean()))\n"
+    "nbmlops.log_metric('score', depth / 10)\n"
+    "nbmlops.log_param('rows', len(df))"
+)
 
 
 def cells(gated: str = "train") -> list[Any]:
-    return [
-        code(
-            "import os, time\nimport numpy as np\nimport pandas as pd\n"
-            "from sklearn.tree import DecisionTreeClassifier\nimport nbmlops"
-        ),
-        code("depth = 1\nseed = 3", "parameters"),
-        code(
-            "rng = np.random.default_rng(seed)\n"
-            "df = pd.DataFrame({'a': rng.normal(size=200), 'b': rng.normal(size=200)})\n"
-            "df['y'] = ((df['a'] + df['b']) > 0).astype(int)",
-            "step:load",
-        ),
-        code(
-            (GATE if gated == "train" else "")
-            + "model = DecisionTreeClassifier(max_depth=depth, random_state=seed)"
-            ".fit(df[['a', 'b']], df['y'])\n"
-            "nbmlops.log_model(model, input_example=df[['a', 'b']])\n"
-            "nbmlops.log_metric('train_rows', len(df))",
-            "step:train",
-        ),
-        code(
-            (GATE if gated == "evaluate" else "") + "nbmlops.log_metric('accuracy', "
-            "float((model.predict(df[['a', 'b']]) == df['y']).mean()))\n"
-            "nbmlops.log_metric('score', depth / 10)\n"
-            "nbmlops.log_param('rows', len(df))",
-            "step:evaluate",
-        ),
-    ]
+    return classifier(
+        "depth = 1\nseed = 3",
+        train=(GATE if gated == "train" else "") + TRAIN,
+        evaluate=(GATE if gated == "evaluate" else "") + EVALUATE,
+    )
 
 
-STEPS = {"load", "train", "evaluate"}
+STEPS = {"load", "split", "train", "evaluate"}
 
 
 @dataclass
@@ -195,7 +184,7 @@ def assert_complete(url: str, pipeline: Any, steps: list[Any]) -> None:
     """A FINISHED pipeline run holds everything it recorded: steps, params, metrics, files."""
     c = client(url)
     depth = int(pipeline.data.params["depth"])
-    assert pipeline.data.params["rows"] == "200"
+    assert pipeline.data.params["rows"] == "300"
     assert pipeline.data.metrics["score"] == depth / 10
     assert 0.5 < pipeline.data.metrics["accuracy"] <= 1.0
     assert pipeline.data.tags["nbmlops.model_uri"].startswith("models:/")
@@ -313,7 +302,12 @@ def test_a_server_killed_and_restarted_mid_sweep_loses_nothing(
     server: TrackingServer, tmp_path: Path
 ) -> None:
     """Kill the server (SIGKILL) while four points wait in their train step; let them go on
-    against no server, start it again on the same port and store a few seconds later."""
+    against no server, start it again on the same port and store a few seconds later.
+
+    The points wait for the server longer than it can take to come back (start() gives it
+    300 s): nbmlops' own writes (NBMLOPS_SERVER_PATIENCE) and MLflow's requests in the
+    kernels (MLFLOW_HTTP_REQUEST_MAX_RETRIES: 10 retries, ~10 minutes of backoff), so a
+    slow restart on a busy machine is not a lost point."""
     gate = tmp_path / "gate"
     gate.mkdir()
     write_notebook(tmp_path / "pipe.ipynb", cells())
@@ -324,7 +318,13 @@ def test_a_server_killed_and_restarted_mid_sweep_loses_nothing(
             [NBMLOPS, "sweep", "pipe.ipynb", "-g", "depth=1,2,3,4", "--jobs", "4",
              "--metric", "score", "--experiment", experiment],
             cwd=tmp_path,
-            env={**os.environ, "MLFLOW_TRACKING_URI": server.url, "NBMLOPS_TEST_GATE": str(gate)},
+            env={
+                **os.environ,
+                "MLFLOW_TRACKING_URI": server.url,
+                "NBMLOPS_TEST_GATE": str(gate),
+                "NBMLOPS_SERVER_PATIENCE": "900",
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10",
+            },
             stdout=fh,
             stderr=subprocess.STDOUT,
             text=True,
@@ -361,7 +361,11 @@ def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorde
 ) -> None:
     """The server dies while the last step runs and is not back within the patience
     nbmlops gives it: the run stops with a message naming the server; the runs whose
-    records could not be written are not FINISHED."""
+    records could not be written are not FINISHED.
+
+    The server is killed once the store shows the steps before the last one FINISHED and
+    the last one's run created (the driver creates a step's run when the step starts, so
+    both are written before the kernel reaches the gate's wait)."""
     gate = tmp_path / "gate"
     gate.mkdir()
     write_notebook(tmp_path / "pipe.ipynb", cells(gated="evaluate"))
@@ -387,12 +391,17 @@ def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorde
         wait_for((gate / "reached-2").exists, run, out)
         c = client(server.url)
         exp_id = c.get_experiment_by_name(experiment).experiment_id
-        # Wait until the train step's record is written, then take the server away.
-        wait_for(
-            lambda: any(
-                r.data.tags.get("nbmlops.step") == "train" and r.info.status == "FINISHED"
+
+        def recorded() -> dict[str, str]:
+            return {
+                r.data.tags.get("nbmlops.step", "pipe"): r.info.status
                 for r in c.search_runs([exp_id])
-            ),
+            }
+
+        # Wait until train's record is written and evaluate's run created; then take the
+        # server away.
+        wait_for(
+            lambda: recorded().get("train") == "FINISHED" and "evaluate" in recorded(),
             run,
             out,
         )
@@ -401,8 +410,6 @@ def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorde
         (gate / "go").touch()
         code = run.wait(600)
         output = out.read_text()
-        # In PostgreSQL itself: the steps recorded before the outage are FINISHED; the
-        # evaluate step and the pipeline run, whose records were cut off, are not.
         status = dict(
             pg.query("mlflow", f"SELECT name, status FROM runs WHERE experiment_id = {exp_id}")
         )
@@ -416,8 +423,17 @@ def test_a_server_that_stays_away_fails_the_run_clearly_and_nothing_half_recorde
     )
     assert "([Errno 111] Connection refused); is it running? (nbmlops server start)" in output
     assert "Traceback" not in output
-    assert status["load"] == "FINISHED" and status["train"] == "FINISHED"
-    assert status["evaluate"] != "FINISHED" and status["pipe"] != "FINISHED"
+    # In PostgreSQL itself: the steps recorded before the outage are FINISHED; the evaluate
+    # step and the pipeline run, whose records were cut off, stay RUNNING: nothing could
+    # reach the store to end them (the next run of the experiment marks them FAILED, as
+    # runs whose driver is gone).
+    assert status == {
+        "load": "FINISHED",
+        "split": "FINISHED",
+        "train": "FINISHED",
+        "evaluate": "RUNNING",
+        "pipe": "RUNNING",
+    }
 
 
 def test_a_run_whose_record_could_not_be_written_is_not_finished(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,8 +32,11 @@ from nbmlops.project import redact
 SERVER_DIR = "server"  # under the project's .nbmlops/: the server's log
 
 
-class ServerError(NbmlopsError):
-    """The tracking server cannot start, or stopped on its own."""
+class TrackingServerError(NbmlopsError):
+    """The MLflow tracking server cannot start, or stopped on its own. (Not to be confused
+    with :class:`nbmlops.serve.errors.ServeError`: serving a model with BentoML.)
+
+    Its messages never show the backend store's password (:func:`hide_password`)."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,13 @@ def configure(
     if "://" not in artifacts:
         artifacts = str((root / artifacts).resolve())
     if not 0 < port < 65536:
-        raise ServerError(f"--port {port} is not a TCP port", "pick one in 1 .. 65535, e.g. 5000")
+        raise TrackingServerError(
+            f"--port {port} is not a TCP port", "pick one in 1 .. 65535, e.g. 5000"
+        )
     if workers is not None and workers < 1:
-        raise ServerError(f"--workers {workers} is not a number of processes", "use 1 or more")
+        raise TrackingServerError(
+            f"--workers {workers} is not a number of processes", "use 1 or more"
+        )
     return ServerConfig(
         backend_store_uri=with_driver(backend),
         artifacts_destination=artifacts,
@@ -156,8 +164,8 @@ def check_port(host: str, port: int) -> None:
             raise _port_error(host, port, exc.strerror or str(exc)) from None
 
 
-def _port_error(host: str, port: int, reason: str) -> ServerError:
-    return ServerError(
+def _port_error(host: str, port: int, reason: str) -> TrackingServerError:
+    return TrackingServerError(
         f"cannot listen on {host}:{port}: {reason} (another tracking server, or another program?)",
         f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it) "
         "or choose another port with --port",
@@ -173,8 +181,8 @@ def check_backend(uri: str, timeout: int = 5) -> None:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return
     if "://" not in uri:
-        raise ServerError(
-            f"--backend-store-uri {uri!r} is not a database URI",
+        raise TrackingServerError(
+            f"--backend-store-uri {uri.rpartition('@')[2]!r} is not a database URI",
             "give postgresql://USER:PASSWORD@HOST:5432/DATABASE (or sqlite:///path/mlflow.db)",
         )
     import sqlalchemy
@@ -187,16 +195,17 @@ def check_backend(uri: str, timeout: int = 5) -> None:
             pass
         engine.dispose()
     except (ModuleNotFoundError, NoSuchModuleError) as exc:
-        raise ServerError(
+        raise TrackingServerError(
             f"no database driver for {redact(uri)} ({exc})",
             "use postgresql://... (pip install psycopg2-binary), mysql://... (pip install "
             "pymysql) or sqlite:///path/mlflow.db",
         ) from None
     except OperationalError as exc:
-        raise database_error(uri, str(exc.orig) if exc.orig is not None else str(exc)) from None
+        reason = str(exc.orig) if exc.orig is not None else str(exc)
+        raise database_error(uri, hide_password(reason, uri)) from None
 
 
-def database_error(uri: str, reason: str) -> ServerError:
+def database_error(uri: str, reason: str) -> TrackingServerError:
     """What a database's refusal means for the user, and what to do about it."""
     parts = urlsplit(uri)
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
@@ -205,24 +214,24 @@ def database_error(uri: str, reason: str) -> ServerError:
     first = reason.strip().splitlines()[0] if reason.strip() else reason
     text = reason.lower()
     if "password authentication failed" in text:
-        return ServerError(
+        return TrackingServerError(
             f"PostgreSQL at {where} refused the password of user {user!r}",
             "correct the password in --backend-store-uri "
             "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE; URL-encode special characters)",
         )
     if "no password supplied" in text:
-        return ServerError(
+        return TrackingServerError(
             f"PostgreSQL at {where} asks user {user!r} for a password and none was given",
             "put it in --backend-store-uri: postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
         )
     if "does not exist" in text and "database" in text:
-        return ServerError(
+        return TrackingServerError(
             f"PostgreSQL at {where} has no database {database!r}",
             f"create it: createdb -h {parts.hostname or 'localhost'} -p {parts.port or 5432} "
             f"-U {user} {database}   (or in psql: CREATE DATABASE {database};)",
         )
     if "role" in text and "does not exist" in text:
-        return ServerError(
+        return TrackingServerError(
             f"PostgreSQL at {where} has no user {user!r}",
             f"create it (in psql: CREATE USER {user} WITH PASSWORD '...';) or correct the user",
         )
@@ -230,11 +239,28 @@ def database_error(uri: str, reason: str) -> ServerError:
         s in text
         for s in ("connection refused", "could not connect", "timeout expired", "translate host")
     ):
-        return ServerError(
+        return TrackingServerError(
             f"cannot reach PostgreSQL at {where}: {first}",
             "start PostgreSQL there, or correct the host and port in --backend-store-uri",
         )
-    return ServerError(f"the backend store {redact(uri)} refused to connect: {first}", "")
+    return TrackingServerError(
+        f"the backend store {redact(uri)} refused to connect: {first}",
+        "check the URI in --backend-store-uri and that the database accepts connections "
+        "from this machine",
+    )
+
+
+def hide_password(text: str, uri: str) -> str:
+    """``text`` (a driver's or the server's message) with ``uri``'s password as ``***``
+    wherever it stands on its own (as in a URI; not inside a longer word)."""
+    from urllib.parse import unquote
+
+    password = urlsplit(uri).password
+    if not password:
+        return text
+    for spelling in {password, unquote(password)}:
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(spelling)}(?![A-Za-z0-9])", "***", text)
+    return text
 
 
 # ---------------------------------------------------------------- the process
@@ -271,18 +297,19 @@ def wait_ready(
             if resp.status == 200:
                 return
         time.sleep(0.25)
-    raise ServerError(
-        f"the tracking server did not answer {url} within {timeout:.0f} s; its log:\n" + tail(log),
+    raise TrackingServerError(
+        f"the tracking server did not answer {url} within {timeout:.0f} s; its log:\n"
+        + hide_password(tail(log), config.backend_store_uri),
         f"read the log ({log}); a slow machine may need a second try",
     )
 
 
 def exited_error(
     config: ServerConfig, code: int | None, log: Path, starting: bool = False
-) -> ServerError:
+) -> TrackingServerError:
     """The server stopped on its own: a known cause of a failed start by name, else the
     end of its log."""
-    text = tail(log, 60)
+    text = hide_password(tail(log, 60), config.backend_store_uri)
     lowered = text.lower()
     if starting and "address already in use" in lowered:
         return _port_error(config.host, config.port, "address already in use")
@@ -290,7 +317,7 @@ def exited_error(
         if starting and marker in lowered:
             line = next(ln for ln in text.splitlines() if marker in ln.lower())
             return database_error(config.backend_store_uri, line)
-    return ServerError(
+    return TrackingServerError(
         f"the tracking server exited with status {code}; the end of its log ({log}):\n{text}",
         "read the log above; start it again with the same options (runs wait for it)",
     )

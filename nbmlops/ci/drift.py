@@ -1,11 +1,12 @@
 """``nbmlops ci --on-drift MODEL --current DATA``: check drift, retrain only on drift.
 
-1. ``monitor.check.compare``: the model's reference profile against DATA, with the
-   pipeline's drift thresholds. No drift: nothing is retrained, the command exits 0.
-2. On drift: the reports are written (``.nbmlops/drift/<time>/``) and the model's pipeline
-   runs through ``monitor.retrain.retrain`` (tagged with the report, as ``nbmlops monitor
-   drift --retrain`` does), with DATA's path in the pipeline's ``drift.data_parameter`` if
-   it names one; then its gates and test commands, as in ``nbmlops ci``.
+1. ``monitor.check.check_and_retrain`` (what ``nbmlops monitor drift --retrain`` runs):
+   the model's reference profile against DATA, with the pipeline's drift thresholds. No
+   drift: nothing is retrained, the command exits 0. On drift: the reports are written
+   (``.nbmlops/drift/<time>/``) and the model's pipeline is retrained (tagged with the
+   report), with DATA's path in the pipeline's ``drift.data_parameter`` if it names one.
+2. The retrained run's steps, gates and test commands are checked as in ``nbmlops ci``
+   (``PipelineRun``).
 3. With ``promote``, a retrained run that passed is promoted when it beats the champion
    **on the current data**: with ``drift.target`` (DATA's label column) both models predict
    DATA's rows and are scored by the promotion metric; the new one must be strictly better
@@ -21,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from nbmlops.capture.schema import MODEL_URI, MODES
 from nbmlops.ci.core import CiResult, end_dead
-from nbmlops.ci.pipelines import FAILED, PASSED, Check, Outcome, check_parameters, run_pipeline
+from nbmlops.ci.pipelines import FAILED, PASSED, Check, Outcome, PipelineRun, check_parameters
 from nbmlops.ci.promotion import promote_outcome
 from nbmlops.config import ConfigError, PipelineConfig, ProjectConfig
 from nbmlops.exceptions import NbmlopsError
@@ -39,9 +41,7 @@ def drift_loop(
     cache_dir: str | None = None,
 ) -> CiResult:
     """Check ``model`` for drift on ``current``; on drift retrain, check, maybe promote."""
-    from nbmlops.monitor.check import compare, write_reports
-    from nbmlops.monitor.drift import Thresholds
-    from nbmlops.monitor.retrain import retrain
+    from nbmlops.monitor.check import DriftOutcome, check_and_retrain
 
     pipeline = config.for_model(model)
     check_parameters(pipeline, config.path.name)
@@ -49,51 +49,50 @@ def drift_loop(
     if "@" not in model and "/" not in model and pipeline.promote:
         model = f"{model}@{pipeline.promote.alias}"
     d = pipeline.drift
+    data = {d.data_parameter: str(Path(current).resolve())} if d.data_parameter else {}
+    result = CiResult([])
+    run = PipelineRun(
+        pipeline, root=config.root, tracking_uri=tracking_uri, stream=stream, cache_dir=cache_dir
+    )
     t0 = time.monotonic()
-    drift, label = compare(
+
+    def checked(found: DriftOutcome) -> None:
+        drift, label = found.result, found.model or model
+        stream.write(f"drift check of {label} on {current}: {drift.summary()}\n")
+        detail = "\n".join([f"rule: {drift.thresholds.rule()}", *drift.notes()])
+        seconds = time.monotonic() - t0
+        result.extra.append(Check("drift", label, PASSED, seconds, drift.summary(), detail))
+        if found.retrains:
+            stream.write(
+                f"drift report: {found.reports[-1]}\nretraining: pipeline {pipeline.name}\n"
+            )
+            end_dead(pipeline.experiment, tracking_uri, stream)
+            run.start()
+
+    found = check_and_retrain(
         current,
         model=model,
-        thresholds=Thresholds(psi=d.psi, pvalue=d.pvalue, js=d.js),
+        thresholds=d.thresholds,
         allow_missing_columns=d.allow_missing_columns,
-        retrain=str(pipeline.notebook),
+        retrain_notebook=pipeline.notebook,
+        parameters={**pipeline.parameter_texts(), **data},
         tracking_uri=tracking_uri,
+        on_checked=checked,
+        **run.options(),
     )
-    stream.write(f"drift check of {label} on {current}: {drift.summary()}\n")
-    detail = "\n".join([f"rule: {drift.thresholds.rule()}", *drift.notes()])
-    result = CiResult(
-        [],
-        extra=[
-            Check("drift", label or model, PASSED, time.monotonic() - t0, drift.summary(), detail)
-        ],
-    )
-    if not drift.any_drift:
+    label = found.model or model
+    if not found.retrains:
         result.notes.append(f"no drift in {label}: nothing retrained")
         return result
-    reports = write_reports(drift, None, None, needed=True)
-    stream.write(f"drift report: {reports[-1]}\nretraining: pipeline {pipeline.name}\n")
-    end_dead(pipeline.experiment, tracking_uri, stream)
-
-    def run(notebook: Path, parameters: dict[str, str], **options: Any) -> Any:
-        return retrain(notebook, reports, model=label, parameters=parameters, **options)
-
-    data = {d.data_parameter: str(Path(current).resolve())} if d.data_parameter else {}
-    outcome = run_pipeline(
-        pipeline,
-        root=config.root,
-        tracking_uri=tracking_uri,
-        stream=stream,
-        parameters=data,
-        run=run,
-        cache_dir=cache_dir,
-    )
-    outcome.trigger = f"retrained on drift: {drift.summary()} (report {reports[-1]})"
+    outcome = run.checked(found.run, found.failure)
+    outcome.trigger = f"retrained on drift: {found.result.summary()} (report {found.reports[-1]})"
     result.outcomes.append(outcome)
     if not promote:
         return result
     if not outcome.passed:
         result.notes.append("nothing promoted: the retrained run failed a check")
         return result
-    check = _promote_on_fresh_data(outcome, label or model, current, tracking_uri)
+    check = _promote_on_fresh_data(outcome, label, current, tracking_uri)
     stream.write(f"{check.name}: {check.message}\n")
     result.promotions.append(check)
     return result
@@ -126,7 +125,7 @@ def _promote_on_fresh_data(outcome: Outcome, label: str, current: str, uri: str)
     except NbmlopsError as exc:
         return Check("promote", label, FAILED, message=exc.problem, detail=str(exc))
     on_data = f"on {Path(current).name}: {rule.metric} {new:.6g} (new run) vs {old:.6g} ({label})"
-    better = new > old if rule.mode == "max" else new < old
+    better = new > old if rule.mode == MODES[0] else new < old  # max: higher is better
     if not better:
         return Check("promote", label, PASSED, message=f"kept {label}: {on_data}")
     check = promote_outcome(outcome, uri, force=True)
@@ -140,7 +139,7 @@ def _scores(
     """The promotion metric of the new run's model and of ``label`` on ``current``."""
     import mlflow.pyfunc
 
-    from nbmlops.capture import tracking as t
+    from nbmlops.capture.tracking import open_client
     from nbmlops.monitor.data import read_current
     from nbmlops.promote.registry import resolve_model, using_store
     from nbmlops.serve.skew import load_offline
@@ -158,7 +157,7 @@ def _scores(
             f"{current} has no column {target!r} ({pipeline.key}.drift.target)",
             "include the labels in the current data, or remove drift.target",
         )
-    candidate_uri = t.open_client(uri).get_run(run_id).data.tags.get(t.MODEL_URI)
+    candidate_uri = open_client(uri).get_run(run_id).data.tags.get(MODEL_URI)
     if not candidate_uri:
         raise NbmlopsError(f"the retrained run {run_id} logged no model", "call nbmlops.log_model")
     champion = load_offline(resolve_model(label, uri), uri)  # its files checked first

@@ -15,13 +15,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from nbmlops.capture.schema import CI, is_user_metric
 from nbmlops.config import ConfigError, PipelineConfig
 from nbmlops.exceptions import NbmlopsError, ParameterError, StepFailed
 from nbmlops.run.progress import PlainReporter
 
-CI_TAG = "nbmlops.ci"
+if TYPE_CHECKING:
+    from nbmlops.run.runner import RunResult
+
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TAIL = 60  # lines of a failed test command's output kept in the report
@@ -89,10 +92,8 @@ def check_parameters(pipeline: PipelineConfig, config_file: str) -> None:
     parsed = load_pipeline(pipeline.notebook)
     try:
         resolve(parsed.parameters, pipeline.parameter_texts())
-    except ParameterError as exc:
-        raise ConfigError(
-            config_file, f"{pipeline.key}.parameters.{exc.name}", exc.problem, exc.fix
-        ) from None
+    except ParameterError as exc:  # its problem names the parameter
+        raise ConfigError(config_file, f"{pipeline.key}.parameters", exc.problem, exc.fix) from None
 
 
 def run_pipeline(
@@ -101,70 +102,101 @@ def run_pipeline(
     root: Path,
     tracking_uri: str,
     stream: TextIO,
-    parameters: dict[str, str] | None = None,
-    tags: dict[str, str] | None = None,
-    run: Any = None,
     cache_dir: str | None = None,
 ) -> Outcome:
-    """Run ``pipeline``, then check its gates and run its test commands.
-
-    ``parameters`` override the configured ones; ``run`` replaces ``run_notebook`` (the
-    drift loop passes :func:`nbmlops.monitor.retrain.retrain` with its reports).
-    """
-    from nbmlops.capture.records import run_url
-    from nbmlops.notebook.pipeline import load_pipeline
+    """Run ``pipeline`` with its configured parameters, then check its gates and run its
+    test commands."""
     from nbmlops.run.runner import run_notebook
 
-    outcome = Outcome(pipeline)
-    t0 = time.monotonic()
-    steps = [s.name for s in load_pipeline(pipeline.notebook).steps]
-    recorder = _Recorder(stream)
-    failure: StepFailed | None = None
-    error: NbmlopsError | None = None
-    result = None
+    run = PipelineRun(
+        pipeline, root=root, tracking_uri=tracking_uri, stream=stream, cache_dir=cache_dir
+    )
     try:
-        result = (run or run_notebook)(
+        result = run_notebook(
             pipeline.notebook,
-            {**pipeline.parameter_texts(), **(parameters or {})},
-            experiment=pipeline.experiment,
+            pipeline.parameter_texts(),
             tracking_uri=tracking_uri,
-            reporter=recorder,
-            project_dir=root,
-            tags={CI_TAG: pipeline.name, **(tags or {})},
-            cache_dir=cache_dir,
+            **run.options(),
         )
-    except StepFailed as exc:
-        failure = exc
-        outcome.run_id, outcome.output_notebook = exc.run_id or None, exc.output_notebook
     except NbmlopsError as exc:
-        error = exc
-        outcome.run_id = getattr(exc, "run_id", None)
-    if result is not None:
-        outcome.run_id, outcome.output_notebook = result.run_id, str(result.output_notebook)
-        outcome.metrics = dict(result.metrics)
-    outcome.checks += _step_checks(steps, recorder.steps, failure, error)
-    if outcome.run_id:
-        outcome.experiment_id = _experiment_id(tracking_uri, outcome.run_id)
-        if outcome.experiment_id:
-            outcome.url = run_url(tracking_uri, outcome.experiment_id, outcome.run_id)
-    outcome.checks += gate_checks(pipeline, outcome.metrics, ran=result is not None)
-    for command in pipeline.tests:
-        if result is None:
-            outcome.checks.append(Check("test", command, SKIPPED, message="the run failed"))
-        else:
-            outcome.checks.append(
-                run_test(command, root, _test_env(pipeline, result, tracking_uri), stream)
-            )
-    outcome.seconds = time.monotonic() - t0
-    return outcome
+        return run.checked(None, exc)
+    return run.checked(result, None)
+
+
+class PipelineRun:
+    """A configured pipeline's run under ``nbmlops ci``: what ``run_notebook`` is given
+    besides the parameters (:meth:`options`: the experiment, the ``ci`` tag, a reporter
+    that streams the log and records each step), then the checks of what came back
+    (:meth:`checked`). ``run_pipeline`` runs it; the drift loop retrains through it."""
+
+    def __init__(
+        self,
+        pipeline: PipelineConfig,
+        *,
+        root: Path,
+        tracking_uri: str,
+        stream: TextIO,
+        cache_dir: str | None = None,
+    ) -> None:
+        from nbmlops.notebook.pipeline import load_pipeline
+
+        self.pipeline = pipeline
+        self.root = root
+        self.tracking_uri = tracking_uri
+        self.stream = stream
+        self.cache_dir = cache_dir
+        self.steps = [s.name for s in load_pipeline(pipeline.notebook).steps]
+        self.recorder = _Recorder(stream)
+        self.start()
+
+    def start(self) -> None:
+        """Start the clock (the run's time in the reports counts from here)."""
+        self.started = time.time()
+        self._t0 = time.monotonic()
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "experiment": self.pipeline.experiment,
+            "reporter": self.recorder,
+            "project_dir": self.root,
+            "tags": {CI: self.pipeline.name},
+            "cache_dir": self.cache_dir,
+        }
+
+    def checked(self, result: RunResult | None, error: NbmlopsError | None) -> Outcome:
+        """The run's outcome: a check per step, then its gates and test commands."""
+        from nbmlops.capture.records import run_url
+
+        outcome = Outcome(self.pipeline, started=self.started)
+        if isinstance(error, StepFailed):
+            outcome.run_id, outcome.output_notebook = error.run_id or None, error.output_notebook
+        elif error is not None:
+            outcome.run_id = getattr(error, "run_id", None)
+        if result is not None:
+            outcome.run_id, outcome.output_notebook = result.run_id, str(result.output_notebook)
+            outcome.metrics = dict(result.metrics)
+        outcome.checks += _step_checks(self.steps, self.recorder.steps, error)
+        if outcome.run_id:
+            outcome.experiment_id = _experiment_id(self.tracking_uri, outcome.run_id)
+            if outcome.experiment_id:
+                outcome.url = run_url(self.tracking_uri, outcome.experiment_id, outcome.run_id)
+        outcome.checks += gate_checks(self.pipeline, outcome.metrics, ran=result is not None)
+        for command in self.pipeline.tests:
+            if result is None:
+                outcome.checks.append(Check("test", command, SKIPPED, message="the run failed"))
+            else:
+                env = _test_env(self.pipeline, result, self.tracking_uri)
+                outcome.checks.append(run_test(command, self.root, env, self.stream))
+        outcome.seconds = time.monotonic() - self._t0
+        return outcome
 
 
 def _step_checks(
-    steps: list[str],
-    recorded: dict[str, tuple[str, float]],
-    failure: StepFailed | None,
-    error: NbmlopsError | None,
+    steps: list[str], recorded: dict[str, tuple[str, float]], error: NbmlopsError | None
 ) -> list[Check]:
+    """A check per step (from what the reporter recorded); an error that is not a failed
+    cell is one more failed check, ``run``."""
+    failure = error if isinstance(error, StepFailed) else None
     checks = []
     if failure is not None and failure.step not in steps:  # a setup cell failed
         checks.append(_failed_step(failure, 0.0))
@@ -178,18 +210,10 @@ def _step_checks(
         elif status:
             checks.append(Check("step", name, FAILED, seconds, f"step {name} {status.lower()}"))
         else:
-            why = "an earlier step failed" if failure or error else "not run"
+            why = "an earlier step failed" if error else "not run"
             checks.append(Check("step", name, SKIPPED, message=why))
-    if error is not None:
-        checks.append(
-            Check(
-                "step",
-                "run",
-                FAILED,
-                message=error.problem or str(error).splitlines()[0],
-                detail=str(error),
-            )
-        )
+    if error is not None and failure is None:
+        checks.append(Check("step", "run", FAILED, message=error.problem, detail=str(error)))
     return checks
 
 
@@ -216,7 +240,7 @@ def gate_checks(pipeline: PipelineConfig, metrics: dict[str, float], ran: bool) 
         if not ran:
             checks.append(Check("gate", name, SKIPPED, message="the run failed"))
         elif gate.metric not in metrics:
-            logged = ", ".join(sorted(m for m in metrics if not m.startswith("nbmlops.")))
+            logged = ", ".join(sorted(filter(is_user_metric, metrics)))
             checks.append(
                 Check(
                     "gate",
@@ -243,7 +267,7 @@ def gate_checks(pipeline: PipelineConfig, metrics: dict[str, float], ran: bool) 
     return checks
 
 
-def _test_env(pipeline: PipelineConfig, result: Any, tracking_uri: str) -> dict[str, str]:
+def _test_env(pipeline: PipelineConfig, result: RunResult, tracking_uri: str) -> dict[str, str]:
     """What a test command gets to find the run: ids, the output notebook, the store."""
     bindir = str(Path(sys.executable).parent)
     return {

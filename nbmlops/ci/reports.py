@@ -20,8 +20,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import NamedTuple
 
+from nbmlops.capture.schema import is_user_metric
 from nbmlops.ci.pipelines import FAILED, PASSED, SKIPPED, Check, Outcome
 
+CLASSNAME = "nbmlops.{suite}"  # a JUnit test case's classname: its suite (pipeline, drift)
 MARKS = {PASSED: "✅", FAILED: "❌", SKIPPED: "⏭️"}
 
 
@@ -68,7 +70,7 @@ def junit(suites: list[Suite], path: str | Path) -> Path:
                 suite,
                 "testcase",
                 {
-                    "classname": f"nbmlops.{name}",
+                    "classname": CLASSNAME.format(suite=name),
                     "name": f"{check.kind} {check.name}",
                     "time": f"{check.seconds:.3f}",
                 },
@@ -100,7 +102,7 @@ def markdown(outcomes: list[Outcome], notes: list[str], extra: list[Check] | Non
     )
     lines = [head, ""]
     if outcomes:
-        metrics = sorted({m for o in outcomes for m in o.metrics if not m.startswith("nbmlops.")})
+        metrics = sorted({m for o in outcomes for m in o.metrics if is_user_metric(m)})
         lines.append("| pipeline | result | run | " + " | ".join(metrics) + " |")
         lines.append("| --- | --- | --- | " + " | ".join("---:" for _ in metrics) + " |")
         for o in outcomes:

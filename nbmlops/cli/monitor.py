@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
+from nbmlops.capture.schema import DEFAULT_ALIAS
 from nbmlops.cli import _console, cli, tracking_uri_option, verbose_option
+from nbmlops.monitor.thresholds import DEFAULT_JS, DEFAULT_PSI, DEFAULT_PVALUE, Thresholds
 
 
 @cli.group()
@@ -14,7 +16,14 @@ def monitor() -> None:
     """Watch a served model: input drift against its training data, serving skew."""
 
 
-@monitor.command()
+DRIFT_HELP = f"""Compare production inputs (--current) with MODEL's training data.
+
+MODEL is NAME (its @{DEFAULT_ALIAS}), NAME@ALIAS or NAME/VERSION of a promoted model; or give
+--reference FILE instead. Exits 0 without drift, 1 when a feature drifted, 2 on bad input.
+"""
+
+
+@monitor.command(help=DRIFT_HELP)
 @click.argument("model", required=False, metavar="[MODEL[@ALIAS]]")
 @click.option(
     "--current",
@@ -33,21 +42,21 @@ def monitor() -> None:
 @click.option(
     "--psi-threshold",
     type=float,
-    default=0.2,
+    default=DEFAULT_PSI,
     show_default=True,
     help="A numeric feature drifted if its PSI is above this.",
 )
 @click.option(
     "--ks-pvalue",
     type=float,
-    default=0.05,
+    default=DEFAULT_PVALUE,
     show_default=True,
     help="A feature drifted if its KS (numeric) or chi-square (categorical) p-value is below.",
 )
 @click.option(
     "--js-threshold",
     type=float,
-    default=0.1,
+    default=DEFAULT_JS,
     show_default=True,
     help="A categorical feature drifted if its Jensen-Shannon distance is above this.",
 )
@@ -77,48 +86,42 @@ def drift(
     retrain: str | None,
     tracking_uri: str | None,
 ) -> None:
-    """Compare production inputs (--current) with MODEL's training data.
+    from nbmlops.monitor.check import DriftOutcome, check_and_retrain
+    from nbmlops.run.progress import default_reporter
 
-    MODEL is NAME (its @champion), NAME@ALIAS or NAME/VERSION of a promoted model; or give
-    --reference FILE instead. Exits 0 without drift, 1 when a feature drifted, 2 on bad
-    input.
-    """
-    from nbmlops.monitor.check import compare, write_reports
-    from nbmlops.monitor.drift import Thresholds
+    def show(found: DriftOutcome) -> None:
+        _print_result(found.result)
+        for path in found.reports:
+            click.echo(f"  wrote {path}")
+        click.secho(
+            found.result.summary(),
+            fg="red" if found.result.any_drift else "green",
+            bold=found.result.any_drift,
+        )
+        if found.retrains:
+            click.echo(f"retraining: running {retrain}")
 
-    result, model_label = compare(
+    found = check_and_retrain(
         current,
         model=model,
         reference=reference,
         thresholds=Thresholds(psi=psi_threshold, pvalue=ks_pvalue, js=js_threshold),
         allow_missing_columns=allow_missing_columns,
-        retrain=retrain,
+        retrain_notebook=retrain,
         tracking_uri=tracking_uri,
+        json_path=json_path,
+        html_path=report,
+        on_checked=show,
+        reporter=default_reporter(quiet=True) if retrain else None,
     )
-    _print_result(result)
-    written = write_reports(result, json_path, report, needed=bool(retrain and result.any_drift))
-    for path in written:
-        click.echo(f"  wrote {path}")
-    if result.any_drift:
-        click.secho(result.summary(), fg="red", bold=True)
-    else:
-        click.secho(result.summary(), fg="green")
-    if retrain and result.any_drift:
-        from nbmlops.monitor.retrain import retrain as run_retrain
-        from nbmlops.run.progress import default_reporter
-
-        click.echo(f"retraining: running {retrain}")
-        run = run_retrain(
-            retrain,
-            written,
-            model=model_label,
-            tracking_uri=tracking_uri,
-            reporter=default_reporter(quiet=True),
-        )
+    if found.failure is not None:
+        raise found.failure
+    if found.run is not None:
         click.secho(
-            f"retrain run {run.run_id} finished (experiment {run.experiment!r})", fg="green"
+            f"retrain run {found.run.run_id} finished (experiment {found.run.experiment!r})",
+            fg="green",
         )
-    if result.any_drift:
+    if found.result.any_drift:
         raise SystemExit(1)
 
 

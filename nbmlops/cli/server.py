@@ -71,7 +71,7 @@ def start(
         s.wait_ready(config, proc, log, timeout)
         click.echo(
             f"MLflow tracking server on {config.url}\n"
-            f"  store:     {s.redact(config.backend_store_uri)}\n"
+            f"  store:     {project.redact(config.backend_store_uri)}\n"
             f"  artifacts: {config.artifacts_destination}\n"
             f"  log:       {log}\n"
             "point nbmlops (and MLflow) at it:\n"

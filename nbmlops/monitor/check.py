@@ -1,20 +1,118 @@
-"""``nbmlops monitor drift`` as one call: what to compare, the comparison, the reports.
+"""Drift, then retraining: the one implementation behind ``nbmlops monitor drift`` and
+``nbmlops ci --on-drift``.
 
-The CLI (and later a CI command or the JupyterLab server) calls :func:`compare`, shows the
-result, writes the reports with :func:`write_reports` and, on drift, may retrain with
-:func:`nbmlops.monitor.retrain.retrain`.
+:func:`check_and_retrain` compares the current data with a model's reference profile (or
+a reference file), writes the reports and, when a feature drifted and a notebook is given,
+retrains (:func:`nbmlops.monitor.retrain.retrain`). What happened comes back as a
+:class:`DriftOutcome`; a front door shows it (``on_checked`` lets it show the comparison
+before a retraining starts) and decides its exit code.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbmlops import project
-from nbmlops.monitor.drift import DriftResult, Thresholds, check_drift
+from nbmlops.capture.schema import DEFAULT_ALIAS
+from nbmlops.exceptions import NbmlopsError
 from nbmlops.monitor.errors import MonitorInputError
+from nbmlops.monitor.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from nbmlops.monitor.drift import DriftResult
+    from nbmlops.run.progress import Reporter
+    from nbmlops.run.runner import RunResult
+
+REPORTS_DIR = "drift"  # under .nbmlops/: a retraining's reports, one folder per check
+
+
+@dataclass
+class DriftOutcome:
+    """What :func:`check_and_retrain` found and did."""
+
+    result: DriftResult
+    model: str | None  # the model compared, name@alias or name/version (None: a file)
+    reports: list[Path] = field(default_factory=list)  # written, the JSON report first
+    notebook: str | Path | None = None  # the notebook that retrains on drift
+    run: RunResult | None = None  # the retraining, when it ran and finished
+    failure: NbmlopsError | None = None  # why the retraining failed (its run is recorded)
+
+    @property
+    def retrains(self) -> bool:
+        """A feature drifted and there is a notebook to retrain."""
+        return self.notebook is not None and self.result.any_drift
+
+
+def check_and_retrain(
+    current: str,
+    *,
+    model: str | None = None,
+    reference: str | None = None,
+    thresholds: Thresholds | None = None,
+    allow_missing_columns: bool = False,
+    retrain_notebook: str | Path | None = None,
+    parameters: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+    json_path: str | None = None,
+    html_path: str | None = None,
+    on_checked: Callable[[DriftOutcome], None] | None = None,
+    experiment: str | None = None,
+    reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
+    project_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> DriftOutcome:
+    """Compare ``current`` with ``model``'s reference profile (or a ``reference`` file),
+    write the reports asked for and, on drift, retrain with ``retrain_notebook``.
+
+    A ``retrain_notebook`` is read first: one that cannot run is the mistake to report,
+    before any drift is. When it will retrain, both reports are written (by default under
+    ``.nbmlops/drift/<time>/``) and logged on the new run. ``on_checked`` is called once
+    the comparison is done and the reports written, before the retraining starts. Errors
+    of the comparison raise; an error of the retraining is the outcome's ``failure``.
+    ``parameters`` and the arguments after ``on_checked`` go to ``run_notebook``.
+    """
+    from nbmlops.monitor.retrain import retrain
+
+    if retrain_notebook is not None:
+        from nbmlops.notebook.pipeline import load_pipeline
+
+        load_pipeline(retrain_notebook)
+    result, label = compare(
+        current,
+        model=model,
+        reference=reference,
+        thresholds=thresholds,
+        allow_missing_columns=allow_missing_columns,
+        tracking_uri=tracking_uri,
+    )
+    outcome = DriftOutcome(result, label, notebook=retrain_notebook)
+    outcome.reports = write_reports(result, json_path, html_path, needed=outcome.retrains)
+    if on_checked is not None:
+        on_checked(outcome)
+    if outcome.retrains:
+        assert retrain_notebook is not None
+        try:
+            outcome.run = retrain(
+                retrain_notebook,
+                outcome.reports,
+                model=label,
+                parameters=parameters,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                reporter=reporter,
+                tags=tags,
+                project_dir=project_dir,
+                cache_dir=cache_dir,
+            )
+        except NbmlopsError as exc:
+            outcome.failure = exc
+    return outcome
 
 
 def compare(
@@ -24,28 +122,23 @@ def compare(
     reference: str | None = None,
     thresholds: Thresholds | None = None,
     allow_missing_columns: bool = False,
-    retrain: str | None = None,
     tracking_uri: str | None = None,
 ) -> tuple[DriftResult, str | None]:
     """Drift of ``current`` against ``model``'s reference profile (or a ``reference`` file).
 
     Returns the result and the model as ``name@alias`` or ``name/version`` (None for a
-    file). A ``retrain`` notebook is checked first: one that cannot run is the mistake to
-    report, before any drift is.
+    file).
     """
     from nbmlops.monitor.data import read_current, read_reference
+    from nbmlops.monitor.drift import check_drift
 
     if (model is None) == (reference is None):
         raise MonitorInputError(
             "nbmlops monitor drift",
             "give either MODEL[@ALIAS] or --reference FILE" + (", not both" if model else ""),
-            "e.g. nbmlops monitor drift mymodel@champion --current logs/, or "
+            f"e.g. nbmlops monitor drift mymodel@{DEFAULT_ALIAS} --current logs/, or "
             "nbmlops monitor drift --reference train.csv --current today.csv",
         )
-    if retrain is not None:
-        from nbmlops.notebook.pipeline import load_pipeline
-
-        load_pipeline(retrain)
     label: str | None = None
     if model is not None:
         from nbmlops.promote.registry import load_reference, resolve_model
@@ -78,7 +171,7 @@ def write_reports(
 
     if needed and not (json_path and html_path):
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-        folder = project.state_dir() / "drift" / stamp
+        folder = project.state_dir() / REPORTS_DIR / stamp
         json_path = json_path or str(folder / "drift.json")
         html_path = html_path or str(folder / "drift.html")
     written = []

@@ -28,7 +28,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         return pd.read_csv(source) if kind == "csv" else pd.read_parquet(source)
     except Exception as exc:
         raise MonitorInputError(
-            str(source), f"cannot read it as {kind}: {type(exc).__name__}: {exc}"
+            str(source),
+            f"cannot read it as {kind}: {type(exc).__name__}: {exc}",
+            f"check that it is a complete {kind} file (write it again), or give another",
         ) from None
 
 

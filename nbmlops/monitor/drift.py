@@ -33,35 +33,14 @@ from nbmlops.monitor.reference import (
     Reference,
     parallel_map,
 )
+from nbmlops.monitor.thresholds import Thresholds as Thresholds  # here too: drift's API
 
+FORMAT = "nbmlops.drift"  # the JSON report's document format (with "version")
 PLOT_BINS = 40
 ECDF_POINTS = 101
 PLOT_CATEGORIES = 20
 OTHER = "(other)"
 MISSING = "(missing)"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a feature counts as drifted (see the module docstring for the rule)."""
-
-    psi: float = 0.2
-    pvalue: float = 0.05
-    js: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not self.psi >= 0:
-            raise MonitorInputError("--psi-threshold", f"{self.psi} is negative", "use 0 or more")
-        if not 0 <= self.pvalue <= 1:
-            raise MonitorInputError("--ks-pvalue", f"{self.pvalue} is not in 0..1", "e.g. 0.05")
-        if not 0 <= self.js <= 1:
-            raise MonitorInputError("--js-threshold", f"{self.js} is not in 0..1", "e.g. 0.1")
-
-    def rule(self) -> str:
-        return (
-            f"numeric: PSI > {self.psi:g} or KS p < {self.pvalue:g}; "
-            f"categorical: chi-square p < {self.pvalue:g} or JS distance > {self.js:g}"
-        )
 
 
 @dataclass
@@ -113,12 +92,13 @@ class DriftResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["format"] = "nbmlops.drift"
+        out["format"] = FORMAT
         out["version"] = 1
         out["rule"] = self.thresholds.rule()
         out["drifted"] = self.drifted
         out["summary"] = self.summary()
-        return _finite(out)
+        strict: dict[str, Any] = _finite(out)
+        return strict
 
 
 def check_drift(
@@ -199,7 +179,8 @@ def check_drift(
 def numeric_values(name: str, series: pd.Series, source: str) -> np.ndarray:
     """``series`` as float64 (NaN for missing); numbers written as text are accepted."""
     if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        values: np.ndarray = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values
     coerced = pd.to_numeric(series, errors="coerce")
     bad = coerced.isna() & series.notna()
     if bad.any():
@@ -212,7 +193,8 @@ def numeric_values(name: str, series: pd.Series, source: str) -> np.ndarray:
             f"clean or cast {name!r} to numbers before comparing, and check that the "
             "service logs it as a number",
         )
-    return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    parsed: np.ndarray = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    return parsed
 
 
 def numeric_drift(
@@ -272,7 +254,7 @@ def numeric_plot(ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
         return [int(c) for c in np.diff(pos)]
 
     def ecdf(a: np.ndarray) -> list[float]:
-        return (np.searchsorted(a, grid, side="right") / max(len(a), 1)).tolist()
+        return [float(v) for v in np.searchsorted(a, grid, side="right") / max(len(a), 1)]
 
     return {
         "edges": edges.tolist(),

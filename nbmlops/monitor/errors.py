@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nbmlops.exceptions import NbmlopsError
 
 
@@ -11,3 +13,6 @@ class MonitorInputError(NbmlopsError):
     def __init__(self, source: str, problem: str, fix: str = "") -> None:
         super().__init__(f"{source}: {problem}", fix)
         self.source = source
+
+    def details(self) -> dict[str, Any]:
+        return {"source": self.source}

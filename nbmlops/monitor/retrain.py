@@ -1,22 +1,22 @@
 """Retraining when drift is found: run the training notebook, tagged with why.
 
-The new pipeline run carries ``nbmlops.retrain.trigger=drift``,
-``nbmlops.retrain.drift_report`` (the report's artifact URI on that run once logged; the
-local path while it runs) and ``nbmlops.retrain.model`` (``name@alias`` or
-``name/version``), and the drift reports as artifacts under ``drift/``.
+The new pipeline run carries :func:`nbmlops.capture.schema.retrain_tags`: the trigger
+(``drift``), the drift report (its artifact URI on that run once logged; the local path
+while it runs) and the model compared (``name@alias`` or ``name/version``), and the drift
+reports as artifacts under ``drift/``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from nbmlops.capture import schema
 from nbmlops.exceptions import StepFailed
 
-TRIGGER = "nbmlops.retrain.trigger"
-REPORT = "nbmlops.retrain.drift_report"
-MODEL = "nbmlops.retrain.model"
-ARTIFACT_DIR = "drift"
+if TYPE_CHECKING:
+    from nbmlops.run.progress import Reporter
+    from nbmlops.run.runner import RunResult
 
 
 def retrain(
@@ -24,26 +24,35 @@ def retrain(
     reports: list[Path],
     *,
     model: str | None = None,
+    parameters: dict[str, str] | None = None,
     tracking_uri: str | None = None,
-    reporter: Any = None,
-    **options: Any,
-) -> Any:
+    experiment: str | None = None,
+    reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
+    project_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> RunResult:
     """Run ``notebook`` as a pipeline tagged as a drift retraining; returns its RunResult.
 
     ``reports[0]`` (the JSON result) is the one the tag points to. If a cell fails, the
-    reports are still logged on the failed run before :class:`StepFailed` propagates.
-    ``options`` go to ``run_notebook`` (``parameters``, ``experiment``, more ``tags``...).
+    reports are still logged on the failed run before :class:`StepFailed` propagates. The
+    other arguments are ``run_notebook``'s; ``tags`` are added to the retraining's own.
     """
     from nbmlops import project
     from nbmlops.run.runner import run_notebook
 
-    main = reports[0].resolve()
-    tags = {**options.pop("tags", {}), TRIGGER: "drift", REPORT: str(main)}
-    if model:
-        tags[MODEL] = model
     uri = project.tracking_uri(tracking_uri)
     try:
-        result = run_notebook(notebook, tracking_uri=uri, reporter=reporter, tags=tags, **options)
+        result = run_notebook(
+            notebook,
+            parameters,
+            experiment=experiment,
+            tracking_uri=uri,
+            reporter=reporter,
+            tags={**(tags or {}), **schema.retrain_tags(str(reports[0].resolve()), model)},
+            project_dir=project_dir,
+            cache_dir=cache_dir,
+        )
     except StepFailed as exc:
         if exc.run_id:
             log_reports(exc.run_id, reports, uri)
@@ -58,7 +67,7 @@ def log_reports(run_id: str, reports: list[Path], tracking_uri: str) -> str:
 
     client = open_client(tracking_uri)
     for path in reports:
-        client.log_artifact(run_id, str(path), ARTIFACT_DIR)
-    artifact = f"runs:/{run_id}/{ARTIFACT_DIR}/{reports[0].name}"
-    client.set_tag(run_id, REPORT, artifact)
+        client.log_artifact(run_id, str(path), schema.DRIFT_DIR)
+    artifact = f"runs:/{run_id}/{schema.DRIFT_DIR}/{reports[0].name}"
+    client.set_tag(run_id, schema.RETRAIN_REPORT, artifact)
     return artifact
