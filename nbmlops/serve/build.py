@@ -232,6 +232,11 @@ class Servable:
     bento_tag: str
     built: bool  # built just now (else found in the Bento store and verified)
 
+    @property
+    def outcome(self) -> str:
+        """``Bento TAG built`` or ``Bento TAG found and verified``."""
+        return f"Bento {self.bento_tag} {'built' if self.built else 'found and verified'}"
+
 
 def ensure_bento(ref: str, tracking_uri: str | None = None, rebuild: bool = False) -> Servable:
     """The Bento of the version ``ref`` names: found and verified, else (or with
