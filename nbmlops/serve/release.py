@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nbmlops.capture.schema import DEFAULT_ALIAS
+from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.promote.core import Promotion, promote
 from nbmlops.promote.gates import Gate
@@ -48,7 +48,7 @@ def release(
     experiment: str,
     metric: str,
     *,
-    mode: str = "max",
+    mode: str = MODES[0],
     gates: Sequence[str | Gate] = (),
     model_name: str | None = None,
     alias: str = DEFAULT_ALIAS,

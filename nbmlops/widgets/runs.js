@@ -192,7 +192,7 @@ function controls(model) {
   return h("div", { class: "controls" },
     h("label", {}, "metric ", select("widget-metric", model.get("metrics").map((m) => [m, m]), model.get("metric"), set("metric"))),
     h("label", {}, "x ", select("widget-x", [["", "start time"], ...model.get("params").map((p) => [p, p])], model.get("x_param"), set("x_param"))),
-    h("label", {}, "mode ", select("widget-mode", [["max", "max"], ["min", "min"]], model.get("mode"), set("mode"))),
+    h("label", {}, "mode ", select("widget-mode", model.get("modes").map((m) => [m, m]), model.get("mode"), set("mode"))),
     gates,
     h("label", {}, "alias ", alias),
     h("button", { "data-nbmlops": "widget-promote-best", disabled: busy || !model.get("metric"),
