@@ -154,3 +154,28 @@ def step_runs(client: Any, parent: Any) -> dict[str, Any]:
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     return {r.data.tags["nbmlops.step"]: r for r in runs}
+
+
+# --- added for promote/serve: CLASSIFIER with the variations promotion and serving need.
+def classifier(*, integer_feature: bool = False, fail: bool = False) -> list[Any]:
+    """CLASSIFIER, optionally with three features of which ``b`` is an integer (0..9), so
+    the served schema has an integer input, and with a ``fail`` parameter that makes
+    ``evaluate`` raise after logging its metrics (``-p fail=True``: a FAILED run with
+    the best score)."""
+    import copy
+
+    cells = copy.deepcopy(CLASSIFIER)
+    parameters, load, split, evaluate = cells[1], cells[2], cells[3], cells[5]
+    if integer_feature:
+        load.source = (
+            "rng = np.random.default_rng(seed)\n"
+            "df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.integers(0, 10, 300),"
+            " 'c': rng.normal(size=300)})\n"
+            "df['y'] = ((df['a'] + df['b'] / 10) > 0.5).astype(int)\n"
+            "nbmlops.track_data(df, 'table')"
+        )
+        split.source = split.source.replace("[['a', 'b']]", "[['a', 'b', 'c']]")
+    if fail:
+        parameters.source += "\nfail = False"
+        evaluate.source += "\nif fail:\n    raise RuntimeError('boom')"
+    return cells

@@ -163,6 +163,7 @@ function details(model) {
   return h("div", { "data-nbmlops": "widget-details" },
     h("div", {}, h("b", {}, `run ${d.run_id}`), ` ${(d.status || "").toLowerCase()} · seed ${d.seed ?? ""} · git ${d.git_commit ? d.git_commit.slice(0, 8) + (d.git_dirty ? " (dirty)" : "") : "none"}`),
     d.error ? h("div", { class: "error" }, d.failed_step ? `failed in step ${d.failed_step}: ${d.error}` : d.error) : null,
+    d.fix ? h("div", { class: "fix" }, "fix: " + d.fix) : null,
     steps,
     data.length ? h("div", {}, "data: ", h("ul", {}, data)) : null,
     d.model_uri ? h("div", {}, "model: ", h("code", {}, d.model_uri)) : null,

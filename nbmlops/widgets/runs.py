@@ -178,7 +178,7 @@ class RunsWidget(anywidget.AnyWidget):
         try:
             self.details = run_details(self.client(), run_id) if run_id else {}
         except NbmlopsError as exc:
-            self.details = {"run_id": run_id, "error": str(exc), "steps": []}
+            self.details = {"run_id": run_id, "error": exc.problem, "fix": exc.fix, "steps": []}
 
     def _on_message(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
         """What the buttons send: ``{"action": "promote_best" | "promote" | "refresh"}``."""
