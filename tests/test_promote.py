@@ -291,9 +291,11 @@ def test_force_overrides_and_is_recorded_then_rollback_moves_back(trained: Train
 
     # Forward again by version; an unknown version is named with the known ones.
     assert rollback(name, to_version="2", tracking_uri=trained.tracking_uri).to_version == "2"
-    bad = trained.cli("rollback", name, "--to", "7")
-    assert bad.returncode == 2
-    assert f"error: model {name!r} has no version 7\n  fix: pick one of: 1, 2\n" in bad.stderr
+    for version in ("7", "x"):  # unknown, malformed
+        bad = trained.cli("rollback", name, "--to", version)
+        assert bad.returncode == 2, bad.stderr
+        expected = f"error: model {name!r} has no version {version}\n  fix: pick one of: 1, 2\n"
+        assert expected in bad.stderr
 
 
 def test_promoting_the_same_run_again_reuses_its_version(trained: Trained) -> None:
@@ -335,6 +337,10 @@ def test_mistakes_are_named_with_the_fix(trained: Trained) -> None:
     with pytest.raises(NoCandidate) as not_finished:
         promote(trained.experiment, "score", run_id=failed, tracking_uri=uri)
     assert not_finished.value.problem == f"run {failed} is failed, not finished"
+    for run_id in ("0123456789abcdef", "not an id"):  # unknown, malformed
+        with pytest.raises(NoCandidate) as no_run:
+            promote(trained.experiment, "score", run_id=run_id, tracking_uri=uri)
+        assert no_run.value.problem == f"no run {run_id!r} in the store"
     for gate in ("score>>0.9", "score", ">=0.9", "score>=high"):
         with pytest.raises(GateSyntaxError) as bad_gate:
             promote(trained.experiment, "score", gates=[gate], tracking_uri=uri)

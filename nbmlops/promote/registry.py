@@ -133,10 +133,14 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def missing(exc: BaseException) -> bool:
-    """Whether MLflow answered ``exc`` because what was asked for does not exist."""
+    """Whether MLflow answered ``exc`` because what was asked for does not exist, or cannot
+    (a malformed run id or version: ``INVALID_PARAMETER_VALUE``)."""
     from mlflow.exceptions import MlflowException
 
-    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+    return isinstance(exc, MlflowException) and exc.error_code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+    )
 
 
 def find_registered_model(mlflow_client: Any, name: str) -> Any | None:
