@@ -156,13 +156,35 @@ def step_runs(client: Any, parent: Any) -> dict[str, Any]:
     return {r.data.tags["nbmlops.step"]: r for r in runs}
 
 
-# --- added for monitor/ci
-def classifier(parameters: str | None = None, **steps: str) -> list[Any]:
-    """:data:`CLASSIFIER` with its parameters cell and the code of the named steps replaced:
-    a test's variation of the one classifier, with the same cells at the same indices."""
+def classifier(
+    parameters: str | None = None,
+    *,
+    integer_feature: bool = False,
+    fail: bool = False,
+    **steps: str,
+) -> list[Any]:
+    """:data:`CLASSIFIER` as a test's variation of it, with the same cells at the same
+    indices: ``parameters`` and the named ``steps`` replace those cells' code;
+    ``integer_feature`` gives three features of which ``b`` is an integer (0..9), so the
+    served schema has an integer input; ``fail`` adds a ``fail`` parameter that makes
+    ``evaluate`` raise after logging its metrics (``-p fail=True``: a FAILED run with the
+    best score)."""
     import copy
 
     cells = copy.deepcopy(CLASSIFIER)
+    params_cell, load, split, evaluate = cells[1], cells[2], cells[3], cells[5]
+    if integer_feature:
+        load.source = (
+            "rng = np.random.default_rng(seed)\n"
+            "df = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.integers(0, 10, 300),"
+            " 'c': rng.normal(size=300)})\n"
+            "df['y'] = ((df['a'] + df['b'] / 10) > 0.5).astype(int)\n"
+            "nbmlops.track_data(df, 'table')"
+        )
+        split.source = split.source.replace("[['a', 'b']]", "[['a', 'b', 'c']]")
+    if fail:
+        params_cell.source += "\nfail = False"
+        evaluate.source += "\nif fail:\n    raise RuntimeError('boom')"
     for cell in cells:
         for tag in cell.metadata.get("tags", []):
             if tag == "parameters" and parameters is not None:

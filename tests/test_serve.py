@@ -19,9 +19,13 @@ import pandas as pd
 import pytest
 from test_promote import Trained, make_cli, train
 
+from nbmlops.capture import schema
+from nbmlops.exceptions import NbmlopsError
 from nbmlops.promote import promote, resolve_model
+from nbmlops.promote.errors import PromoteError
 from nbmlops.serve import server
 from nbmlops.serve.build import bento_tags
+from nbmlops.serve.errors import ServeError
 from nbmlops.serve.monitoring import read_monitor_logs
 
 ROW = {"a": 0.7, "b": 3, "c": -0.2}
@@ -69,8 +73,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
             text=True,
         )
         labels = json.loads(shown.stdout)["labels"]
-        assert labels["nbmlops.run_id"] == trained.runs["v1"]
-        assert labels["nbmlops.version"] == "1" and "nbmlops.code_hash.train" in labels
+        assert labels[schema.MV_RUN_ID] == trained.runs["v1"]
+        assert (labels[schema.BENTO_MODEL], labels[schema.BENTO_VERSION]) == (name, "1")
+        assert schema.CODE_HASH_PREFIX + "train" in labels
+        assert not any(k.startswith(schema.METRIC_PREFIX) for k in labels)
         monitor_dir = root / "monitoring"
         log = root / "server.log"
         port = server.free_port()
@@ -100,27 +106,28 @@ def records(*rows: dict[str, Any]) -> bytes:
     return json.dumps({"records": list(rows)}).encode()
 
 
-BAD_REQUESTS: list[tuple[str, bytes, str]] = [
-    ("missing column", records({"a": 0.1, "c": 0.2}), "'b'"),
-    ("text for a number", records({**ROW, "a": "high"}), "'a'"),
-    ("fraction for an integer", records({**ROW, "b": 1.5}), "'b'"),
-    ("boolean for a number", records({**ROW, "c": True}), "'c'"),
-    ("list for a number", records({**ROW, "a": [1]}), "'a'"),
-    ("null for a required column", records({**ROW, "a": None}), "'a'"),
-    ("extra column", records({**ROW, "d": 1.0}), "'d'"),
-    ("NaN", b'{"records": [{"a": NaN, "b": 3, "c": 0.1}]}', "'a'"),
-    ("Infinity", b'{"records": [{"a": 0.1, "b": 3, "c": -Infinity}]}', "'c'"),
-    ("overflowing number", b'{"records": [{"a": 1e999, "b": 3, "c": 0.1}]}', "'a'"),
-    ("second record bad", records(ROW, {**ROW, "b": "x"}), "records[1]"),
-    ("empty batch", records(), "records"),
-    ("record not an object", b'{"records": [[0.7, 3, -0.2]]}', "records[0]"),
-    ("records not a list", b'{"records": {"a": 0.7}}', "records"),
-    ("no records field", b'{"rows": []}', "records"),
-    ("empty body", b"", "records"),
-    ("malformed JSON", b'{"records": [', "JSON"),
-    ("not JSON at all", b"a=1&b=2", "JSON"),
-    ("unknown top-level field", b'{"records": [], "rows": []}', "'rows'"),
-    ("not an object", b"[1, 2]", "object"),
+# (case, body, the status it gets, what the error names)
+BAD_REQUESTS: list[tuple[str, bytes, int, str]] = [
+    ("missing column", records({"a": 0.1, "c": 0.2}), 400, "'b'"),
+    ("text for a number", records({**ROW, "a": "high"}), 400, "'a'"),
+    ("fraction for an integer", records({**ROW, "b": 1.5}), 400, "'b'"),
+    ("boolean for a number", records({**ROW, "c": True}), 400, "'c'"),
+    ("list for a number", records({**ROW, "a": [1]}), 400, "'a'"),
+    ("null for a required column", records({**ROW, "a": None}), 400, "'a'"),
+    ("extra column", records({**ROW, "d": 1.0}), 400, "'d'"),
+    ("NaN", b'{"records": [{"a": NaN, "b": 3, "c": 0.1}]}', 400, "'a'"),
+    ("Infinity", b'{"records": [{"a": 0.1, "b": 3, "c": -Infinity}]}', 400, "'c'"),
+    ("overflowing number", b'{"records": [{"a": 1e999, "b": 3, "c": 0.1}]}', 400, "'a'"),
+    ("second record bad", records(ROW, {**ROW, "b": "x"}), 400, "records[1]"),
+    ("empty batch", records(), 400, "records"),
+    ("record not an object", b'{"records": [[0.7, 3, -0.2]]}', 400, "records[0]"),
+    ("records not a list", b'{"records": {"a": 0.7}}', 400, "records"),
+    ("no records field", b'{"rows": []}', 400, "records"),
+    ("empty body", b"", 400, "records"),
+    ("malformed JSON", b'{"records": [', 400, "JSON"),
+    ("not JSON at all", b"a=1&b=2", 400, "JSON"),
+    ("unknown top-level field", b'{"records": [], "rows": []}', 400, "'rows'"),
+    ("not an object", b"[1, 2]", 400, "object"),
 ]
 OTHER_MEDIA = [
     ("form", "application/x-www-form-urlencoded", b"records=1"),
@@ -129,12 +136,14 @@ OTHER_MEDIA = [
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "named"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "named"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
 def test_bad_requests_get_a_4xx_naming_the_field(
-    served: Served, case: str, body: bytes, named: str
+    served: Served, case: str, body: bytes, status: int, named: str
 ) -> None:
-    status, text = post(served.url, body)
-    assert 400 <= status < 500, (case, status, text)
+    got, text = post(served.url, body)
+    assert got == status, (case, got, text)
     assert named in text, (case, text)
 
 
@@ -150,7 +159,7 @@ def test_a_body_that_is_not_json_gets_415_naming_the_content_type(
 
 
 def test_no_bad_request_made_the_server_answer_5xx(served: Served) -> None:
-    for _case, body, _named in BAD_REQUESTS:
+    for _case, body, _status, _named in BAD_REQUESTS:
         post(served.url, body)
     for _case, media, body in OTHER_MEDIA:
         httpx.post(served.url + "/predict", content=body, headers={"Content-Type": media})
@@ -272,17 +281,27 @@ def test_tampered_model_files_are_refused_by_build_and_by_the_service(served: Se
     finally:
         stored.write_bytes(original)
     assert result.returncode == 1
-    assert "model.skops has changed since promotion" in result.stderr
+    assert (
+        f"error: model {served.name} v1 (@champion): model.skops has changed since promotion: "
+        "refusing to use it\n"
+    ) in result.stderr
     assert "Traceback" not in result.stderr
 
     # In the BentoML model store: the service refuses to load, naming the file.
-    [copy] = (served.bentoml_home / "models").glob("*/*/mlflow_model/model.skops")
+    model = resolve_model(served.name, served.trained.tracking_uri)
+    store_name, store_version = bento_tags(model)[1].split(":")
+    copy = served.bentoml_home / "models" / store_name / store_version / "mlflow_model"
+    copy /= "model.skops"
     original = copy.read_bytes()
     copy.write_bytes(original + b"\0")
     log = served.monitor_dir.parent / "tampered.log"
     try:
         serve = served.trained.cli("serve", served.name, "--port", str(server.free_port()))
-        assert serve.returncode == 1 and "model.skops has changed" in serve.stderr
+        assert serve.returncode == 1
+        assert (
+            f"error: model {model} (BentoML copy {bento_tags(model)[1]}): model.skops has "
+            "changed since promotion: refusing to use it\n"
+        ) in serve.stderr
         proc = server.start(
             server.serve_command(served.bento_tag, server.free_port()),
             {**server.server_env(None), **served.env},
@@ -297,13 +316,35 @@ def test_tampered_model_files_are_refused_by_build_and_by_the_service(served: Se
     finally:
         copy.write_bytes(original)
     assert proc.returncode != 0
-    assert "model.skops has changed since promotion" in log.read_text()
+    assert (
+        f"IntegrityError: model {served.name} v1: model.skops has changed since promotion "
+        "(sha256 differs): refusing it"
+    ) in log.read_text()
 
 
 def test_monitor_logs_of_a_missing_folder_are_an_error(tmp_path: Path) -> None:
-    from nbmlops.serve.errors import ServeError
-
-    with pytest.raises(ServeError, match="no monitor log folder"):
+    with pytest.raises(ServeError) as no_folder:
         read_monitor_logs(tmp_path / "nope")
-    with pytest.raises(ServeError, match="no monitor logs under"):
+    assert no_folder.value.problem == f"no monitor log folder {str(tmp_path / 'nope')!r}"
+    with pytest.raises(ServeError) as no_logs:
         read_monitor_logs(tmp_path)
+    assert no_logs.value.problem == f"no monitor logs under {str(tmp_path)!r}"
+    # A serving error is not a registry error: `except PromoteError` does not catch it.
+    assert isinstance(no_logs.value, NbmlopsError)
+    assert not isinstance(no_logs.value, PromoteError)
+
+
+def test_promote_build_promotes_then_builds_or_finds_the_bento(served: Served) -> None:
+    trained, name = served.trained, f"built-{served.trained.experiment}"
+    args = ["--experiment", trained.experiment, "--metric", "accuracy", "--model-name", name]
+    run = ["--run", trained.runs["v2"]]
+    first = trained.cli("promote", *args, *run, "--build")
+    assert first.returncode == 0, first.stdout + first.stderr
+    tag = bento_tags(resolve_model(name, trained.tracking_uri))[0]
+    assert f"{name}@champion: nothing -> v1\nBento {tag} built\n" in first.stdout
+    again = trained.cli("promote", *args, *run, "--build")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{name}@champion is already version 1\nBento {tag} found and verified\n" in again.stdout
+    plain = trained.cli("promote", *args, *run)  # without --build, as before: no Bento line
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert plain.stdout.endswith(f"{name}@champion is already version 1\n")

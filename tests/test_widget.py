@@ -1,6 +1,7 @@
 """The runs widget with real runs of a tiny notebook in a real MLflow store: its rows and
-chart data, a run's steps and lineage, and promotion through the handler the buttons'
-messages reach (the registry and the Bento store asked afterwards)."""
+chart data, a run's steps and lineage, and promotion through the methods its buttons call
+(``promote_best``, ``promote_selected``), as a script would; the registry and the Bento
+store are asked afterwards. The clicks themselves are tests/test_browser.py's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import CLASSIFIER, pipeline_runs, write_notebook
 from mlflow import MlflowClient
 
+from nbmlops.capture.schema import MV_RUN_ID
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.widgets import RunsWidget, runs
 from nbmlops.widgets.runs import chart_points, notebook_experiment
@@ -116,44 +118,52 @@ def test_promote_best_then_a_worse_run_is_refused(
     model = f"widget-{uuid.uuid4().hex[:6]}"
     w = RunsWidget(trained["experiment"], tracking_uri)
     w.metric, w.model_name = "score", model
-    w._handle_custom_msg({"action": "promote_best"}, [])  # what "Promote best" sends
+    with pytest.raises(NbmlopsError) as nothing_selected:
+        w.promote_selected()
+    assert nothing_selected.value.problem == "no run selected"
+    assert w.promote_best() is True
     assert w.busy is True
-    # A second click while the first is under way does nothing.
-    assert w.request_promote(ids[2]) is False
-    w._handle_custom_msg({"action": "promote", "run_id": ids[2]}, [])
-    w.wait(600)
+    # A second click while the first is under way (promoting, then building) does nothing.
+    w.selected_run = ids[2]
+    assert w.promote_selected() is False
+    result = w.wait(600)
     assert w.busy is False
-    result = w.result
     assert result["state"] == "built", result
     assert result["run_id"] == ids[3] and result["alias"] == "champion"
     assert result["value"] == pytest.approx(0.9)
+    assert result["message"] == f"{model} v1 is @champion (score=0.9); Bento {result['bento']}"
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     holder = client.get_model_version_by_alias(model, "champion")
-    assert str(holder.version) == result["version"]
-    assert holder.tags["nbmlops.run_id"] == ids[3]
+    assert str(holder.version) == result["version"] == "1"
+    assert holder.tags[MV_RUN_ID] == ids[3]
     assert len(client.search_model_versions(f"name='{model}'")) == 1  # the ignored click
     import bentoml
 
     assert str(bentoml.get(result["bento"]).tag) == result["bento"]
-    assert result["bento"] in result["message"]
 
-    w.selected_run = ids[2]
-    w._handle_custom_msg({"action": "promote", "run_id": ids[2]}, [])  # "Promote selected"
-    w.wait(600)
-    refused = w.result
-    assert refused["state"] == "refused"
-    assert "score=0.8" in refused["message"] and "score=0.9" in refused["message"]
+    assert w.promote_selected() is True  # "Promote selected": the worse run
+    refused = w.wait(600)
+    assert refused == {
+        "state": "refused",
+        "message": f"not promoting run {ids[2]} to {model}@champion: score=0.8 of run "
+        f"{ids[2]} is lower than score=0.9 of {model} v1 (@champion)",
+        "fix": "improve the model, or pass --force to promote anyway (the override is recorded)",
+    }
     assert client.get_model_version_by_alias(model, "champion").version == holder.version
 
 
 def test_gate_refusal_shows_both_values(trained: dict[str, Any], tracking_uri: str) -> None:
+    model = f"widget-{uuid.uuid4().hex[:6]}"
     w = RunsWidget(trained["experiment"], tracking_uri)
-    w.metric, w.model_name, w.gates = "score", f"widget-{uuid.uuid4().hex[:6]}", ["score>=1.01"]
-    assert w.request_promote(None) is True
-    w.wait(600)
-    assert w.result["state"] == "refused"
-    assert "score>=1.01" in w.result["message"] and "score=0.9" in w.result["message"]
-    assert "--force" in w.result["fix"]
+    w.metric, w.model_name, w.gates = "score", model, ["score>=1.01"]
+    assert w.promote_best() is True
+    result = w.wait(600)
+    assert result["state"] == "refused"
+    assert result["message"] == (
+        f"not promoting run {trained['ids'][3]} to {model}@champion: "
+        "gate score>=1.01 failed: score=0.9"
+    )
+    assert "--force" in result["fix"]
 
 
 def test_the_notebook_names_the_experiment(

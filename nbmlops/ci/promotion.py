@@ -1,9 +1,9 @@
 """``nbmlops ci --promote``: promote a run that passed, build its Bento.
 
-The rule is ``nbmlops promote``'s own (:func:`nbmlops.promote.core.promote` decides): the
-run must pass its gates and be at least as good as the version holding the alias. A
-candidate that is worse is not a failure: the check passes with "kept champion vN". A
-run whose model already is that version (an identical, cached re-run) keeps it too.
+The rule is ``nbmlops promote``'s own (:func:`nbmlops.serve.release.release` promotes, then
+builds): the run must pass its gates and be at least as good as the version holding the
+alias. A candidate that is worse is not a failure: the check passes with "kept champion
+vN". A run whose model already is that version (an identical, cached re-run) keeps it too.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from nbmlops.ci.pipelines import FAILED, PASSED, SKIPPED, Check, Outcome
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.promote.core import Promotion
 from nbmlops.promote.errors import PromoteError, PromotionRefused
 
 
@@ -28,7 +28,7 @@ def promote_outcome(outcome: Outcome, tracking_uri: str, force: bool = False) ->
 
 
 def _promote(outcome: Outcome, tracking_uri: str, force: bool) -> Check:
-    from nbmlops.promote.core import promote
+    from nbmlops.serve.release import release
 
     pipeline, rule = outcome.pipeline, outcome.pipeline.promote
     if rule is None:
@@ -38,66 +38,57 @@ def _promote(outcome: Outcome, tracking_uri: str, force: bool) -> Check:
             SKIPPED,
             message=f"no promotion rule: add promote = {{ metric = ... }} to {pipeline.key}",
         )
-    name = pipeline.model_name
-    label = f"{name}@{rule.alias}"
+    label = f"{pipeline.model_name}@{rule.alias}"
     try:
-        done = promote(
+        done = release(
             pipeline.experiment,
             rule.metric,
-            rule.mode,
-            pipeline.gates,
-            name,
-            rule.alias,
+            mode=rule.mode,
+            gates=pipeline.gates,
+            model_name=pipeline.model_name,
+            alias=rule.alias,
             run_id=outcome.run_id,
             force=force,
             tracking_uri=tracking_uri,
+            build=rule.build,
         )
     except PromotionRefused as exc:
-        holder = _holder(label, tracking_uri)
         return Check(
-            "promote", label, PASSED, message=f"kept {rule.alias} v{holder}: {exc.problem}"
+            "promote",
+            label,
+            PASSED,
+            message=f"kept {rule.alias} v{exc.holder or '?'}: {exc.problem}",
         )
     except PromoteError as exc:
         return Check("promote", label, FAILED, message=exc.problem, detail=str(exc))
+    message = _moved(done.promotion)
+    if done.build_error is not None:
+        return Check(
+            "promote",
+            label,
+            FAILED,
+            message=f"{message}; build failed: {done.build_error.problem}",
+            detail=str(done.build_error),
+        )
+    if done.bento is not None:
+        message += "; " + done.bento.outcome
+    return Check(
+        "promote", label, PASSED, message=message, detail="\n".join(done.promotion.warnings)
+    )
+
+
+def _moved(done: Promotion) -> str:
+    """What the alias did: kept, or moved from which version."""
     if done.unchanged:
-        message = f"kept {rule.alias} v{done.version}: this run's model is that version"
-    else:
-        was = (
-            f"was v{done.previous_version} ({rule.metric}={done.previous_value:.6g})"
-            if done.previous_version and done.previous_value is not None
-            else f"was v{done.previous_version}"
-            if done.previous_version
-            else "first version"
-        )
-        message = (
-            f"promoted {name} v{done.version} to @{rule.alias} "
-            f"({rule.metric}={done.value:.6g}; {was})" + (" [forced]" if done.forced else "")
-        )
-        if rule.build:
-            try:
-                message += "; " + _build(f"{name}/{done.version}", tracking_uri)
-            except NbmlopsError as exc:
-                return Check(
-                    "promote",
-                    label,
-                    FAILED,
-                    message=f"{message}; build failed: {exc.problem}",
-                    detail=str(exc),
-                )
-    return Check("promote", label, PASSED, message=message, detail="\n".join(done.warnings))
-
-
-def _build(ref: str, tracking_uri: str) -> str:
-    from nbmlops.serve.build import ensure_bento
-
-    servable = ensure_bento(ref, tracking_uri)
-    return f"Bento {servable.bento_tag} {'built' if servable.built else 'found and verified'}"
-
-
-def _holder(label: str, tracking_uri: str) -> str:
-    from nbmlops.promote.registry import resolve_model
-
-    try:
-        return resolve_model(label, tracking_uri).version
-    except PromoteError:
-        return "?"
+        return f"kept {done.alias} v{done.version}: this run's model is that version"
+    was = (
+        f"was v{done.previous_version} ({done.metric}={done.previous_value:.6g})"
+        if done.previous_version and done.previous_value is not None
+        else f"was v{done.previous_version}"
+        if done.previous_version
+        else "first version"
+    )
+    return (
+        f"promoted {done.model_name} v{done.version} to @{done.alias} "
+        f"({done.metric}={done.value:.6g}; {was})" + (" [forced]" if done.forced else "")
+    )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
+from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.cli import cli, tracking_uri_option, verbose_option
+
+if TYPE_CHECKING:
+    from nbmlops.promote.core import Promotion
 
 
 @cli.command()
@@ -12,8 +18,8 @@ from nbmlops.cli import cli, tracking_uri_option, verbose_option
 @click.option("--metric", required=True, help="Metric that ranks the runs (and must not regress).")
 @click.option(
     "--mode",
-    type=click.Choice(["max", "min"]),
-    default="max",
+    type=click.Choice(MODES),
+    default=MODES[0],
     show_default=True,
     help="Whether a higher or a lower metric is better.",
 )
@@ -25,9 +31,12 @@ from nbmlops.cli import cli, tracking_uri_option, verbose_option
     help='A condition the run must meet, e.g. --gate "f1>=0.9". Repeatable.',
 )
 @click.option("--model-name", help="Registered model name (default: the experiment's name).")
-@click.option("--alias", default="champion", show_default=True, help="Alias to move.")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move.")
 @click.option("--run", "run_id", help="Promote this pipeline run instead of the best one.")
 @click.option("--force", is_flag=True, help="Promote even if a gate fails or the model is worse.")
+@click.option(
+    "--build", is_flag=True, help="Then build the promoted version's Bento (as nbmlops build)."
+)
 @tracking_uri_option
 @verbose_option
 def promote(
@@ -39,12 +48,13 @@ def promote(
     alias: str,
     run_id: str | None,
     force: bool,
+    build: bool,
     tracking_uri: str | None,
 ) -> None:
     """Register the best finished run's model and move the alias to it."""
-    from nbmlops.promote import promote as do_promote
+    from nbmlops.serve.release import release
 
-    p = do_promote(
+    done = release(
         experiment,
         metric,
         mode=mode,
@@ -54,7 +64,16 @@ def promote(
         run_id=run_id,
         force=force,
         tracking_uri=tracking_uri,
+        build=build,
     )
+    _show(done.promotion)
+    if done.bento is not None:
+        click.secho(done.bento.outcome, fg="green")
+    if done.build_error is not None:
+        raise done.build_error
+
+
+def _show(p: Promotion) -> None:
     for warning in p.warnings:
         click.secho(warning, fg="yellow", err=True)
     for reason in p.overridden:
@@ -107,7 +126,7 @@ def history(model: str, tracking_uri: str | None) -> None:
 @cli.command()
 @click.argument("model")
 @click.option("--to", "to_version", help="Version to move the alias to (default: the previous).")
-@click.option("--alias", default="champion", show_default=True, help="Alias to move back.")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move back.")
 @tracking_uri_option
 @verbose_option
 def rollback(model: str, to_version: str | None, alias: str, tracking_uri: str | None) -> None:

@@ -1,10 +1,18 @@
 """Promote, roll back, read the history: the one implementation every front door calls.
 
-``promote()`` selects the best finished pipeline run of an experiment (or the run given),
-checks the gates and that the candidate is at least as good as the model holding the
-alias, registers the run's model (reusing the version of the same source if there is
-one), tags the version with its lineage, the sha256 of its files and a reference profile
-of its training data, moves the alias and records the move.
+``promote()`` goes through five steps, each a function here:
+
+1. :func:`select`: the best finished pipeline run of the experiment by the metric (or
+   the run given);
+2. :func:`gate`: which of the gates the run fails;
+3. :func:`compare`: whether it is at least as good as the version holding the alias;
+4. :func:`register`: the run's model as a version (the version of the same model if there
+   is one) with its lineage, the sha256 of its files, its metrics and a reference profile
+   of its training data;
+5. :func:`move`: the alias to that version, and the move recorded.
+
+A refusal (a failed gate, a worse candidate) raises :class:`PromotionRefused` after step 3,
+unless ``force``: then it is recorded on the version and in the move.
 """
 
 from __future__ import annotations
@@ -18,10 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbmlops.capture import tracking as t
+from nbmlops.capture import schema as s
+from nbmlops.capture.records import step_runs
+from nbmlops.capture.tracking import _user
 from nbmlops.promote import integrity, reference
 from nbmlops.promote import registry as r
 from nbmlops.promote.errors import (
+    IntegrityError,
     NoCandidate,
     NoSuchExperiment,
     PromoteError,
@@ -29,10 +40,6 @@ from nbmlops.promote.errors import (
     UnknownVersion,
 )
 from nbmlops.promote.gates import Gate, parse_gate
-
-_TAG_SAFE = t._TAG_SAFE
-
-MODES = ("max", "min")
 
 
 @dataclass
@@ -53,7 +60,7 @@ class Promotion:
     unchanged: bool = False  # the version already held the alias
     reference: str | None = None
     warnings: list[str] = field(default_factory=list)
-    event: r.Event | None = None
+    event: s.AliasEvent | None = None
 
     @property
     def uri(self) -> str:
@@ -74,176 +81,60 @@ class Promotion:
 def promote(
     experiment: str,
     metric: str,
-    mode: str = "max",
+    mode: str = s.MODES[0],
     gates: Sequence[str | Gate] = (),
     model_name: str | None = None,
-    alias: str = r.DEFAULT_ALIAS,
+    alias: str = s.DEFAULT_ALIAS,
     run_id: str | None = None,
     force: bool = False,
     tracking_uri: str | None = None,
 ) -> Promotion:
     """Register the best (or given) run's model and move ``alias`` to it; see the module doc."""
-    if mode not in MODES:
+    if mode not in s.MODES:
         raise PromoteError(f"mode {mode!r} is not max or min", "use --mode max or --mode min")
     parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]
     client = r.client(tracking_uri)
-    exp = _experiment(client, experiment)
-    run = (
-        _given_run(client, exp, run_id, metric) if run_id else _best_run(client, exp, metric, mode)
-    )
-    value = float(run.data.metrics[metric])
     name = model_name or experiment
 
-    overridden = []
-    for gate in parsed:
-        if gate.metric not in run.data.metrics:
-            raise NoCandidate(
-                f"gate {gate}: run {run.info.run_id} has no metric {gate.metric!r} "
-                f"(it has: {', '.join(sorted(run.data.metrics)) or 'none'})",
-                "gate on a metric the notebook logs",
-            )
-        got = float(run.data.metrics[gate.metric])
-        if not gate.passes(got):
-            overridden.append(f"gate {gate} failed: {gate.metric}={got:.6g}")
-
-    current = _alias_holder(client, name, alias)
-    previous_value = None
-    notes = []
-    if current is not None:
-        previous_value = _version_metric(client, current, metric)
-        if previous_value is None:
-            notes.append(
-                f"warning: {name} v{current.version} (@{alias}) has no metric {metric!r}: "
-                "the candidate was not compared with it"
-            )
-        if previous_value is not None and _worse(value, previous_value, mode):
-            overridden.append(
-                f"{metric}={value:.6g} of run {run.info.run_id} is "
-                f"{'lower' if mode == 'max' else 'higher'} than {metric}={previous_value:.6g} "
-                f"of {name} v{current.version} (@{alias})"
-            )
-    if overridden and not force:
+    run = select(client, experiment, metric, mode, run_id)
+    failed = gate(run, parsed)
+    against = compare(client, run, metric, mode, name, alias)
+    refusals = failed + against.refusals
+    if refusals and not force:
         raise PromotionRefused(
-            f"not promoting run {run.info.run_id} to {name}@{alias}: " + "; ".join(overridden),
+            f"not promoting run {run.info.run_id} to {name}@{alias}: " + "; ".join(refusals),
             "improve the model, or pass --force to promote anyway (the override is recorded)",
+            holder=against.holder.version if against.holder else None,
         )
 
-    model_uri = run.data.tags[t.MODEL_URI]
-    version, reused, _files, columns = _register(client, name, run, model_uri, tracking_uri)
+    registered = register(client, name, run, tracking_uri, forced="; ".join(refusals))
     promotion = Promotion(
         model_name=name,
-        version=version,
+        version=registered.version,
         alias=alias,
         run_id=run.info.run_id,
         metric=metric,
-        value=value,
-        previous_version=current.version if current else None,
-        previous_value=previous_value,
-        forced=bool(overridden) and force,
-        overridden=overridden if force else [],
-        reused_version=reused,
-        warnings=notes,
+        value=float(run.data.metrics[metric]),
+        previous_version=against.holder.version if against.holder else None,
+        previous_value=against.value,
+        forced=bool(refusals),
+        overridden=refusals,
+        reused_version=registered.reused,
+        reference=registered.reference,
+        warnings=against.warnings + registered.warnings,
     )
-    tags = {f"{r.METRIC_PREFIX}{k}": f"{v:.17g}" for k, v in run.data.metrics.items()}
-    if promotion.forced:
-        tags[r.FORCED] = "; ".join(overridden)
-    for key, val in tags.items():
-        client.set_model_version_tag(name, version, key, val)
+    return move(client, promotion, against.holder)
 
-    existing = client.get_model_version(name, version).tags or {}
-    promotion.reference = existing.get(r.REFERENCE)
-    if not promotion.reference:
-        promotion.reference, warning = _store_reference(client, name, version, run, columns)
-        if warning:
-            promotion.warnings.append(warning)
 
-    if current is not None and current.version == version:
-        promotion.unchanged = True
-        return promotion
-    client.set_registered_model_alias(name, alias, version)
-    promotion.event = r.record_event(
-        client,
-        name,
-        r.Event(
-            seq=0,
-            action="promote",
-            alias=alias,
-            from_version=current.version if current else None,
-            to_version=version,
-            user=t._user(),
-            time=_now(),
-            run_id=run.info.run_id,
-            metric=metric,
-            value=value,
-            previous_value=previous_value,
-            forced=promotion.forced,
-            reason="; ".join(overridden),
-        ),
+# ---------------------------------------------------------------- 1. select
+
+
+def select(client: Any, experiment: str, metric: str, mode: str, run_id: str | None) -> Any:
+    """The MLflow run to promote: ``run_id`` if given (checked), else the best by ``metric``."""
+    exp = _experiment(client, experiment)
+    return (
+        _given_run(client, exp, run_id, metric) if run_id else _best_run(client, exp, metric, mode)
     )
-    return promotion
-
-
-def rollback(
-    model_name: str,
-    to_version: str | None = None,
-    alias: str = r.DEFAULT_ALIAS,
-    tracking_uri: str | None = None,
-) -> r.Event:
-    """Move ``alias`` back: to ``to_version``, else to the version it held before.
-
-    ``model_name`` may also be ``NAME@ALIAS`` (that alias is moved).
-    """
-    if "@" in model_name:
-        model_name, named_alias, _ = r.parse_ref(model_name)
-        alias = named_alias or alias
-    client = r.client(tracking_uri)
-    r.registered_model(client, model_name)
-    current = _alias_holder(client, model_name, alias)
-    if current is None:
-        raise UnknownVersion(
-            f"model {model_name!r} has no alias @{alias} to roll back",
-            "promote a run first, or name the alias with --alias",
-        )
-    if to_version is None:
-        moves = [e for e in r.events(client, model_name) if e.alias == alias]
-        arrived = [e for e in moves if e.to_version == current.version and e.from_version]
-        if not arrived:
-            raise UnknownVersion(
-                f"{model_name}@{alias} (v{current.version}) has no earlier version to go back to",
-                f"name one with --to VERSION (see nbmlops history {model_name})",
-            )
-        to_version = str(arrived[-1].from_version)
-    target = r._version_ref(client, model_name, str(to_version), None)
-    if target.version == current.version:
-        raise PromoteError(
-            f"{model_name}@{alias} is already v{current.version}",
-            f"pick another version (see nbmlops history {model_name})",
-        )
-    client.set_registered_model_alias(model_name, alias, target.version)
-    return r.record_event(
-        client,
-        model_name,
-        r.Event(
-            seq=0,
-            action="rollback",
-            alias=alias,
-            from_version=current.version,
-            to_version=target.version,
-            user=t._user(),
-            time=_now(),
-            run_id=target.run_id,
-        ),
-    )
-
-
-def history(model_name: str, tracking_uri: str | None = None) -> list[r.Event]:
-    """Every alias move of ``model_name`` (or of the model ``NAME@ALIAS`` names), oldest first."""
-    name = model_name.rsplit("@", 1)[0] if "@" in model_name else model_name
-    return r.events(r.client(tracking_uri), name)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _experiment(client: Any, name: str) -> Any:
@@ -261,7 +152,7 @@ def _finished_pipelines(client: Any, exp: Any) -> list[Any]:
     return list(
         client.search_runs(
             [exp.experiment_id],
-            f"tags.`{t.KIND}` = 'pipeline' and attributes.status = 'FINISHED'",
+            f"tags.`{s.KIND}` = '{s.PIPELINE}' and attributes.status = 'FINISHED'",
             max_results=5000,
         )
     )
@@ -274,7 +165,7 @@ def _best_run(client: Any, exp: Any, metric: str, mode: str) -> Any:
         for run in runs
         if metric in run.data.metrics
         and math.isfinite(run.data.metrics[metric])
-        and run.data.tags.get(t.MODEL_URI)
+        and run.data.tags.get(s.MODEL_URI)
     ]
     if not usable:
         if not runs:
@@ -282,13 +173,12 @@ def _best_run(client: Any, exp: Any, metric: str, mode: str) -> Any:
                 f"experiment {exp.name!r} has no finished pipeline run",
                 "run the notebook to the end first: nbmlops run NOTEBOOK",
             )
-        metrics = _user_metrics(runs)
-        with_metric = [run for run in runs if metric in run.data.metrics]
-        if with_metric:
+        if any(metric in run.data.metrics for run in runs):
             raise NoCandidate(
                 f"no finished pipeline run of {exp.name!r} with metric {metric!r} logged a model",
                 "call nbmlops.log_model(model, input_example=X) in a step",
             )
+        metrics = _user_metrics(runs)
         raise NoCandidate(
             f"no finished pipeline run of {exp.name!r} has metric {metric!r}",
             f"pick one of: {', '.join(metrics) or 'none (log one with nbmlops.log_metric)'}",
@@ -298,20 +188,22 @@ def _best_run(client: Any, exp: Any, metric: str, mode: str) -> Any:
 
 
 def _user_metrics(runs: list[Any]) -> list[str]:
-    return sorted({m for run in runs for m in run.data.metrics if not m.startswith("nbmlops.")})
+    return sorted({m for run in runs for m in run.data.metrics if s.is_user_metric(m)})
 
 
 def _given_run(client: Any, exp: Any, run_id: str, metric: str) -> Any:
     try:
         run = client.get_run(run_id)
-    except Exception:
+    except Exception as exc:
+        if not r.missing(exc):
+            raise
         raise NoCandidate(
             f"no run {run_id!r} in the store", "list runs with: nbmlops runs --experiment NAME"
         ) from None
     if run.info.experiment_id != exp.experiment_id:
         raise NoCandidate(f"run {run_id} is not in experiment {exp.name!r}", "check --experiment")
-    kind = run.data.tags.get(t.KIND)
-    if kind != "pipeline":
+    kind = run.data.tags.get(s.KIND)
+    if kind != s.PIPELINE:
         raise NoCandidate(
             f"run {run_id} is not a pipeline run (it is {kind or 'not from nbmlops'})",
             "give the pipeline (parent) run's id, as `nbmlops runs` lists it",
@@ -326,7 +218,7 @@ def _given_run(client: Any, exp: Any, run_id: str, metric: str) -> Any:
             f"run {run_id} has no metric {metric!r}",
             f"pick one of: {', '.join(_user_metrics([run])) or 'none'}",
         )
-    if not run.data.tags.get(t.MODEL_URI):
+    if not run.data.tags.get(s.MODEL_URI):
         raise NoCandidate(
             f"run {run_id} logged no model",
             "call nbmlops.log_model(model, input_example=X) in a step",
@@ -334,85 +226,157 @@ def _given_run(client: Any, exp: Any, run_id: str, metric: str) -> Any:
     return run
 
 
-def _alias_holder(client: Any, name: str, alias: str) -> r.ModelRef | None:
-    try:
-        model = client.get_registered_model(name)
-    except Exception:
-        return None
-    aliases = dict(getattr(model, "aliases", {}) or {})
-    if alias not in aliases:
-        return None
-    return r._version_ref(client, name, str(aliases[alias]), alias)
+# ---------------------------------------------------------------- 2. gate
 
 
-def _version_metric(client: Any, version: r.ModelRef, metric: str) -> float | None:
-    tag = version.tags.get(f"{r.METRIC_PREFIX}{metric}")
-    if tag is not None:
-        return float(tag)
-    if version.run_id:
-        try:
-            value = client.get_run(version.run_id).data.metrics.get(metric)
-        except Exception:
-            return None
-        return None if value is None else float(value)
-    return None
+def gate(run: Any, gates: Sequence[Gate]) -> list[str]:
+    """The gates ``run`` fails, each as ``gate G failed: metric=value``."""
+    failed = []
+    for g in gates:
+        if g.metric not in run.data.metrics:
+            raise NoCandidate(
+                f"gate {g}: run {run.info.run_id} has no metric {g.metric!r} "
+                f"(it has: {', '.join(sorted(run.data.metrics)) or 'none'})",
+                "gate on a metric the notebook logs",
+            )
+        got = float(run.data.metrics[g.metric])
+        if not g.passes(got):
+            failed.append(f"gate {g} failed: {g.metric}={got:.6g}")
+    return failed
+
+
+# ---------------------------------------------------------------- 3. compare
+
+
+@dataclass
+class Comparison:
+    """The candidate against the version holding the alias."""
+
+    holder: r.ModelRef | None  # None: no version holds the alias yet
+    value: float | None = None  # the holder's value of the metric, if it has one
+    refusals: list[str] = field(default_factory=list)  # the candidate is worse
+    warnings: list[str] = field(default_factory=list)  # the holder could not be compared
+
+
+def compare(client: Any, run: Any, metric: str, mode: str, name: str, alias: str) -> Comparison:
+    """Whether ``run`` is at least as good by ``metric`` as the holder of ``name@alias``."""
+    holder = r.alias_holder(client, name, alias)
+    if holder is None:
+        return Comparison(None)
+    done = Comparison(holder, _version_metric(client, holder, metric))
+    value = float(run.data.metrics[metric])
+    if done.value is None:
+        done.warnings.append(
+            f"warning: {name} v{holder.version} (@{alias}) has no metric {metric!r}: "
+            "the candidate was not compared with it"
+        )
+    elif _worse(value, done.value, mode):
+        done.refusals.append(
+            f"{metric}={value:.6g} of run {run.info.run_id} is "
+            f"{'lower' if mode == 'max' else 'higher'} than {metric}={done.value:.6g} "
+            f"of {name} v{holder.version} (@{alias})"
+        )
+    return done
 
 
 def _worse(value: float, previous: float, mode: str) -> bool:
     return value < previous if mode == "max" else value > previous
 
 
-def _lineage(client: Any, run: Any) -> dict[str, str]:
-    tags = run.data.tags
-    lineage = {
-        r.RUN_ID: run.info.run_id,
-        r.EXPERIMENT: client.get_experiment(run.info.experiment_id).name,
-        r.MODEL_URI: tags[t.MODEL_URI],
-    }
-    for key, tag in (
-        (r.NOTEBOOK, t.NOTEBOOK),
-        (r.GIT_COMMIT, t.GIT_COMMIT),
-        (r.GIT_DIRTY, t.GIT_DIRTY),
-        (r.SEED, t.SEED),
-        (r.ENV_HASH, t.ENV_HASH),
-    ):
-        if tags.get(tag):
-            lineage[key] = tags[tag]
-    lineage.update({k: v for k, v in tags.items() if k.startswith(t.DATA_PREFIX)})
-    for step in reference.step_runs(client, run):
-        name = step.data.tags.get(t.STEP)
-        code_hash = step.data.tags.get(t.CODE_HASH)
-        if name and code_hash:
-            lineage[f"{r.CODE_HASH_PREFIX}{t._TAG_SAFE.sub('_', name)}"] = code_hash
-    return lineage
-
-
-def _register(
-    client: Any, name: str, run: Any, model_uri: str, tracking_uri: str | None
-) -> tuple[str, bool, dict[str, str], list[str]]:
-    """The version of ``model_uri`` in ``name`` (reused if registered), its files, its inputs."""
-    files, columns = _model_files(model_uri, tracking_uri)
+def _version_metric(client: Any, version: r.ModelRef, metric: str) -> float | None:
+    """The metric as recorded on the version at promotion, else as its run logged it."""
+    recorded = s.recorded_metric(version.tags, metric)
+    if recorded is not None or not version.run_id:
+        return recorded
     try:
-        client.get_registered_model(name)
+        value = client.get_run(version.run_id).data.metrics.get(metric)
+    except Exception as exc:
+        if not r.missing(exc):
+            raise
+        return None
+    return None if value is None else float(value)
+
+
+# ---------------------------------------------------------------- 4. register
+
+
+@dataclass
+class Registered:
+    """The version a run's model is registered as, with its reference profile."""
+
+    version: str
+    reused: bool  # the version of this same model, registered before
+    reference: str | None  # runs:/ URI of the reference profile, if there is one
+    warnings: list[str] = field(default_factory=list)
+
+
+def register(
+    client: Any, name: str, run: Any, tracking_uri: str | None, forced: str = ""
+) -> Registered:
+    """Register ``run``'s model as a version of ``name`` (reusing the version of the same
+    model), tag it with the run's metrics and ``forced`` (the refusals overridden), and
+    store a reference profile of its training data unless the version has one."""
+    model_uri = run.data.tags[s.MODEL_URI]
+    files, columns = _model_files(model_uri, tracking_uri)
+    _ensure_registered_model(client, name)
+    version = _existing_version(client, name, model_uri, files)
+    reused = version is not None
+    if version is None:
+        version = _create_version(client, name, run, model_uri, files, tracking_uri)
+    tags = s.metric_tags(run.data.metrics)
+    if forced:
+        tags[s.FORCED] = forced
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+    done = Registered(
+        version, reused, (client.get_model_version(name, version).tags or {}).get(s.REFERENCE)
+    )
+    if not done.reference:
+        done.reference, warning = _store_reference(client, name, version, run, columns)
+        if warning:
+            done.warnings.append(warning)
+    return done
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    if r.find_registered_model(client, name) is not None:
+        return
+    try:
+        client.create_registered_model(
+            name, tags={s.MANAGED: "true"}, description="Promoted by nbmlops."
+        )
     except Exception:
-        try:
-            client.create_registered_model(
-                name, tags={"nbmlops.managed": "true"}, description="Promoted by nbmlops."
-            )
-        except Exception:
-            client.get_registered_model(name)  # created concurrently
+        client.get_registered_model(name)  # created concurrently (else: the real error)
+
+
+def _existing_version(client: Any, name: str, model_uri: str, files: dict[str, str]) -> str | None:
+    """The version of ``name`` registered from ``model_uri``, whose files must not have
+    changed since (:class:`IntegrityError` naming the first that did)."""
     for mv in client.search_model_versions(f"name='{name}'"):
-        if (mv.tags or {}).get(r.MODEL_URI) == model_uri:
-            recorded = json.loads((mv.tags or {}).get(r.FILES, "{}"))
+        tags = mv.tags or {}
+        if tags.get(s.MODEL_URI) == model_uri:
+            recorded = json.loads(tags.get(s.FILES, "{}"))
             if recorded and recorded != files:
                 changed = sorted(
                     p for p in set(recorded) | set(files) if recorded.get(p) != files.get(p)
                 )
-                raise integrity.IntegrityError(f"{name} v{mv.version}", changed[0], "has changed")
-            return str(mv.version), True, files, columns
-    tags = _lineage(client, run)
-    tags[r.FILES] = json.dumps(files, sort_keys=True, separators=(",", ":"))
-    tags[r.DIGEST] = integrity.total_digest(files)
+                raise IntegrityError(f"{name} v{mv.version}", changed[0], "has changed")
+            return str(mv.version)
+    return None
+
+
+def _create_version(
+    client: Any,
+    name: str,
+    run: Any,
+    model_uri: str,
+    files: dict[str, str],
+    tracking_uri: str | None,
+) -> str:
+    tags = lineage(client, run).tags()
+    tags[s.FILES] = json.dumps(files, sort_keys=True, separators=(",", ":"))
+    tags[s.DIGEST] = integrity.total_digest(files)
     # MLflow looks the logged model up in the global store: make it this one (a server or a
     # kernel calling promote() may have another global store, or none).
     with warnings.catch_warnings(), r.using_store(tracking_uri):
@@ -422,12 +386,35 @@ def _register(
             source=model_uri,
             run_id=run.info.run_id,
             tags=tags,
-            description=f"run {run.info.run_id} of {tags.get(r.NOTEBOOK, 'a notebook')}",
+            description=f"run {run.info.run_id} of {tags.get(s.NOTEBOOK, 'a notebook')}",
             model_id=model_uri.removeprefix("models:/")
             if model_uri.startswith("models:/m-")
             else None,
         )
-    return str(mv.version), False, files, columns
+    return str(mv.version)
+
+
+def lineage(client: Any, run: Any) -> s.Lineage:
+    """What the version records of ``run``: its notebook, git commit, seed, environment,
+    data digests and the code hash of every step."""
+    tags = run.data.tags
+    code_hashes = {}
+    for step in step_runs(client, run):
+        step_name, code_hash = step.data.tags.get(s.STEP), step.data.tags.get(s.CODE_HASH)
+        if step_name and code_hash:
+            code_hashes[step_name] = code_hash
+    return s.Lineage(
+        run_id=run.info.run_id,
+        experiment=client.get_experiment(run.info.experiment_id).name,
+        model_uri=tags[s.MODEL_URI],
+        notebook=tags.get(s.NOTEBOOK),
+        git_commit=tags.get(s.GIT_COMMIT),
+        git_dirty=tags.get(s.GIT_DIRTY),
+        seed=tags.get(s.SEED),
+        env_hash=tags.get(s.ENV_HASH),
+        code_hashes=code_hashes,
+        data=s.data_digests(tags),
+    )
 
 
 def _model_files(model_uri: str, tracking_uri: str | None) -> tuple[dict[str, str], list[str]]:
@@ -452,6 +439,8 @@ def _store_reference(
     client: Any, name: str, version: str, run: Any, columns: list[str]
 ) -> tuple[str | None, str]:
     """Profile the run's training data, store it on the run, point the version at it."""
+    from nbmlops.capture.profile import build_profile
+
     advice = "drift checks (nbmlops monitor drift) need it"
     if not columns:
         return (
@@ -464,16 +453,109 @@ def _store_reference(
             None,
             f"warning: no training data found ({why}): no reference profile stored; {advice}",
         )
-    try:
-        profile = reference.build_profile(found.frame)
-    except ImportError:
-        return (
-            None,
-            f"warning: nbmlops.capture.profile is not available: no reference profile stored; {advice}",
-        )
-    artifact = f"nbmlops/reference/{_TAG_SAFE.sub('_', name)}-v{version}.json"
-    client.log_text(run.info.run_id, json.dumps(profile, allow_nan=False), artifact)
+    artifact = s.reference_artifact(name, version)
+    client.log_text(
+        run.info.run_id, json.dumps(build_profile(found.frame), allow_nan=False), artifact
+    )
     uri = f"runs:/{run.info.run_id}/{artifact}"
-    client.set_model_version_tag(name, version, r.REFERENCE, uri)
-    client.set_model_version_tag(name, version, r.REFERENCE_DATA, f"{found.name} {found.digest}")
+    client.set_model_version_tag(name, version, s.REFERENCE, uri)
+    client.set_model_version_tag(name, version, s.REFERENCE_DATA, f"{found.name} {found.digest}")
     return uri, ""
+
+
+# ---------------------------------------------------------------- 5. move
+
+
+def move(client: Any, promotion: Promotion, holder: r.ModelRef | None) -> Promotion:
+    """Move the alias to the promoted version and record the move (nothing to do if that
+    version holds it already: ``unchanged``)."""
+    if holder is not None and holder.version == promotion.version:
+        promotion.unchanged = True
+        return promotion
+    client.set_registered_model_alias(promotion.model_name, promotion.alias, promotion.version)
+    promotion.event = r.record_event(
+        client,
+        promotion.model_name,
+        s.AliasEvent(
+            seq=0,
+            action="promote",
+            alias=promotion.alias,
+            from_version=holder.version if holder else None,
+            to_version=promotion.version,
+            user=_user(),
+            time=_now(),
+            run_id=promotion.run_id,
+            metric=promotion.metric,
+            value=promotion.value,
+            previous_value=promotion.previous_value,
+            forced=promotion.forced,
+            reason="; ".join(promotion.overridden),
+        ),
+    )
+    return promotion
+
+
+# ---------------------------------------------------------------- rollback, history
+
+
+def rollback(
+    model_name: str,
+    to_version: str | None = None,
+    alias: str = s.DEFAULT_ALIAS,
+    tracking_uri: str | None = None,
+) -> s.AliasEvent:
+    """Move ``alias`` back: to ``to_version``, else to the version it held before.
+
+    ``model_name`` may also be ``NAME@ALIAS`` (that alias is moved).
+    """
+    if "@" in model_name:
+        model_name, named_alias, _ = r.parse_ref(model_name)
+        alias = named_alias or alias
+    client = r.client(tracking_uri)
+    r.registered_model(client, model_name)
+    current = r.alias_holder(client, model_name, alias)
+    if current is None:
+        raise UnknownVersion(
+            f"model {model_name!r} has no alias @{alias} to roll back",
+            "promote a run first, or name the alias with --alias",
+        )
+    if to_version is None:
+        moves = [e for e in r.events(client, model_name) if e.alias == alias]
+        arrived = [e for e in moves if e.to_version == current.version and e.from_version]
+        if not arrived:
+            raise UnknownVersion(
+                f"{model_name}@{alias} (v{current.version}) has no earlier version to go back to",
+                f"name one with --to VERSION (see nbmlops history {model_name})",
+            )
+        to_version = str(arrived[-1].from_version)
+    target = r.version_ref(client, model_name, str(to_version), None)
+    if target.version == current.version:
+        raise PromoteError(
+            f"{model_name}@{alias} is already v{current.version}",
+            f"pick another version (see nbmlops history {model_name})",
+        )
+    client.set_registered_model_alias(model_name, alias, target.version)
+    return r.record_event(
+        client,
+        model_name,
+        s.AliasEvent(
+            seq=0,
+            action="rollback",
+            alias=alias,
+            from_version=current.version,
+            to_version=target.version,
+            user=_user(),
+            time=_now(),
+            run_id=target.run_id,
+        ),
+    )
+
+
+def history(model_name: str, tracking_uri: str | None = None) -> list[s.AliasEvent]:
+    """Every alias move of ``model_name`` (or of the model ``NAME@ALIAS`` names), oldest first."""
+    name = model_name.rsplit("@", 1)[0] if "@" in model_name else model_name
+    return r.events(r.client(tracking_uri), name)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,20 +1,24 @@
 """Errors of the registry side: selecting, gating, promoting, resolving models.
 
-Each names the problem and the fix; the CLI prints the message alone (exit 2), and a
-refused promotion (a gate failed, a worse candidate) exits 1.
+Each carries the problem and the fix (the CLI prints both and exits 2; a refused
+promotion and a changed model file exit 1). What does not exist (an experiment, a
+registered model, a version or alias) is also a :class:`~nbmlops.exceptions.NotFound`
+(HTTP 404); a refused promotion answers 409.
 """
 
 from __future__ import annotations
 
-from nbmlops.exceptions import NbmlopsError
+from typing import Any
+
+from nbmlops.exceptions import NbmlopsError, NotFound
 
 
 class PromoteError(NbmlopsError):
     """A promotion, rollback or model lookup that cannot go ahead as asked."""
 
 
-class NoSuchExperiment(PromoteError):
-    pass
+class NoSuchExperiment(PromoteError, NotFound):
+    """The experiment whose runs should compete is not in the store."""
 
 
 class NoCandidate(PromoteError):
@@ -22,33 +26,51 @@ class NoCandidate(PromoteError):
 
 
 class GateSyntaxError(PromoteError):
-    pass
+    """A gate that is not ``METRIC OP NUMBER``."""
 
 
-class UnknownModel(PromoteError):
-    pass
+class UnknownModel(PromoteError, NotFound):
+    """No registered model of that name (or a reference that names none)."""
 
 
-class UnknownVersion(PromoteError):
-    pass
+class UnknownVersion(PromoteError, NotFound):
+    """The registered model has no such version or alias."""
 
 
 class PromotionRefused(PromoteError):
-    """A gate failed, or the candidate is worse than the model holding the alias."""
+    """A gate failed, or the candidate is worse than the model holding the alias.
+
+    ``holder``: the version holding the alias, which stays (None: no version holds it).
+    """
 
     exit_code = 1
+    http_status = 409
+
+    def __init__(self, problem: str, fix: str = "", holder: str | None = None) -> None:
+        super().__init__(problem, fix)
+        self.holder = holder
+
+    def details(self) -> dict[str, Any]:
+        return {"holder": self.holder}
 
 
 class IntegrityError(PromoteError):
-    """A model's files changed since it was promoted."""
+    """A model's files changed since it was promoted.
+
+    The Bento's service (``serve/bento_service.py``, which cannot import nbmlops) raises
+    its standalone twin of the same name and message when it checks the files at start.
+    """
 
     exit_code = 1
 
     def __init__(self, model: str, path: str, problem: str) -> None:
-        self.model = model
-        self.path = path
         super().__init__(
             f"model {model}: {path} {problem} since promotion: refusing to use it",
             "re-train and promote again, or restore the file from a backup; "
             "never edit a registered model's files",
         )
+        self.model = model
+        self.path = path
+
+    def details(self) -> dict[str, Any]:
+        return {"model": self.model, "path": self.path}

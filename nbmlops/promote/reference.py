@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmlops.capture import tracking as t
+from nbmlops.capture import schema as s
+from nbmlops.capture.records import step_runs
 
 
 @dataclass
@@ -35,7 +36,7 @@ def find_training_data(
         for out in _outputs(mlflow_client, step.info.run_id):
             cols = out.get("columns")
             if out.get("kind") == "dataframe" and isinstance(cols, dict) and set(cols) == wanted:
-                candidates.append((step.data.tags.get(t.STEP, "?"), out))
+                candidates.append((step.data.tags.get(s.STEP, "?"), out))
     if not candidates:
         return None, (
             "no step output is a DataFrame with the model's input columns "
@@ -53,18 +54,10 @@ def find_training_data(
     return None, "; ".join(problems)
 
 
-def step_runs(mlflow_client: Any, run: Any) -> list[Any]:
-    return list(
-        mlflow_client.search_runs(
-            [run.info.experiment_id], f"tags.`{t.PARENT}` = '{run.info.run_id}'"
-        )
-    )
-
-
 def _outputs(mlflow_client: Any, run_id: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="nbmlops-outputs-") as tmp:
         try:
-            path = mlflow_client.download_artifacts(run_id, "outputs.json", tmp)
+            path = mlflow_client.download_artifacts(run_id, s.OUTPUTS_JSON, tmp)
         except Exception:
             return []
         data = json.loads(Path(path).read_text())
@@ -94,7 +87,7 @@ def state_dirs(run: Any) -> list[Path]:
     from nbmlops import project
 
     roots = [project.state_dir()]
-    output_dir = run.data.tags.get(t.OUTPUT_DIR, "")
+    output_dir = run.data.tags.get(s.OUTPUT_DIR, "")
     if f"/{project.STATE_DIR}/" in output_dir:
         head = output_dir.split(f"/{project.STATE_DIR}/")[0]
         roots.append(Path(head) / project.STATE_DIR)
@@ -103,10 +96,3 @@ def state_dirs(run: Any) -> list[Path]:
         if r not in unique:
             unique.append(r)
     return unique
-
-
-def build_profile(frame: Any) -> dict[str, Any]:
-    """The drift engineer's profile of ``frame`` (``nbmlops.capture.profile.build_profile``)."""
-    from nbmlops.capture.profile import build_profile as _build
-
-    return _build(frame)

@@ -1,10 +1,10 @@
-"""The MLflow Model Registry as nbmlops uses it: tag names, model references, reference
-profiles, and the promotion history kept on the registered model.
+"""The MLflow Model Registry as nbmlops uses it: model references, reference profiles,
+and the promotion history kept on the registered model (tag names: ``capture/schema.py``).
 
 A model reference is ``name`` (the ``champion`` alias), ``name@alias`` or ``name/version``.
 Aliases, not the deprecated stages, say which version is live. Every alias move is an
-event: a JSON tag ``nbmlops.event.<seq>`` on the registered model, so the history lives
-in the registry itself and survives with it.
+:class:`~nbmlops.capture.schema.AliasEvent`, a JSON tag on the registered model, so the
+history lives in the registry itself and survives with it.
 """
 
 from __future__ import annotations
@@ -19,31 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbmlops.capture import schema as s
+from nbmlops.capture.schema import DEFAULT_ALIAS
 from nbmlops.promote.errors import PromoteError, UnknownModel, UnknownVersion
 
 _GLOBAL_URIS = threading.RLock()
-
-DEFAULT_ALIAS = "champion"
-
-# Model version tags (lineage, integrity, reference profile).
-RUN_ID = "nbmlops.run_id"
-EXPERIMENT = "nbmlops.experiment"
-MODEL_URI = "nbmlops.model_uri"
-NOTEBOOK = "nbmlops.notebook"
-GIT_COMMIT = "nbmlops.git_commit"
-GIT_DIRTY = "nbmlops.git_dirty"
-SEED = "nbmlops.seed"
-ENV_HASH = "nbmlops.env_hash"
-CODE_HASH_PREFIX = "nbmlops.code_hash."
-DATA_PREFIX = "nbmlops.data."
-METRIC_PREFIX = "nbmlops.metric."
-FILES = "nbmlops.integrity.files"
-DIGEST = "nbmlops.integrity.sha256"
-REFERENCE = "nbmlops.reference"
-REFERENCE_DATA = "nbmlops.reference.data"  # "<variable> <digest>"
-FORCED = "nbmlops.forced"
-# Registered model tags.
-EVENT_PREFIX = "nbmlops.event."
 
 # MLflow's download progress bars would interleave with the CLI's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -152,20 +132,39 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     return ref, DEFAULT_ALIAS, None
 
 
-def registered_model(mlflow_client: Any, name: str) -> Any:
-    """The registered model ``name``, or :class:`UnknownModel` listing the known ones."""
+def missing(exc: BaseException) -> bool:
+    """Whether MLflow answered ``exc`` because what was asked for does not exist, or cannot
+    (a malformed run id or version: ``INVALID_PARAMETER_VALUE``)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+    )
+
+
+def find_registered_model(mlflow_client: Any, name: str) -> Any | None:
+    """The registered model ``name``, or None if there is none."""
     try:
         return mlflow_client.get_registered_model(name)
     except Exception as exc:
-        if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+        if not missing(exc):
             raise
+        return None
+
+
+def registered_model(mlflow_client: Any, name: str) -> Any:
+    """The registered model ``name``, or :class:`UnknownModel` listing the known ones."""
+    model = find_registered_model(mlflow_client, name)
+    if model is None:
         known = sorted(m.name for m in mlflow_client.search_registered_models())
         raise UnknownModel(
             f"no registered model {name!r}",
             f"pick one of: {', '.join(known)}"
             if known
             else "promote a run first: nbmlops promote --experiment NAME --metric M",
-        ) from None
+        )
+    return model
 
 
 def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
@@ -184,14 +183,25 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
             )
         version = str(aliases[alias])
     assert version is not None
-    return _version_ref(mlflow_client, name, version, alias)
+    return version_ref(mlflow_client, name, version, alias)
 
 
-def _version_ref(mlflow_client: Any, name: str, version: str, alias: str | None) -> ModelRef:
+def alias_holder(mlflow_client: Any, name: str, alias: str) -> ModelRef | None:
+    """The version of ``name`` holding ``alias``; None if there is no such model or alias."""
+    model = find_registered_model(mlflow_client, name)
+    aliases = dict(getattr(model, "aliases", {}) or {})
+    if alias not in aliases:
+        return None
+    return version_ref(mlflow_client, name, str(aliases[alias]), alias)
+
+
+def version_ref(mlflow_client: Any, name: str, version: str, alias: str | None) -> ModelRef:
+    """Version ``version`` of ``name`` (reached through ``alias``, if one), or
+    :class:`UnknownVersion` listing the versions there are."""
     try:
         mv = mlflow_client.get_model_version(name, version)
     except Exception as exc:
-        if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+        if not missing(exc):
             raise
         versions = sorted(
             (int(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'")),
@@ -215,7 +225,7 @@ def load_reference(model: ModelRef, tracking_uri: str | None = None) -> dict[str
 
     from nbmlops import project
 
-    uri = model.tags.get(REFERENCE)
+    uri = model.tags.get(s.REFERENCE)
     if not uri:
         raise PromoteError(
             f"model {model} has no reference profile of its training data",
@@ -235,42 +245,13 @@ def load_reference(model: ModelRef, tracking_uri: str | None = None) -> dict[str
     return check_profile(profile, f"reference profile of {model} ({uri})")
 
 
-@dataclass
-class Event:
-    """One alias move: a promotion or a rollback."""
-
-    seq: int
-    action: str  # promote | rollback
-    alias: str
-    from_version: str | None
-    to_version: str
-    user: str
-    time: str
-    run_id: str | None = None
-    metric: str | None = None
-    value: float | None = None
-    previous_value: float | None = None
-    forced: bool = False
-    reason: str = ""
-
-    def to_json(self) -> str:
-        data = {k: v for k, v in self.__dict__.items() if k != "seq"}
-        return json.dumps(data, sort_keys=True)
-
-
-def events(mlflow_client: Any, name: str) -> list[Event]:
+def events(mlflow_client: Any, name: str) -> list[s.AliasEvent]:
     """Every alias move recorded on registered model ``name``, oldest first."""
-    model = registered_model(mlflow_client, name)
-    found = []
-    for key, value in (model.tags or {}).items():
-        if key.startswith(EVENT_PREFIX):
-            seq = int(key.removeprefix(EVENT_PREFIX))
-            found.append(Event(seq=seq, **json.loads(value)))
-    return sorted(found, key=lambda e: e.seq)
+    return s.alias_events(registered_model(mlflow_client, name).tags or {})
 
 
-def record_event(mlflow_client: Any, name: str, event: Event) -> Event:
+def record_event(mlflow_client: Any, name: str, event: s.AliasEvent) -> s.AliasEvent:
     """Append ``event`` to the model's history (its sequence number is assigned here)."""
     event.seq = max((e.seq for e in events(mlflow_client, name)), default=0) + 1
-    mlflow_client.set_registered_model_tag(name, f"{EVENT_PREFIX}{event.seq:06d}", event.to_json())
+    mlflow_client.set_registered_model_tag(name, *event.tag())
     return event

@@ -3,8 +3,9 @@
 Self-contained on purpose: the Bento needs bentoml, mlflow, numpy, pandas and the
 model's own requirements, not nbmlops. Its settings come from ``nbmlops_service.json``
 beside it (written by ``nbmlops build``): the BentoML model tag, the registry name and
-version, the lineage, the request schema (from the MLflow signature) and the sha256 of
-every model file.
+version, the lineage, the labels (their names are nbmlops', so they are read from here,
+never spelled), the request schema (from the MLflow signature) and the sha256 of every
+model file.
 
 Two services: ``Api`` (the HTTP front: validation, monitoring, ``GET /model``) calls the
 batchable ``Model.predict_batch`` of its dependency, whose process groups concurrent
@@ -95,8 +96,9 @@ RECORDS_FIELD = Field(
 NOT_MODEL_FILES = frozenset({"registered_model_meta"})
 
 
-class IntegrityFailure(RuntimeError):
-    pass
+class IntegrityError(RuntimeError):
+    """A model file differs from the sha256 recorded at promotion: the in-Bento twin of
+    ``nbmlops.promote.errors.IntegrityError`` (this file cannot import nbmlops)."""
 
 
 def _sha256(path: Path) -> str:
@@ -118,14 +120,14 @@ def verify_model_files(folder: Path, expected: dict[str, str], label: str) -> No
         if rel in NOT_MODEL_FILES:
             continue
         if rel not in actual:
-            raise IntegrityFailure(f"model {label}: {rel} is missing since promotion: refusing it")
+            raise IntegrityError(f"model {label}: {rel} is missing since promotion: refusing it")
         if _sha256(actual[rel]) != digest:
-            raise IntegrityFailure(
+            raise IntegrityError(
                 f"model {label}: {rel} has changed since promotion (sha256 differs): refusing it"
             )
     for rel in actual:
         if rel not in expected:
-            raise IntegrityFailure(f"model {label}: {rel} was added since promotion: refusing it")
+            raise IntegrityError(f"model {label}: {rel} was added since promotion: refusing it")
 
 
 LABEL = f"{CONFIG['name']} v{CONFIG['version']}"
@@ -242,7 +244,8 @@ class Model:
         verify_model_files(Path(self.bento_model.path_of("mlflow_model")), CONFIG["files"], LABEL)
         self.model = bentoml.mlflow.load_model(self.bento_model)
 
-    @bentoml.api(
+    # _bentoml_sdk, where bentoml.api lives, ships no type information (no py.typed).
+    @bentoml.api(  # type: ignore[untyped-decorator]
         batchable=True,
         max_batch_size=int(CONFIG.get("max_batch_size", 64)),
         max_latency_ms=int(CONFIG.get("max_latency_ms", 10000)),
@@ -344,7 +347,7 @@ _info_app = Starlette(routes=[Route("/model", _model_info, methods=["GET"])])
     workers=int(os.environ.get("NBMLOPS_API_WORKERS", "1")),
     traffic={"timeout": 60},
     logging={"access": {"enabled": ACCESS_LOG}},
-    labels={"nbmlops.model": CONFIG["name"], "nbmlops.version": str(CONFIG["version"])},
+    labels=CONFIG["labels"],
 )
 class Api:
     """``POST /predict``: validated records in, predictions out; ``GET /model``: lineage."""
@@ -354,7 +357,7 @@ class Api:
     def __init__(self) -> None:
         _keep_session(self.model)
 
-    @bentoml.api(route="/predict")
+    @bentoml.api(route="/predict")  # type: ignore[untyped-decorator]
     async def predict(self, records: list[Any] = RECORDS_FIELD) -> dict[str, Any]:
         problems = validate(records)
         if problems:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops import project
+from nbmlops.capture import schema as s
 from nbmlops.promote import integrity
 from nbmlops.promote import registry as r
-from nbmlops.promote.errors import PromoteError
+from nbmlops.promote.errors import IntegrityError
 from nbmlops.serve.errors import ServeError
 
 SERVICE_TEMPLATE = Path(__file__).with_name("bento_service.py")
@@ -42,7 +43,7 @@ class Built:
         return self.bento_tag.split(":")[0]
 
 
-def safe_name(name: str) -> str:
+def bento_name(name: str) -> str:
     """A BentoML-valid name (lowercase letters, digits, ``-``, ``_``, ``.``) for ``name``."""
     text = re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-._")
     return text or "model"
@@ -50,15 +51,15 @@ def safe_name(name: str) -> str:
 
 def bento_tags(model: r.ModelRef) -> tuple[str, str]:
     """``(bento tag, bento model tag)`` for a registry version: name, version and digest."""
-    digest = model.tags.get(r.DIGEST, "")[:12] or "nodigest"
+    digest = model.tags.get(s.DIGEST, "")[:12] or "nodigest"
     version = f"v{model.version}-{digest}"
-    return f"{safe_name(model.name)}:{version}", f"{safe_name(model.name)}-model:{version}"
+    return f"{bento_name(model.name)}:{version}", f"{bento_name(model.name)}-model:{version}"
 
 
 def manifest_of(model: r.ModelRef) -> dict[str, str]:
-    raw = model.tags.get(r.FILES)
+    raw = model.tags.get(s.FILES)
     if not raw:
-        raise PromoteError(
+        raise ServeError(
             f"model {model} has no sha256 manifest: it was not registered by nbmlops promote",
             f"promote its run with: nbmlops promote --experiment NAME --metric M --model-name {model.name}",
         )
@@ -98,12 +99,13 @@ def _build_bento(
         "version": model.version,
         "alias": model.alias,
         "bento_model": model_tag,
-        "service_name": safe_name(model.name),
-        "monitor_name": f"{safe_name(model.name)}-v{model.version}",
+        "service_name": bento_name(model.name),
+        "monitor_name": f"{bento_name(model.name)}-v{model.version}",
         "schema": schema,
         "files": files,
-        "digest": model.tags.get(r.DIGEST),
+        "digest": model.tags.get(s.DIGEST),
         "lineage": lineage(model),
+        "labels": bento_model_labels(model),
         "max_batch_size": 64,
         "max_latency_ms": 10000,
     }
@@ -132,17 +134,21 @@ def _build_bento(
 
 
 def lineage(model: r.ModelRef) -> dict[str, str]:
-    """The model version's lineage tags (not the manifest, not the metrics)."""
-    skip = (r.FILES,)
-    return {
-        k: v for k, v in sorted(model.tags.items()) if k.startswith("nbmlops.") and k not in skip
-    } | {"registry_uri": model.uri}
+    """What ``GET /model`` shows: the version's nbmlops tags (not the manifest), and its
+    registry URI."""
+    return s.lineage_labels(model.tags) | {"registry_uri": model.uri}
+
+
+def bento_model_labels(model: r.ModelRef) -> dict[str, str]:
+    """The labels naming the registry version, on the BentoML model and the services."""
+    return {s.BENTO_MODEL: model.name, s.BENTO_VERSION: model.version}
 
 
 def _labels(model: r.ModelRef) -> dict[str, str]:
-    labels = {"nbmlops.model": model.name, "nbmlops.version": model.version}
-    labels.update({k: v for k, v in lineage(model).items() if not k.startswith(r.METRIC_PREFIX)})
-    return labels
+    """The Bento's labels: the version, and its lineage without the metrics."""
+    return bento_model_labels(model) | {
+        k: v for k, v in lineage(model).items() if not k.startswith(s.METRIC_PREFIX)
+    }
 
 
 def signature_schema(model: r.ModelRef, store: str, files: dict[str, str]) -> list[dict[str, Any]]:
@@ -152,7 +158,7 @@ def signature_schema(model: r.ModelRef, store: str, files: dict[str, str]) -> li
     with tempfile.TemporaryDirectory(prefix="nbmlops-mlmodel-") as tmp:
         path = r.download(f"{model.uri}/MLmodel", tmp, store)
         if integrity.sha256_file(Path(path)) != files.get("MLmodel"):
-            raise integrity.IntegrityError(str(model), "MLmodel", "has changed")
+            raise IntegrityError(str(model), "MLmodel", "has changed")
         signature = Model.load(path).signature
     if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
         raise ServeError(
@@ -188,15 +194,15 @@ def _import_model(model: r.ModelRef, tag: str, store: str, files: dict[str, str]
                     existing.path_of("mlflow_model"), files, f"{model} (BentoML copy {tag})"
                 )
                 return True
-            except integrity.IntegrityError:
+            except IntegrityError:
                 bentoml.models.delete(tag)  # re-import from the verified registry files
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imported = bentoml.mlflow.import_model(
                 tag,
                 local,
-                labels={"nbmlops.model": model.name, "nbmlops.version": model.version},
-                metadata={"registry_uri": model.uri, "sha256": model.tags.get(r.DIGEST, "")},
+                labels=bento_model_labels(model),
+                metadata={"registry_uri": model.uri, "sha256": model.tags.get(s.DIGEST, "")},
             )
         integrity.verify(imported.path_of("mlflow_model"), files, f"{model} (BentoML copy {tag})")
     return False
@@ -231,6 +237,11 @@ class Servable:
     model: r.ModelRef
     bento_tag: str
     built: bool  # built just now (else found in the Bento store and verified)
+
+    @property
+    def outcome(self) -> str:
+        """``Bento TAG built`` or ``Bento TAG found and verified``."""
+        return f"Bento {self.bento_tag} {'built' if self.built else 'found and verified'}"
 
 
 def ensure_bento(ref: str, tracking_uri: str | None = None, rebuild: bool = False) -> Servable:

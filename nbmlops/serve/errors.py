@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from nbmlops.promote.errors import PromoteError
+from nbmlops.exceptions import NbmlopsError
 
 
-class ServeError(PromoteError):
-    """A model that cannot be built or served as asked."""
+class ServeError(NbmlopsError):
+    """A model that cannot be built or served as asked (not a registry error: a model
+    that cannot be found or whose files changed raises :mod:`nbmlops.promote.errors`'
+    errors)."""

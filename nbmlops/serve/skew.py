@@ -18,6 +18,8 @@ from typing import Any
 
 from nbmlops.promote import integrity
 from nbmlops.promote import registry as r
+from nbmlops.promote.errors import PromoteError
+from nbmlops.serve.build import manifest_of
 from nbmlops.serve.errors import ServeError
 
 DEFAULT_URL = "http://127.0.0.1:3000"
@@ -92,8 +94,6 @@ def example_rows(model: r.ModelRef, n: int, tracking_uri: str | None = None) -> 
     """Up to ``n`` rows to send: the reference sample, else the model's input example."""
     import pandas as pd
 
-    from nbmlops.promote.errors import PromoteError
-
     try:
         return sample_rows(model, n, tracking_uri)
     except PromoteError:
@@ -115,8 +115,6 @@ def example_rows(model: r.ModelRef, n: int, tracking_uri: str | None = None) -> 
 def load_offline(model: r.ModelRef, tracking_uri: str | None = None) -> Any:
     """The registered model as a pyfunc, after checking its files against the manifest."""
     import mlflow
-
-    from nbmlops.serve.build import manifest_of
 
     files = manifest_of(model)
     with tempfile.TemporaryDirectory(prefix="nbmlops-offline-") as tmp:

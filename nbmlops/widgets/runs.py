@@ -3,9 +3,10 @@ and promotion, in the notebook itself.
 
 The data (table rows, chart points, a run's steps) is computed here from the same core
 the CLI and the JupyterLab panel use (``records.run_table``, ``records.load``); the
-JavaScript in ``runs.js`` only draws it. "Promote" and "Promote best" call
-``promote.core.promote()`` on a background thread, then build the Bento with
-``serve.build.ensure_bento``; a request while one is under way is ignored (``busy``).
+JavaScript in ``runs.js`` only draws it. "Promote best" and "Promote selected" call
+:meth:`RunsWidget.promote_best` and :meth:`RunsWidget.promote_selected` (a script calls them
+too), which run ``serve.release.release()`` (promote, then build the Bento) on a background
+thread; a request while one is under way is ignored (``busy``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import traitlets
 
 from nbmlops import project
 from nbmlops.capture import records
+from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.promote.core import Promotion
+from nbmlops.promote.errors import PromotionRefused
 
 HERE = Path(__file__).parent
 
@@ -125,9 +129,10 @@ class RunsWidget(anywidget.AnyWidget):
     chart = traitlets.Dict().tag(sync=True)
     selected_run = traitlets.Unicode("").tag(sync=True)
     details = traitlets.Dict().tag(sync=True)
-    mode = traitlets.Unicode("max").tag(sync=True)
+    modes = traitlets.List(traitlets.Unicode(), default_value=list(MODES)).tag(sync=True)
+    mode = traitlets.Unicode(MODES[0]).tag(sync=True)
     gates = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    alias = traitlets.Unicode("champion").tag(sync=True)
+    alias = traitlets.Unicode(DEFAULT_ALIAS).tag(sync=True)
     model_name = traitlets.Unicode("").tag(sync=True)  # "": the experiment's name
     busy = traitlets.Bool(False).tag(sync=True)
     result = traitlets.Dict().tag(sync=True)
@@ -173,20 +178,31 @@ class RunsWidget(anywidget.AnyWidget):
         try:
             self.details = run_details(self.client(), run_id) if run_id else {}
         except NbmlopsError as exc:
-            self.details = {"run_id": run_id, "error": str(exc), "steps": []}
+            self.details = {"run_id": run_id, "error": exc.problem, "fix": exc.fix, "steps": []}
 
     def _on_message(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
-        """What the buttons send: ``{"action": "promote", "run_id": ...}`` or ``"promote_best"``."""
+        """What the buttons send: ``{"action": "promote_best" | "promote" | "refresh"}``."""
         action = content.get("action")
         if action == "promote":
             self.request_promote(content.get("run_id") or self.selected_run or None)
         elif action == "promote_best":
-            self.request_promote(None)
+            self.promote_best()
         elif action == "refresh":
             self.refresh()
 
+    def promote_best(self) -> bool:
+        """What "Promote best" does: promote the best run by ``metric``, then build."""
+        return self.request_promote(None)
+
+    def promote_selected(self) -> bool:
+        """What "Promote selected" does: promote ``selected_run``, then build."""
+        if not self.selected_run:
+            raise NbmlopsError("no run selected", "select a run in the table first")
+        return self.request_promote(self.selected_run)
+
     def request_promote(self, run_id: str | None) -> bool:
-        """Promote ``run_id`` (None: the best run by ``metric``) on a background thread.
+        """Promote ``run_id`` (None: the best run by ``metric``) on a background thread,
+        then build its Bento; :meth:`wait` for the outcome (``result``).
 
         Returns False, doing nothing, while a promotion is under way.
         """
@@ -202,53 +218,48 @@ class RunsWidget(anywidget.AnyWidget):
         self._worker.start()
         return True
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for the promotion under way (for scripts and tests)."""
+    def wait(self, timeout: float) -> dict[str, Any]:
+        """Wait for the promotion under way (for scripts and tests); its ``result``.
+
+        :class:`TimeoutError`, with the result so far, if it takes longer than ``timeout``
+        seconds."""
         if self._worker is not None:
             self._worker.join(timeout)
+            if self._worker.is_alive():
+                raise TimeoutError(f"promotion not done after {timeout:g} s: {self.result}")
+        return dict(self.result)
 
     def _promote(self, run_id: str | None) -> None:
-        from nbmlops.promote import promote
-        from nbmlops.promote.errors import PromotionRefused
-        from nbmlops.serve.build import ensure_bento
+        from nbmlops.serve.release import release
 
         try:
             if not self.metric:
                 raise NbmlopsError("no metric chosen", "log a metric in the notebook, then refresh")
-            done = promote(
+            done = release(
                 self.experiment,
                 self.metric,
                 mode=self.mode,
                 gates=list(self.gates),
                 model_name=self.model_name or None,
-                alias=self.alias or "champion",
+                alias=self.alias or DEFAULT_ALIAS,
                 run_id=run_id,
                 tracking_uri=self.tracking_uri,
+                build=True,
+                on_promoted=self._promoted,
             )
-            outcome = {
-                "state": "promoted",
-                **done.summary(),
-                "message": f"{done.model_name} v{done.version} is @{done.alias} "
-                f"({done.metric}={done.value:.4g}); building its Bento",
-            }
-            self.result = outcome
-            bento = ensure_bento(f"{done.model_name}/{done.version}", self.tracking_uri)
-            self.result = {
-                **outcome,
-                "state": "built",
-                "bento": bento.bento_tag,
-                "message": f"{done.model_name} v{done.version} is @{done.alias} "
-                f"({done.metric}={done.value:.4g}); Bento {bento.bento_tag}",
-            }
+            if done.build_error is not None:
+                self.result = {**self.result, **_failure(done.build_error)}
+            elif done.bento is not None:
+                self.result = {
+                    **self.result,
+                    "state": "built",
+                    "bento": done.bento.bento_tag,
+                    "message": f"{_promoted(done.promotion)}; Bento {done.bento.bento_tag}",
+                }
         except PromotionRefused as exc:
             self.result = {"state": "refused", "message": exc.problem, "fix": exc.fix}
         except NbmlopsError as exc:
-            self.result = {
-                **self.result,
-                "state": "error",
-                "message": exc.problem or str(exc),
-                "fix": exc.fix,
-            }
+            self.result = {**self.result, **_failure(exc)}
         except Exception as exc:  # shown in the widget: the thread has no one else to tell
             self.result = {
                 **self.result,
@@ -257,6 +268,21 @@ class RunsWidget(anywidget.AnyWidget):
             }
         finally:
             self.busy = False
+
+    def _promoted(self, done: Promotion) -> None:
+        self.result = {
+            "state": "promoted",
+            **done.summary(),
+            "message": f"{_promoted(done)}; building its Bento",
+        }
+
+
+def _promoted(done: Promotion) -> str:
+    return f"{done.model_name} v{done.version} is @{done.alias} ({done.metric}={done.value:.4g})"
+
+
+def _failure(exc: NbmlopsError) -> dict[str, str]:
+    return {"state": "error", "message": exc.problem, "fix": exc.fix}
 
 
 def runs(
