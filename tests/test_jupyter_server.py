@@ -363,7 +363,7 @@ async def test_mistakes_in_a_request_are_400s_naming_the_field(
     for limit in ("0", "-5", "100000000", "many"):
         status, body = await call(jp_fetch, "runs", params={"path": name, "limit": limit})
         assert status == 400 and "limit" in body["error"]["problem"], (limit, body)
-    for field_, value in [("force", "false"), ("alias", 3), ("run_id", ["x"])]:
+    for field_, value in [("force", "false"), ("build", "yes"), ("alias", 3), ("run_id", ["x"])]:
         status, body = await call(
             jp_fetch,
             "promote",

@@ -8,7 +8,8 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
 - ``GET runs?path=&limit=``: its pipeline runs, newest first (``records.run_table``);
 - ``POST runs``: start ``nbmlops run`` as a job (``run/jobs.py``); 400 for a bad parameter;
 - ``GET jobs/<id>``: the job's progress and outcome;
-- ``POST promote``: ``promote.core.promote``; 409 when refused.
+- ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
+  ``"build": true``); 409 when refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
-from nbmlops.capture.schema import DEFAULT_ALIAS
+from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.project import experiment_name
 
@@ -224,7 +225,7 @@ class PromoteHandler(NbmlopsHandler):
     @authorized_to("write")
     @answers
     async def post(self) -> None:
-        from nbmlops.promote import promote
+        from nbmlops.serve.release import release
 
         body = self.body()
         notebook = self.notebook(body.get("path"))
@@ -234,11 +235,12 @@ class PromoteHandler(NbmlopsHandler):
         gates = body.get("gates") or []
         if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
             raise RequestError(400, "gates must be a list of texts", 'send ["f1>=0.9"]')
-        force = body.get("force", False)
-        if not isinstance(force, bool):
-            raise RequestError(
-                400, f"force must be true or false, not {force!r}", 'send "force": false'
-            )
+        flags = {k: body.get(k, False) for k in ("force", "build")}
+        for key, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise RequestError(
+                    400, f"{key} must be true or false, not {flag!r}", f'send "{key}": false'
+                )
         texts = {k: body.get(k) for k in ("mode", "model_name", "alias", "run_id")}
         for key, value in texts.items():
             if value is not None and not isinstance(value, str):
@@ -246,16 +248,17 @@ class PromoteHandler(NbmlopsHandler):
                     400, f"{key} must be a text, not {value!r}", f"send {key} as a string or null"
                 )
         done = await self.blocking(
-            lambda: promote(
+            lambda: release(
                 experiment_name(notebook),
                 metric,
-                mode=texts["mode"] or "max",
+                mode=texts["mode"] or MODES[0],
                 gates=gates,
                 model_name=texts["model_name"] or None,
                 alias=texts["alias"] or DEFAULT_ALIAS,
                 run_id=texts["run_id"] or None,
-                force=force,
+                force=flags["force"],
                 tracking_uri=self.app.store,
+                build=flags["build"],
             )
         )
         self.reply(200, {"promoted": True, **done.summary()})
