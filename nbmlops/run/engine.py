@@ -24,9 +24,6 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError, DeadKernelError
-from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, papermill_engines
-from papermill.utils import merge_kwargs, remove_args
 from traitlets import default
 
 from nbmlops.cache.store import Entry
@@ -34,6 +31,23 @@ from nbmlops.exceptions import NbmlopsError
 
 if TYPE_CHECKING:
     from nbmlops.run.session import Session
+
+
+def __getattr__(name: str) -> None:
+    """What papermill finds here while this module is half-initialised.
+
+    Importing papermill (below) loads the engines of its ``papermill.engine`` entry point,
+    this module's among them: imported before papermill, this module is then only partly
+    run. The engine reads as None until the class exists; the last line registers it.
+    """
+    if name == "NbmlopsEngine":
+        return None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from papermill.clientwrap import PapermillNotebookClient  # noqa: E402
+from papermill.engines import NBClientEngine, papermill_engines  # noqa: E402
+from papermill.utils import merge_kwargs, remove_args  # noqa: E402
 
 KERNEL_MODULE = "nbmlops.run.kernel"
 
@@ -265,7 +279,6 @@ class NbmlopsEngine(NBClientEngine):
                     client.kc.stop_channels()
 
 
-def ensure_registered() -> None:
-    """Register the engine when nbmlops runs from a source tree without its entry points."""
-    if "nbmlops" not in papermill_engines._engines:
-        papermill_engines.register("nbmlops", NbmlopsEngine)
+# Also what a source tree without the entry point needs, and what completes a registration
+# made while this module was half-initialised (see __getattr__ above).
+papermill_engines.register("nbmlops", NbmlopsEngine)
