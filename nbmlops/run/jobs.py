@@ -152,4 +152,3 @@ class Jobs:
 
             job.experiment_id = open_client(self.tracking_uri).get_run(run_id).info.experiment_id
         return run_url(self.tracking_uri, job.experiment_id, run_id)
-

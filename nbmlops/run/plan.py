@@ -201,9 +201,7 @@ def check_writable(what: str, folder: Path) -> None:
             pass
     except OSError as exc:
         where = "" if existing == folder else f" in {existing}"
-        raise PathError(
-            what, str(folder), f"cannot write{where} ({exc.strerror or exc})"
-        ) from None
+        raise PathError(what, str(folder), f"cannot write{where} ({exc.strerror or exc})") from None
 
 
 def _label(path: Path, root: Path, info: GitInfo | None) -> str:

@@ -159,4 +159,3 @@ def default_reporter(quiet: bool = False) -> Reporter:
     if sys.stdout.isatty():
         return RichReporter(quiet=quiet)
     return PlainReporter(quiet=quiet)
-
