@@ -41,6 +41,10 @@ def end_dead_runs(client: Any, experiment: str) -> list[str]:
         pid = run.data.tags.get(schema.DRIVER_PID, "")
         if not pid.isdigit() or driver_alive(int(pid), run.info.start_time / 1000):
             continue
+        # The search is a snapshot: the driver may have ended its run since, then exited.
+        # Gone, it writes nothing more, so the run as read now is the run it left.
+        if client.get_run(run.info.run_id).info.status != "RUNNING":
+            continue
         client.set_tag(
             run.info.run_id,
             schema.KILLED,
