@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from nbmlops.capture.hashing import FileHashCache
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.run import kernel as _kernel
 
@@ -33,14 +34,21 @@ _FLAVORS = {
 
 
 class ApiError(NbmlopsError, ValueError):
-    """A notebook API call with a bad argument."""
+    """A notebook API call with a bad argument.
+
+    Raised in the notebook, it shows as one line (``problem; fix``): it is the error value
+    of the cell, in the notebook and in the message of the step that failed.
+    """
+
+    def __str__(self) -> str:
+        return self.problem + (f"; {self.fix}" if self.fix else "")
 
 
 def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _METRIC_NAME.match(name):
         raise ApiError(
-            f"{kind} name {name!r} is not valid: use letters, digits and _ - . / : or spaces, "
-            "at most 250 characters"
+            f"{kind} name {name!r} is not valid",
+            "use letters, digits and _ - . / : or spaces, at most 250 characters",
         )
     return name
 
@@ -51,7 +59,9 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ApiError(f"metric {name!r}: value {value!r} is not a number") from None
+        raise ApiError(
+            f"metric {name!r}: value {value!r} is not a number", "pass an int or a float"
+        ) from None
     if _kernel.active():
         _kernel.emit({"kind": "metric", "name": name, "value": number, "index": step})
     else:
@@ -94,18 +104,23 @@ def track_data(data: Any, name: str | None = None) -> str:
         path = Path(data).resolve()
         if not path.is_file():
             raise ApiError(
-                f"track_data: no such file {str(data)!r} (working directory {os.getcwd()})"
+                f"track_data: no such file {str(data)!r} (working directory {os.getcwd()})",
+                "check the path; a relative one is relative to the notebook's folder",
             )
         digest = _file_hashes().digest(path)
         event = {"kind": "data", "name": name or path.name, "digest": digest, "path": str(path)}
     elif data_kind(data):
         if not name:
-            raise ApiError("track_data: give the data a name, e.g. track_data(df, name='train')")
+            raise ApiError(
+                f"track_data: a {type(data).__name__} needs a name",
+                "e.g. track_data(df, name='train')",
+            )
         digest = hash_data(data)
         event = {"kind": "data", "name": name, "digest": digest}
     else:
         raise ApiError(
-            f"track_data: cannot hash a {type(data).__name__}; pass a file path, a DataFrame, a Series or an array"
+            f"track_data: cannot hash a {type(data).__name__}",
+            "pass a file path, a DataFrame, a Series or an array",
         )
     _check_name("data", event["name"])
     if _kernel.active():
@@ -164,10 +179,10 @@ def log_model(
         # MLflow otherwise infers them in a subprocess that reloads the model (~7 s here).
         kwargs["pip_requirements"] = _requirements(module)
     if _kernel.active():
-        if _kernel._state.step is None:
+        if _kernel.current_step() is None:
             raise ApiError(
-                "log_model: called in a setup cell, before any step; "
-                "move it into a step (a cell tagged step:<name>, or a cell after one)"
+                "log_model: called in a setup cell, before any step",
+                "move it into a step (a cell tagged step:<name>, or a cell after one)",
             )
         run_id = _kernel.step_run_id()
         active = mlflow.active_run()
@@ -200,13 +215,16 @@ def _flavor_module(model: Any, flavor: str | None) -> Any:
             flavor = "sklearn"  # a scikit-learn compatible estimator
     if flavor is None:
         raise ApiError(
-            f"log_model: cannot tell which MLflow flavor saves a {type(model).__name__}; "
-            f"pass flavor=..., one of: {', '.join(sorted(set(_FLAVORS.values())))}"
+            f"log_model: cannot tell which MLflow flavor saves a {type(model).__name__}",
+            f"pass flavor=..., one of: {', '.join(sorted(set(_FLAVORS.values())))}",
         )
     try:
         return importlib.import_module(f"mlflow.{flavor}")
     except ImportError as exc:
-        raise ApiError(f"log_model: MLflow has no flavor {flavor!r} here ({exc})") from exc
+        raise ApiError(
+            f"log_model: MLflow has no flavor {flavor!r} here ({exc})",
+            "install the library it saves, or pass another flavor=",
+        ) from exc
 
 
 def _requirements(module: Any) -> list[str]:
@@ -246,9 +264,8 @@ def _skops_types(model: Any) -> list[str]:
         return []
 
 
-def _file_hashes() -> Any:
+def _file_hashes() -> FileHashCache:
     from nbmlops import project
-    from nbmlops.capture.hashing import FileHashCache
 
     return FileHashCache(project.state_dir(_project_root()) / "file-hashes.json")
 
@@ -265,6 +282,7 @@ class _Interactive:
         import mlflow
 
         from nbmlops import project
+        from nbmlops.capture import schema
         from nbmlops.capture import tracking as t
 
         self.mlflow = mlflow
@@ -281,7 +299,7 @@ class _Interactive:
             mlflow.start_run(
                 experiment_id=exp,
                 run_name=stem,
-                tags={t.KIND: "interactive", t.NOTEBOOK: session or stem},
+                tags=schema.interactive_tags(session or stem),
             )
 
     def log_metric(self, name: str, value: float, step: int | None) -> None:
@@ -291,13 +309,14 @@ class _Interactive:
         self.mlflow.log_param(name, value)
 
     def log_data(self, event: dict[str, Any]) -> None:
+        from nbmlops.capture import schema
         from nbmlops.capture import tracking as t
 
         run = self.mlflow.active_run()
         assert run is not None
         client = self.mlflow.MlflowClient()
         t.log_datasets(client, [run.info.run_id], [event])
-        self.mlflow.set_tag(t.data_tag(event["name"]), event["digest"])
+        self.mlflow.set_tag(schema.data_tag(event["name"]), event["digest"])
 
 
 _session: _Interactive | None = None

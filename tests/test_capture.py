@@ -24,44 +24,54 @@ RANDOM = [
         "    'random': random.random(),\n"
         "    'numpy_global': float(np.random.rand()),\n"
         "    'numpy_default_rng': float(np.random.default_rng().normal()),\n"
-        "    'str_hash': hash('nbmlops') % 10_000,\n"
         "}\n"
-        "nbmlops.log_metrics(draws)",
+        "nbmlops.log_metrics(draws)\n"
+        "# PYTHONHASHSEED: string hashes, and so the iteration order of a set of strings\n"
+        "nbmlops.log_param('str_hash', hash('nbmlops'))\n"
+        "nbmlops.log_param('set_order', ','.join({f'name{i}' for i in range(20)}))",
         "step:draw",
     ),
 ]
+DRAWS = {"random", "numpy_global", "numpy_default_rng"}
+HASHED = {"str_hash", "set_order"}
 
 
-def _metrics(client: Any, experiment: str) -> list[dict[str, float]]:
-    return [r.data.metrics for r in pipeline_runs(client, experiment)]
+def _executed_runs(client: Any, experiment: str, count: int) -> list[Any]:
+    """The experiment's ``count`` pipeline runs, newest first, each of whose steps was
+    executed (a cache miss), as MLflow recorded them."""
+    runs = pipeline_runs(client, experiment)
+    assert len(runs) == count
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = step_runs(client, run)
+        cache = {name: r.data.tags["nbmlops.cache"] for name, r in steps.items()}
+        assert steps and set(cache.values()) == {"miss"}, cache
+        assert run.data.tags["nbmlops.cache_hits"] == f"0/{len(steps)}"
+    return runs
 
 
 def test_same_seed_same_draws_and_generated_seed_is_recorded(
     project: Path, nbmlops: Any, client: Any, experiment: str
 ) -> None:
     write_notebook(project / "rand.ipynb", RANDOM)
-    nbmlops("run", "rand.ipynb", "--experiment", experiment, "-q", check=True)
+    run = ("run", "rand.ipynb", "--experiment", experiment, "--no-cache", "-q")
+    nbmlops(*run, check=True)
     [generated] = pipeline_runs(client, experiment)
     assert generated.data.tags["nbmlops.seed_source"] == "generated"
     seed = generated.data.tags["nbmlops.seed"]
 
-    # Re-running with the recorded seed reproduces every draw, PYTHONHASHSEED included.
-    nbmlops("run", "rand.ipynb", "--experiment", experiment, "--seed", seed, "-q", check=True)
-    nbmlops(
-        "run",
-        "rand.ipynb",
-        "--experiment",
-        experiment,
-        "--seed",
-        str(int(seed) + 1),
-        "-q",
-        check=True,
-    )
-    other, replay, first = _metrics(client, experiment)
-    assert replay == first
-    assert set(first) == {"random", "numpy_global", "numpy_default_rng", "str_hash"}
-    for name in ("random", "numpy_global", "numpy_default_rng"):
-        assert other[name] != first[name], name
+    # Executed again with the recorded seed, every draw is the same, PYTHONHASHSEED's too;
+    # with another seed, every one differs.
+    nbmlops(*run, "--seed", seed, check=True)
+    nbmlops(*run, "--seed", str(int(seed) + 1), check=True)
+    other, replay, first = _executed_runs(client, experiment, 3)
+    assert set(first.data.metrics) == DRAWS and set(first.data.params) >= HASHED
+    assert replay.data.metrics == first.data.metrics
+    for name in DRAWS:
+        assert other.data.metrics[name] != first.data.metrics[name], name
+    for name in HASHED:
+        assert replay.data.params[name] == first.data.params[name], name
+        assert other.data.params[name] != first.data.params[name], name
 
 
 @pytest.mark.parametrize("notebook", ["breast_cancer", "diabetes"])
@@ -70,16 +80,18 @@ def test_example_notebooks_run_reproducibly_and_their_models_load(
 ) -> None:
     shutil.copytree(ROOT / "notebooks", project / "notebooks")
     path = f"notebooks/{notebook}.ipynb"
-    nbmlops("run", path, "--experiment", experiment, "-q", check=True)
-    nbmlops("run", path, "--experiment", experiment, "-q", check=True)
-    second, first = pipeline_runs(client, experiment)
+    nbmlops("run", path, "--experiment", experiment, "--no-cache", "-q", check=True)
+    nbmlops("run", path, "--experiment", experiment, "--no-cache", "-q", check=True)
+    second, first = _executed_runs(client, experiment, 2)
     assert first.data.metrics == second.data.metrics and first.data.metrics
     assert first.data.tags["nbmlops.seed"] == second.data.tags["nbmlops.seed"]
-    assert any(k.startswith("nbmlops.data.") for k in first.data.tags)
+    data = {k: v for k, v in first.data.tags.items() if k.startswith("nbmlops.data.")}
+    assert data and data == {k: second.data.tags[k] for k in data}
 
     import mlflow
 
     model_uri = first.data.tags["nbmlops.model_uri"]
+    assert second.data.tags["nbmlops.model_uri"] != model_uri  # a model per execution
     train = step_runs(client, first)["train"]
     assert train.data.tags["nbmlops.model_uri"] == model_uri
     model = mlflow.pyfunc.load_model(model_uri)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,6 +108,61 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(project: Path, nbmlops: 
     assert "known parameters: limit" in listed.stderr
 
 
+def test_a_folder_that_cannot_be_written_is_named_before_anything_runs(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    """A folder under a regular file cannot be created, by root either: the run stops at
+    once, naming it, and records nothing."""
+    write_notebook(project / "ok.ipynb", FAILING)
+    (project / "afile").write_text("not a folder")
+    for option in ("--output-dir", "--cache-dir"):
+        result = nbmlops("run", "ok.ipynb", "--experiment", experiment, option, "afile/sub")
+        assert result.returncode == 2, (option, result.stderr)
+        assert result.stderr.splitlines()[0] == (
+            f"error: {option} {project / 'afile' / 'sub'}: {project / 'afile'} is a file, "
+            "not a folder"
+        )
+        assert "fix: name a folder you can write" in result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert client.get_experiment_by_name(experiment) is None  # no run was created
+
+
+def test_a_project_state_folder_that_is_a_file_is_named_before_anything_runs(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(project / "ok.ipynb", FAILING)
+    (project / ".nbmlops").write_text("not a folder")
+    result = nbmlops("run", "ok.ipynb", "--experiment", experiment)
+    assert result.returncode == 2, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"error: the run's output folder {project / '.nbmlops' / 'runs'}")
+    assert first.endswith(f": {project / '.nbmlops'} is a file, not a folder")
+    assert client.get_experiment_by_name(experiment) is None
+
+
+def test_the_events_file_ends_with_where_the_run_failed(
+    project: Path, nbmlops: Any, experiment: str
+) -> None:
+    """What the JupyterLab panel reads: the last event names the step, the cell and the
+    error line of the failed cell, from the error's fields."""
+    write_notebook(project / "fails.ipynb", FAILING)
+    result = nbmlops(
+        "run", "fails.ipynb", "--experiment", experiment, "--events", "events.jsonl", "-q"
+    )
+    assert result.returncode == 1
+    events = [json.loads(line) for line in (project / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    finished = [(e["step"], e["status"]) for e in events if e["event"] == "step_finished"]
+    assert finished == [("load", "FINISHED"), ("check", "FAILED")]
+    last = events[-1]
+    assert last["status"] == "failed" and last["run_id"]
+    assert last["output_path"].endswith("fails.partial.ipynb")
+    assert last["error"]["step"] == "check" and last["error"]["cell"] == 4
+    assert last["error"]["line"] == "ValueError: total 45 is over the limit 3"
+    assert "step 'check' failed in cell 4" in last["error"]["message"]
+
+
 def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(
     project: Path, tracking_uri: str, client: Any, experiment: str
 ) -> None:
@@ -135,11 +193,7 @@ def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        if "sleeping" in line or time.monotonic() > deadline:
-            break
+    _wait_for_output(proc, "sleeping", timeout=120)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -151,6 +205,36 @@ def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(
     assert steps["wait"].data.metrics["started"] == 1.0
     assert not (project / "out" / "slow.ipynb").exists()
     assert (project / "out" / "slow.partial.ipynb").exists()
+
+
+def _wait_for_output(proc: subprocess.Popen[str], text: str, timeout: float) -> None:
+    """Read ``proc``'s output until a line holds ``text``; fail with the output so far if
+    it does not come within ``timeout`` seconds (or the process ends first)."""
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            raise AssertionError(
+                f"no {text!r} within {timeout} s; output:\n{''.join(seen)}"
+            ) from None
+        if line is None:
+            raise AssertionError(f"the run ended before printing {text!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if text in line:
+            return
 
 
 def test_dead_kernel_is_reported_as_a_failed_step(
@@ -217,24 +301,32 @@ def test_step_that_logged_a_model_then_failed_stays_failed(
     assert train.data.tags["nbmlops.model_uri"].startswith("models:/")
 
 
-def test_kernel_ends_the_resumed_step_run_with_the_step_status(
-    tracking_uri: str, client: Any, experiment: str
+def test_a_step_that_logged_a_model_is_finished_by_the_driver_when_a_later_step_fails(
+    project: Path, nbmlops: Any, client: Any, experiment: str
 ) -> None:
-    # Under ipykernel 6 cells run on the main thread, where MLflow's exit hook would mark a
-    # run still active in the kernel FINISHED at shutdown; end_step ends it first.
-    import mlflow
-
-    from nbmlops.run import kernel
-
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        exp = client.create_experiment(experiment)
-        run = mlflow.start_run(experiment_id=exp)
-        kernel._end_mlflow_run(failed=True)
-        assert mlflow.active_run() is None
-        assert client.get_run(run.info.run_id).info.status == "FAILED"
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # unpinned, as it was
+    # log_model resumes the step's run in the kernel; the kernel lets go of it when the step
+    # ends, so only the driver ends it, FINISHED, however the pipeline ends afterwards.
+    write_notebook(
+        project / "later_fails.ipynb",
+        [
+            code(
+                "import numpy as np\nfrom sklearn.linear_model import LinearRegression\nimport nbmlops"
+            ),
+            code(
+                "X = np.arange(20.0).reshape(10, 2)\nmodel = LinearRegression().fit(X, X.sum(axis=1))\n"
+                "nbmlops.log_model(model, input_example=X)",
+                "step:train",
+            ),
+            code("raise RuntimeError('evaluation failed')", "step:evaluate"),
+        ],
+    )
+    result = nbmlops("run", "later_fails.ipynb", "--experiment", experiment)
+    assert result.returncode == 1 and "RuntimeError: evaluation failed" in result.stderr
+    [parent] = pipeline_runs(client, experiment)
+    steps = step_runs(client, parent)
+    assert steps["train"].info.status == "FINISHED"
+    assert steps["train"].data.tags["nbmlops.model_uri"].startswith("models:/")
+    assert steps["evaluate"].info.status == "FAILED" and parent.info.status == "FAILED"
 
 
 def test_a_run_whose_driver_died_is_ended_failed_by_the_next_run(

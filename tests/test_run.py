@@ -224,3 +224,31 @@ def test_runs_and_show_print_what_was_recorded(
     assert "raw " in shown and "BLAKE3" in shown
     missing = nbmlops("show", "last", "--experiment", "no-such-experiment")
     assert missing.returncode == 2 and "no experiment 'no-such-experiment'" in missing.stderr
+
+
+def test_the_plan_decides_the_run_and_starts_or_writes_nothing(project: Path) -> None:
+    from nbmlops.run.plan import plan_run
+
+    write_notebook(project / "pipe.ipynb", PIPELINE)
+    store = project / "store" / "mlflow.db"
+    plan = plan_run(
+        "pipe.ipynb",
+        {"alpha": "2"},
+        tracking_uri=f"sqlite:///{store}",
+        output_dir="out",
+        refresh=("features",),
+    )
+    assert plan.injected == {"alpha": 2.0}  # the seed parameter keeps its default, 3
+    assert plan.values == {"alpha": 2.0, "rows": 20000, "seed": 3}
+    assert (plan.seed, plan.seed_source) == (3, "parameter")
+    assert plan.experiment == "pipe" and plan.notebook_label == "pipe.ipynb"
+    assert plan.run_dir == project / "out" and plan.cache.root == project / ".nbmlops"
+    assert plan.final_notebook == project / "out" / "pipe.ipynb"
+    assert plan.refresh == frozenset({"features"}) and plan.use_cache
+    tags = plan.record("env").tags()
+    assert json.loads(tags["nbmlops.injected"]) == {"alpha": "2.0"}
+    assert tags["nbmlops.seed"] == "3" and tags["nbmlops.steps"] == "load,features,evaluate"
+    # Nothing was created: no store, no output folder, no project state.
+    assert [p.name for p in project.iterdir()] == ["pipe.ipynb"]
+    generated = plan_run("pipe.ipynb", seed=5, tracking_uri=f"sqlite:///{store}")
+    assert (generated.seed, generated.seed_source, generated.injected) == (5, "option", {"seed": 5})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,31 @@ def test_sweep_rejects_bad_grids_before_running_anything(
     assert client.get_experiment_by_name(experiment) is None
 
 
+def _kernels_under(pids: list[int]) -> list[str]:
+    """The IPython kernels running as descendants of the processes ``pids``."""
+    import psutil
+
+    found = []
+    for pid in pids:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(
+                    child.cmdline()
+                ):
+                    found.append(f"{child.pid}: {' '.join(child.cmdline())}")
+            except psutil.NoSuchProcess:
+                continue
+    return found
+
+
+def _assert_no_kernels_under(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while kernels := _kernels_under(pids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kernels still running after {timeout} s: {kernels}")
+        time.sleep(0.2)
+
+
 def test_dask_sweep_on_a_local_cluster(
     project: Path, nbmlops: Any, client: Any, experiment: str
 ) -> None:
@@ -148,8 +174,9 @@ def test_dask_sweep_on_a_local_cluster(
             check=True,
         )
         with Client(cluster) as dask_client:  # the workers keep no kernel after the sweep
-            warm = dask_client.run(lambda: len(__import__("nbmlops.run.sweep").run.sweep._WARM))
-        assert len(warm) == 2 and set(warm.values()) == {0}
+            workers = dask_client.run(os.getpid)
+        assert len(workers) == 2
+        _assert_no_kernels_under(list(workers.values()), timeout=30)
     sweep, children = _sweep_points(client, experiment)
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert _load_misses(client, children) == 1

@@ -237,8 +237,12 @@ def _objects(body: dict[str, Any]) -> list[tuple[str, str]]:
     return [(r["digest"], r["blob"]) for r in refs if r.get("digest") and r.get("blob")]
 
 
+SIZE_EXAMPLES = "500MB or 5GB"
+AGE_EXAMPLES = "30d, 12h or 45m"
+
+
 def parse_size(text: str) -> int:
-    """``5GB``, ``500MB``, ``1.5G``, ``1024`` (bytes) -> bytes."""
+    """``5GB``, ``500MB``, ``1.5G``, ``1024`` (bytes) -> bytes; ValueError if it is none."""
     units = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     number = t.rstrip("KMGT")
@@ -246,14 +250,14 @@ def parse_size(text: str) -> int:
     try:
         return int(float(number) * units[unit])
     except (ValueError, KeyError):
-        raise ValueError(f"{text!r} is not a size; write e.g. 500MB or 5GB") from None
+        raise ValueError(f"{text!r} is not a size") from None
 
 
 def parse_age(text: str) -> float:
-    """``30d``, ``12h``, ``45m``, ``90s`` -> seconds."""
+    """``30d``, ``12h``, ``45m``, ``90s`` -> seconds; ValueError if it is none."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
     t = text.strip().lower()
     try:
         return float(t[:-1]) * units[t[-1]]
     except (ValueError, KeyError, IndexError):
-        raise ValueError(f"{text!r} is not an age; write e.g. 30d, 12h or 45m") from None
+        raise ValueError(f"{text!r} is not an age") from None

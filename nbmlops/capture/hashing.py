@@ -10,6 +10,7 @@ This module runs inside the notebook kernel too: it imports nothing heavy at imp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -60,8 +61,9 @@ class FileHashCache:
         return value
 
     def _save(self) -> None:
-        self.store.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.store, json.dumps(self._entries).encode())
+        """Remember the digests; where they cannot be written, files are hashed again."""
+        with contextlib.suppress(OSError):
+            write_atomic(self.store, json.dumps(self._entries).encode())
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -1,11 +1,11 @@
 """Runs whose driver died: ended FAILED, so the store never keeps a run RUNNING forever.
 
 A driver killed with SIGKILL (or a lost machine) cannot mark its runs. Every run records
-the driver's pid and host (``nbmlops.driver_pid``, ``nbmlops.driver_host``, see
-``capture/tracking.py``); :func:`end_dead_runs` finds the RUNNING runs of an experiment
-whose driver on this host and in this PID namespace is gone and marks them FAILED, tagged
-``nbmlops.killed``. A run of another host or container is left alone (its driver cannot be
-checked from here).
+the driver's pid, host and PID namespace (``schema.driver_tags``, written by
+``tracking.create_run``); :func:`end_dead_runs` finds the RUNNING runs of an experiment
+whose driver on this host and in this PID namespace is gone and marks them FAILED, with
+why in ``schema.KILLED``. A run of another host or container is left alone (its driver
+cannot be checked from here).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from nbmlops.capture import tracking as t
+from nbmlops.capture import schema
+from nbmlops.capture.tracking import pid_namespace
 
 
 def end_dead_runs(client: Any, experiment: str) -> list[str]:
@@ -29,20 +30,24 @@ def end_dead_runs(client: Any, experiment: str) -> list[str]:
     host = socket.gethostname()
     running = client.search_runs(
         [exp.experiment_id],
-        f"attributes.status = 'RUNNING' and tags.`{t.DRIVER_HOST}` = '{host}'",
+        f"attributes.status = 'RUNNING' and tags.`{schema.DRIVER_HOST}` = '{host}'",
         max_results=5000,
     )
     ended = []
-    namespace = t.pid_namespace()
+    namespace = pid_namespace()
     for run in running:
-        if run.data.tags.get(t.DRIVER_PIDNS) != namespace:
+        if run.data.tags.get(schema.DRIVER_PIDNS) != namespace:
             continue  # another container (or an older nbmlops): its pids mean other processes
-        pid = run.data.tags.get(t.DRIVER_PID, "")
+        pid = run.data.tags.get(schema.DRIVER_PID, "")
         if not pid.isdigit() or driver_alive(int(pid), run.info.start_time / 1000):
+            continue
+        # The search is a snapshot: the driver may have ended its run since, then exited.
+        # Gone, it writes nothing more, so the run as read now is the run it left.
+        if client.get_run(run.info.run_id).info.status != "RUNNING":
             continue
         client.set_tag(
             run.info.run_id,
-            t.KILLED,
+            schema.KILLED,
             f"driver pid {pid} on {host} was gone; marked FAILED by a later nbmlops command",
         )
         client.set_terminated(run.info.run_id, "FAILED")

@@ -489,3 +489,14 @@ def alias_events(tags: Mapping[str, str]) -> list[AliasEvent]:
     """Every alias move among a registered model's tags, oldest first."""
     found = [AliasEvent.from_tag(k, v) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
     return sorted(found, key=lambda e: e.seq)
+
+
+# --- added for the run stage
+
+# The values of SEED_SOURCE, by name: where a pipeline run's seed came from.
+SEED_OPTION, SEED_PARAMETER, SEED_GENERATED = SEED_SOURCES
+
+
+def interactive_tags(notebook: str) -> dict[str, str]:
+    """The tags of a notebook's run outside a pipeline (JupyterLab, plain papermill)."""
+    return {KIND: INTERACTIVE, NOTEBOOK: notebook}

@@ -1,10 +1,10 @@
 """The MLflow layout of a pipeline run, and the thread that writes it.
 
-Layout: one parent run per pipeline run (``nbmlops.kind=pipeline``, run name = notebook
-stem) holding every parameter, the seed, git commit, environment hash, data hashes, the
-metrics of all steps and the executed notebook; one nested run per step
-(``nbmlops.kind=step``) holding its code hash, data hashes, metrics, per-cell durations,
-the names and digests of the variables it produced, and its own output notebook.
+Layout (the names are in ``capture/schema.py``): one parent run per pipeline run (kind
+``pipeline``, run name = notebook stem) holding every parameter, the seed, git commit,
+environment hash, data hashes, the metrics of all steps and the executed notebook; one
+nested run per step (kind ``step``) holding its code hash, data hashes, metrics, per-cell
+durations, the names and digests of the variables it produced, and its own output notebook.
 
 ``import mlflow`` and opening a store cost seconds; :class:`Tracker` does all of it on one
 background thread, in submission order, while the kernel starts and runs. A locked SQLite
@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nbmlops.capture import schema
 from nbmlops.exceptions import TrackingError
 
 if TYPE_CHECKING:
@@ -128,6 +129,13 @@ class Tracker:
     @property
     def client(self) -> MlflowClient:
         return self._client.result()
+
+    def raise_open_error(self) -> None:
+        """Raise the error that opening the store ended with, if it already did."""
+        if self._client.done():
+            error = self._client.exception()
+            if error is not None:
+                raise error
 
     def submit(self, fn: Callable[[MlflowClient], T]) -> Future[T]:
         """Queue ``fn(client)``; operations run one at a time, in order.
@@ -321,13 +329,9 @@ def create_run(
 ) -> str:
     from mlflow.entities import Param
 
-    driver = {
-        DRIVER_PID: str(os.getpid()),
-        DRIVER_HOST: socket.gethostname(),
-        DRIVER_PIDNS: pid_namespace(),
-    }
+    driver = schema.driver_tags(os.getpid(), socket.gethostname(), pid_namespace())
     run = client.create_run(
-        experiment, run_name=name, tags={"mlflow.user": _user(), **driver, **tags}
+        experiment, run_name=name, tags={schema.MLFLOW_USER: _user(), **driver, **tags}
     )
     if params:
         client.log_batch(
@@ -392,13 +396,13 @@ def log_datasets(
                 source = resolve_dataset_source(d["path"])
             else:
                 source = CodeDatasetSource(
-                    tags={"nbmlops.step": d.get("step") or "", "variable": d["name"]}
+                    tags={schema.DATASET_STEP: d.get("step") or "", "variable": d["name"]}
                 )
         dataset = MetaDataset(source=source, name=d["name"], digest=d["digest"])  # type: ignore[abstract]
         context = "file" if d.get("path") else "step-output"
         inputs.append(
             DatasetInput(
-                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+                dataset._to_mlflow_entity(), tags=[InputTag(schema.MLFLOW_DATA_CONTEXT, context)]
             )
         )
     for run_id in run_ids:
@@ -420,11 +424,11 @@ def terminate(client: MlflowClient, run_id: str, status: str) -> None:
 
     Called in a ``finally`` after the run's writes: when one of them raised (the exception
     is still propagating), or an earlier queued write of this pipeline run failed
-    (``client.failure``), the run is FAILED, with the reason in ``nbmlops.error``.
+    (``client.failure``), the run is FAILED, with the reason in its error tag.
     """
     failure = sys.exc_info()[1] or getattr(client, "failure", None)
     if status == "FINISHED" and failure is not None:
         status = "FAILED"
         with contextlib.suppress(Exception):
-            client.set_tag(run_id, ERROR, f"not every record was written: {failure}"[:4000])
+            client.set_tag(run_id, schema.ERROR, f"not every record was written: {failure}"[:4000])
     client.set_terminated(run_id, status=status)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import click
 
 from nbmlops.cli import _console, cache_dir_option, cli, verbose_option
 from nbmlops.exceptions import NbmlopsError
 
+if TYPE_CHECKING:
+    from nbmlops.cache.store import StepCache
 
-def _cache(cache_dir: str | None):  # type: ignore[no-untyped-def]
+
+def _cache(cache_dir: str | None) -> StepCache:
     from nbmlops.cache.store import StepCache
 
     return StepCache.at(cache_dir)
@@ -55,16 +59,21 @@ def ls(cache_dir: str | None) -> None:
 @verbose_option
 def prune(older_than: str | None, max_size: str | None, cache_dir: str | None) -> None:
     """Remove old entries, and the saved outputs only they used."""
-    from nbmlops.cache.store import parse_age, parse_size
+    from nbmlops.cache.store import AGE_EXAMPLES, SIZE_EXAMPLES, parse_age, parse_size
 
     if older_than is None and max_size is None:
-        raise NbmlopsError(
-            "cache prune: say what to remove\n  fix: --older-than 30d or --max-size 5GB"
-        )
+        raise NbmlopsError("cache prune: say what to remove", "--older-than 30d or --max-size 5GB")
     try:
         age = parse_age(older_than) if older_than else None
+    except ValueError as exc:
+        raise NbmlopsError(
+            f"cache prune --older-than: {exc}", f"write e.g. {AGE_EXAMPLES}"
+        ) from None
+    try:
         size = parse_size(max_size) if max_size else None
     except ValueError as exc:
-        raise NbmlopsError(f"cache prune: {exc}") from None
+        raise NbmlopsError(
+            f"cache prune --max-size: {exc}", f"write e.g. {SIZE_EXAMPLES}"
+        ) from None
     removed = _cache(cache_dir).prune(older_than=age, max_size=size)
     click.echo(f"removed {len(removed)} entries, {_size(sum(e.size for e in removed))} freed")

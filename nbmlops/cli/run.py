@@ -4,7 +4,6 @@ what its runs recorded."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
@@ -78,12 +77,14 @@ def run(
     """
     from pathlib import Path
 
+    from nbmlops.capture.schema import SEED_GENERATED
     from nbmlops.notebook.parameters import parse_assignments
-    from nbmlops.run.progress import JsonLinesReporter, Reporter, default_reporter
+    from nbmlops.run.events import EventWriter
+    from nbmlops.run.progress import Reporter, default_reporter
     from nbmlops.run.runner import run_notebook
 
-    json_reporter = JsonLinesReporter(Path(events)) if events else None
-    reporter: Reporter = json_reporter or default_reporter(quiet=quiet)
+    writer = EventWriter(Path(events)) if events else None
+    reporter: Reporter = writer or default_reporter(quiet=quiet)
     try:
         result = run_notebook(
             notebook,
@@ -99,16 +100,11 @@ def run(
             resume=resume,
         )
     except BaseException as exc:
-        if json_reporter is not None:
-            json_reporter.finished("failed", **failure_event(exc))
+        if writer is not None:
+            writer.failed(exc)
         raise
-    if json_reporter is not None:
-        json_reporter.finished(
-            "succeeded",
-            run_id=result.run_id,
-            experiment=result.experiment,
-            output_path=str(result.output_notebook),
-        )
+    if writer is not None:
+        writer.succeeded(result.run_id, result.experiment, str(result.output_notebook))
     click.echo("")
     width = max((len(s.name) for s in result.steps), default=4)
     for s in result.steps:
@@ -128,42 +124,12 @@ def run(
         click.echo(f"  model:   {result.model_uri}")
     click.echo(f"  output:  {result.output_notebook}")
     click.echo(f"  seed:    {result.seed}")
-    if result.seed_source == "generated":
+    if result.seed_source == SEED_GENERATED:
         click.echo(
             "  note:    the notebook has no `seed` parameter, so this run drew a new seed and its "
             f"steps are cached under it; re-run with --seed {result.seed} to reuse them"
         )
     click.secho(f"run {result.run_id} finished (experiment {result.experiment!r})", fg="green")
-
-
-def failure_event(exc: BaseException) -> dict[str, Any]:
-    """Where a failed run stopped, for the ``run_finished`` event: the step, the cell, the
-    error line (``ename: evalue``), the whole message, the run and its partial notebook."""
-    from nbmlops.exceptions import NbmlopsError, NotebookError, RunInterrupted, StepFailed
-
-    if isinstance(exc, StepFailed):
-        return {
-            "run_id": exc.run_id or None,
-            "output_path": exc.output_notebook,
-            "error": {
-                "step": exc.step,
-                "cell": exc.cell_index,
-                "line": f"{exc.ename}: {exc.evalue}",
-                "message": str(exc),
-            },
-        }
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        message = "run interrupted"
-    error = {
-        "step": None,
-        "cell": exc.cell if isinstance(exc, NotebookError) else None,
-        "line": message.splitlines()[0],
-        "message": message if isinstance(exc, NbmlopsError) else f"{type(exc).__name__}: {message}",
-    }
-    if isinstance(exc, RunInterrupted):
-        return {"run_id": exc.run_id, "output_path": exc.output_notebook, "error": error}
-    return {"error": error}
 
 
 @cli.command()
@@ -208,25 +174,25 @@ def runs(experiment: str | None, tracking_uri: str | None, limit: int) -> None:
 
     from nbmlops.capture import records
 
-    found = records.pipeline_runs(_client(tracking_uri), experiment, limit)
-    if not found:
+    rows = records.pipeline_rows(_client(tracking_uri), experiment, limit)
+    if not rows:
         click.echo("no pipeline runs yet: run one with `nbmlops run NOTEBOOK`")
         return
-    metric_names = sorted({k for r in found for k in r.data.metrics})[:4]
+    metric_names = sorted({k for r in rows for k in r.metrics})[:4]
     table = Table(box=None, header_style="bold")
     for col in ["run", "started", "status", "notebook", "cached", *metric_names]:
         table.add_column(
             col, justify="right" if col in metric_names else "left", no_wrap=col != "notebook"
         )
-    for r in found:
-        started = dt.datetime.fromtimestamp(r.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
-        values = [f"{r.data.metrics[m]:.4g}" if m in r.data.metrics else "" for m in metric_names]
+    for r in rows:
+        started = dt.datetime.fromisoformat(r.start_time).astimezone()  # local time, as shown
+        values = [f"{r.metrics[m]:.4g}" if m in r.metrics else "" for m in metric_names]
         table.add_row(
-            r.info.run_id,
-            started,
-            r.info.status.lower(),
-            r.data.tags.get("nbmlops.notebook", ""),
-            r.data.tags.get("nbmlops.cache_hits", ""),
+            r.run_id,
+            started.strftime("%Y-%m-%d %H:%M"),
+            r.status.lower(),
+            r.notebook,
+            r.cache_hits or "",
             *values,
         )
     _console().print(table)
@@ -242,6 +208,7 @@ def show(run_id: str, experiment: str | None, tracking_uri: str | None) -> None:
     from rich.table import Table
 
     from nbmlops.capture import records
+    from nbmlops.capture.schema import HIT
 
     view = records.load(_client(tracking_uri), run_id, experiment)
     console = _console()
@@ -275,8 +242,8 @@ def show(run_id: str, experiment: str | None, tracking_uri: str | None) -> None:
         steps.add_row(
             s.name,
             s.status.lower(),
-            f"{s.seconds:.2f}" if s.seconds is not None and s.cache != "hit" else "",
-            f"hit ({s.cached_from[:8]})" if s.cache == "hit" else s.cache,
+            f"{s.seconds:.2f}" if s.seconds is not None and s.cache != HIT else "",
+            f"{HIT} ({s.cached_from[:8]})" if s.cache == HIT else s.cache,
             s.code_hash[:12],
             metrics,
             s.run_id,

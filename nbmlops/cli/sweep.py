@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from nbmlops.capture.schema import MODES
 from nbmlops.cli import _console, cache_dir_option, cli, tracking_uri_option, verbose_option
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     help="Dask scheduler (tcp://host:8786); without it --executor dask starts a local cluster.",
 )
 @click.option("--metric", help="Rank points by this metric (default: the first one logged).")
-@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True)
 @click.option("--experiment", help="MLflow experiment (default: the notebook's name).")
 @tracking_uri_option
 @cache_dir_option

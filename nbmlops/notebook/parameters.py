@@ -53,8 +53,9 @@ def read_parameters(
     from papermill.inspection import _infer_parameters
 
     source = nb.cells[cell]
-    only = nbformat.v4.new_notebook(metadata=nb.metadata)
-    only.cells = [nbformat.v4.new_code_cell(source.source, metadata={"tags": ["parameters"]})]
+    only = nbformat.v4.new_notebook(metadata=nb.metadata)  # type: ignore[no-untyped-call]
+    cell_tags = {"tags": ["parameters"]}
+    only.cells = [nbformat.v4.new_code_cell(source.source, metadata=cell_tags)]  # type: ignore[no-untyped-call]
     try:
         inferred = _infer_parameters(only)
     except Exception as exc:

@@ -26,6 +26,8 @@ from nbmlops.notebook.source import code_hash, names
 STEP_TAG = "step:"
 AFTER_TAG = "after:"
 PARAMETERS_TAG = "parameters"
+# The tag papermill gives the cell it injects the parameters in (after the parameters cell).
+PAPERMILL_INJECTED_TAG = "injected-parameters"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _KERNELSPEC_FIX = (
     "open the notebook in JupyterLab, pick a Python kernel and save it, or add "
@@ -124,7 +126,8 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     if not path.is_file():
         raise NotebookError(str(path), "no such notebook", "check the path")
     try:
-        return nbformat.read(str(path), as_version=4)
+        nb: nbformat.NotebookNode = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
+        return nb
     except Exception as exc:  # nbformat raises NotJSONError, ValueError, ... on bad files
         raise NotebookError(
             str(path),
@@ -139,7 +142,25 @@ def load_pipeline(path: str | Path) -> Pipeline:
     path = Path(path)
     nb = read_notebook(path)
     where = str(path)
+    kernel_name, language = _kernel(nb, where)
+    layout = _layout(nb, where)
+    _link(where, layout)
+    cell = layout.parameters_cell
+    parameters = read_parameters(nb, where, cell.index if cell else None)
+    return Pipeline(
+        path=path,
+        notebook=nb,
+        kernel_name=kernel_name,
+        language=language,
+        setup=layout.setup,
+        parameters_cell=cell,
+        parameters=parameters,
+        steps=_topological(where, layout.steps, layout.first_cell_of),
+    )
 
+
+def _kernel(nb: nbformat.NotebookNode, where: str) -> tuple[str, str]:
+    """The notebook's kernel name and language, which must be Python."""
     kernel_name = (nb.metadata.get("kernelspec") or {}).get("name")
     language = (nb.metadata.get("kernelspec") or {}).get("language") or (
         nb.metadata.get("language_info") or {}
@@ -151,137 +172,154 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise NotebookError(
             where, f"kernel language is {language!r}", "nbmlops runs Python notebooks"
         )
+    return str(kernel_name), str(language)
 
-    setup: list[Cell] = []
+
+@dataclass
+class _Layout:
+    """The notebook's cells as its tags group them, before the steps are linked."""
+
+    setup: list[Cell] = field(default_factory=list)
     parameters_cell: Cell | None = None
-    steps: list[Step] = []
-    declared: dict[str, list[str]] = {}
-    first_cell_of: dict[str, int] = {}
+    steps: list[Step] = field(default_factory=list)
+    declared: dict[str, list[str]] = field(default_factory=dict)  # step -> its after: tags
+    first_cell_of: dict[str, int] = field(default_factory=dict)  # step -> its first cell
 
+
+def _layout(nb: nbformat.NotebookNode, where: str) -> _Layout:
+    """Split the cells into setup, the parameters cell and steps, by their tags."""
+    layout = _Layout()
     for index, raw in enumerate(nb.cells):
         cell = Cell(index, raw.cell_type, raw.source)
         tags = [str(t) for t in raw.get("metadata", {}).get("tags", [])]
-        step_tags = [t[len(STEP_TAG) :].strip() for t in tags if t.startswith(STEP_TAG)]
-        after_tags = [t[len(AFTER_TAG) :].strip() for t in tags if t.startswith(AFTER_TAG)]
-
+        step_tags = _tagged(tags, STEP_TAG)
         if PARAMETERS_TAG in tags:
-            if parameters_cell is not None:
-                raise NotebookError(
-                    where,
-                    f"two cells are tagged 'parameters' (cells {parameters_cell.index} and {index})",
-                    "keep the tag on one cell; merge the defaults into it",
-                    cell=index,
-                )
-            if steps:
-                raise NotebookError(
-                    where,
-                    f"the parameters cell comes after step {steps[0].name!r} starts",
-                    "move the parameters cell above the first step: cell",
-                    cell=index,
-                )
-            if step_tags:
-                raise NotebookError(
-                    where,
-                    "a cell is tagged both 'parameters' and 'step:'",
-                    "keep the parameters in their own cell",
-                    cell=index,
-                )
-            parameters_cell = cell
-
-        if len(step_tags) > 1:
-            raise NotebookError(
-                where,
-                f"one cell has several step tags: {', '.join(step_tags)}",
-                "give each cell at most one step:<name> tag",
-                cell=index,
-            )
-        if step_tags:
-            name = step_tags[0]
-            if not _NAME.match(name):
-                raise NotebookError(
-                    where,
-                    f"step name {name!r} is not a valid name",
-                    "use letters, digits, '_', '-' or '.', starting with a letter, e.g. step:train",
-                    cell=index,
-                )
-            if name in first_cell_of:
-                raise NotebookError(
-                    where,
-                    f"step {name!r} is started twice (cells {first_cell_of[name]} and {index})",
-                    "rename one of them; untagged cells after a step: cell already belong to it",
-                    cell=index,
-                )
-            first_cell_of[name] = index
-            steps.append(Step(name, [cell]))
-            declared[name] = []
-        elif steps:
-            steps[-1].cells.append(cell)
-        elif cell is not parameters_cell:
-            setup.append(cell)
-
+            _check_parameters_cell(where, layout, index, step_tags)
+            layout.parameters_cell = cell
+        name = _step_name(where, layout, index, step_tags)
+        if name is not None:
+            layout.first_cell_of[name] = index
+            layout.steps.append(Step(name, [cell]))
+            layout.declared[name] = []
+        elif layout.steps:
+            layout.steps[-1].cells.append(cell)
+        elif cell is not layout.parameters_cell:
+            layout.setup.append(cell)
+        after_tags = _tagged(tags, AFTER_TAG)
         if after_tags:
-            if not steps:
+            if not layout.steps:
                 raise NotebookError(
                     where,
                     f"'after:' tag on a setup cell (before any step:): {', '.join(after_tags)}",
                     "put after:<step> tags on a cell of the step that depends on the other",
                     cell=index,
                 )
-            declared[steps[-1].name].extend(after_tags)
-
-    if not steps:
+            layout.declared[layout.steps[-1].name].extend(after_tags)
+    if not layout.steps:
         # An untagged notebook is a one-step pipeline: everything after the setup.
-        body = [c for c in setup if c.index > (parameters_cell.index if parameters_cell else -1)]
-        setup = [c for c in setup if c not in body]
-        steps = [Step("main", body)] if body else []
-        declared = {"main": []}
-
-    _link(where, steps, declared, first_cell_of)
-    parameters = read_parameters(nb, where, parameters_cell.index if parameters_cell else None)
-    return Pipeline(
-        path=path,
-        notebook=nb,
-        kernel_name=kernel_name,
-        language=language,
-        setup=setup,
-        parameters_cell=parameters_cell,
-        parameters=parameters,
-        steps=_topological(where, steps, first_cell_of),
-    )
+        first = layout.parameters_cell.index if layout.parameters_cell else -1
+        body = [c for c in layout.setup if c.index > first]
+        layout.setup = [c for c in layout.setup if c not in body]
+        layout.steps = [Step("main", body)] if body else []
+        layout.declared = {"main": []}
+    return layout
 
 
-def _link(
-    where: str, steps: list[Step], declared: dict[str, list[str]], first_cell_of: dict[str, int]
-) -> None:
-    known = [s.name for s in steps]
-    for step in steps:
-        ups = list(dict.fromkeys(declared.get(step.name, [])))
-        for up in ups:
-            if up not in known:
-                raise NotebookError(
-                    where,
-                    f"step {step.name!r} is tagged after:{up}, but there is no step {up!r}",
-                    f"use one of the known steps: {', '.join(known)}",
-                    cell=first_cell_of.get(step.name),
-                )
-            if up == step.name:
-                raise NotebookError(
-                    where,
-                    f"step {step.name!r} is tagged after itself",
-                    f"remove the after:{up} tag",
-                    cell=first_cell_of.get(step.name),
-                )
-        step.upstream = ups
+def _tagged(tags: list[str], prefix: str) -> list[str]:
+    """The names in the tags that start with ``prefix`` (``step:``, ``after:``)."""
+    return [t[len(prefix) :].strip() for t in tags if t.startswith(prefix)]
+
+
+def _check_parameters_cell(where: str, layout: _Layout, index: int, step_tags: list[str]) -> None:
+    if layout.parameters_cell is not None:
+        raise NotebookError(
+            where,
+            f"two cells are tagged 'parameters' (cells {layout.parameters_cell.index} and {index})",
+            "keep the tag on one cell; merge the defaults into it",
+            cell=index,
+        )
+    if layout.steps:
+        raise NotebookError(
+            where,
+            f"the parameters cell comes after step {layout.steps[0].name!r} starts",
+            "move the parameters cell above the first step: cell",
+            cell=index,
+        )
+    if step_tags:
+        raise NotebookError(
+            where,
+            "a cell is tagged both 'parameters' and 'step:'",
+            "keep the parameters in their own cell",
+            cell=index,
+        )
+
+
+def _step_name(where: str, layout: _Layout, index: int, step_tags: list[str]) -> str | None:
+    """The step cell ``index`` starts, if it starts one."""
+    if len(step_tags) > 1:
+        raise NotebookError(
+            where,
+            f"one cell has several step tags: {', '.join(step_tags)}",
+            "give each cell at most one step:<name> tag",
+            cell=index,
+        )
+    if not step_tags:
+        return None
+    name = step_tags[0]
+    if not _NAME.match(name):
+        raise NotebookError(
+            where,
+            f"step name {name!r} is not a valid name",
+            "use letters, digits, '_', '-' or '.', starting with a letter, e.g. step:train",
+            cell=index,
+        )
+    if name in layout.first_cell_of:
+        raise NotebookError(
+            where,
+            f"step {name!r} is started twice (cells {layout.first_cell_of[name]} and {index})",
+            "rename one of them; untagged cells after a step: cell already belong to it",
+            cell=index,
+        )
+    return name
+
+
+def _link(where: str, layout: _Layout) -> None:
+    """Set each step's upstream steps: its after: tags, else an earlier step."""
+    known = [s.name for s in layout.steps]
+    for step in layout.steps:
+        step.upstream = _declared_upstream(where, layout, step, known)
     # A step without after: tags follows the nearest earlier step that does not itself
     # (through after: tags) come after it.
-    by_name = {s.name: s for s in steps}
-    for i, step in enumerate(steps):
-        if declared.get(step.name):
+    by_name = {s.name: s for s in layout.steps}
+    for i, step in enumerate(layout.steps):
+        if layout.declared.get(step.name):
             continue
-        for earlier in reversed(steps[:i]):
+        for earlier in reversed(layout.steps[:i]):
             if step.name not in _ancestors(earlier.name, by_name):
                 step.upstream = [earlier.name]
                 break
+
+
+def _declared_upstream(where: str, layout: _Layout, step: Step, known: list[str]) -> list[str]:
+    """The steps ``step``'s after: tags name, once each, checked."""
+    ups = list(dict.fromkeys(layout.declared.get(step.name, [])))
+    cell = layout.first_cell_of.get(step.name)
+    for up in ups:
+        if up not in known:
+            raise NotebookError(
+                where,
+                f"step {step.name!r} is tagged after:{up}, but there is no step {up!r}",
+                f"use one of the known steps: {', '.join(known)}",
+                cell=cell,
+            )
+        if up == step.name:
+            raise NotebookError(
+                where,
+                f"step {step.name!r} is tagged after itself",
+                f"remove the after:{up} tag",
+                cell=cell,
+            )
+    return ups
 
 
 def _ancestors(name: str, by_name: dict[str, Step]) -> set[str]:

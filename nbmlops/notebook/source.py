@@ -20,7 +20,7 @@ _BUILTINS = frozenset(dir(builtins))
 def _to_python(source: str) -> str:
     from IPython.core.inputtransformer2 import TransformerManager
 
-    return TransformerManager().transform_cell(source)
+    return TransformerManager().transform_cell(source)  # type: ignore[no-untyped-call]
 
 
 def _parse(source: str) -> ast.Module | None:

@@ -19,14 +19,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError, DeadKernelError
-from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, papermill_engines
-from papermill.utils import merge_kwargs, remove_args
 from traitlets import default
 
 from nbmlops.cache.store import Entry
@@ -34,6 +32,23 @@ from nbmlops.exceptions import NbmlopsError
 
 if TYPE_CHECKING:
     from nbmlops.run.session import Session
+
+
+def __getattr__(name: str) -> None:
+    """What papermill finds here while this module is half-initialised.
+
+    Importing papermill (below) loads the engines of its ``papermill.engine`` entry point,
+    this module's among them: imported before papermill, this module is then only partly
+    run. The engine reads as None until the class exists; the last line registers it.
+    """
+    if name == "NbmlopsEngine":
+        return None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from papermill.clientwrap import PapermillNotebookClient  # noqa: E402
+from papermill.engines import NBClientEngine, papermill_engines  # noqa: E402
+from papermill.utils import merge_kwargs, remove_args  # noqa: E402
 
 KERNEL_MODULE = "nbmlops.run.kernel"
 
@@ -58,15 +73,17 @@ class IPCKernelManager(AsyncKernelManager):
         if not restart:
             shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
-    cleanup_resources = _async_cleanup_resources  # type: ignore[assignment]
+    cleanup_resources = _async_cleanup_resources
 
 
 class KernelCallError(NbmlopsError):
     """An nbmlops call inside the kernel failed (not the user's code)."""
 
 
-class StepClient(PapermillNotebookClient):
+class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is untyped
     """papermill's notebook client, with step boundaries and events for a Session."""
+
+    _start_kernel: Callable[[], object]  # set by execute(): starts the kernel on first use
 
     def __init__(self, nb_man: Any, session: Session, **kw: Any) -> None:
         super().__init__(nb_man, **kw)
@@ -82,9 +99,9 @@ class StepClient(PapermillNotebookClient):
             ename, evalue = result.get("ename", "Error"), result.get("evalue", "")
             if ename == "ModuleNotFoundError" and "nbmlops" in evalue:
                 raise KernelCallError(
-                    f"the notebook's kernel {self.kernel_name!r} runs a Python without nbmlops\n"
-                    "  fix: install nbmlops in that environment, or register this one as a kernel: "
-                    "python -m ipykernel install --user"
+                    f"the notebook's kernel {self.kernel_name!r} runs a Python without nbmlops",
+                    "install nbmlops in that environment, or register this one as a kernel: "
+                    "python -m ipykernel install --user",
                 )
             raise KernelCallError(
                 f"nbmlops kernel call {call.split('(')[0]} failed: {ename}: {evalue}"
@@ -190,7 +207,7 @@ class StepClient(PapermillNotebookClient):
             source = by_index.get(cell.metadata["nbmlops"]["cell"]) if setup else next(code, None)
             self.nb_man.cell_start(cell, index)
             if source is not None:
-                cell.outputs = nbformat.from_dict(source.get("outputs", []))
+                cell.outputs = nbformat.from_dict(source.get("outputs", []))  # type: ignore[no-untyped-call]
                 cell.execution_count = source.get("execution_count")
             cell.metadata["nbmlops"]["cached_from"] = entry.source_run
             self.nb_man.cell_complete(cell, cell_index=index)
@@ -207,7 +224,7 @@ class StepClient(PapermillNotebookClient):
         return output
 
 
-class NbmlopsEngine(NBClientEngine):
+class NbmlopsEngine(NBClientEngine):  # type: ignore[misc]  # papermill is untyped
     """The papermill engine behind ``nbmlops run``."""
 
     @classmethod
@@ -265,7 +282,6 @@ class NbmlopsEngine(NBClientEngine):
                     client.kc.stop_channels()
 
 
-def ensure_registered() -> None:
-    """Register the engine when nbmlops runs from a source tree without its entry points."""
-    if "nbmlops" not in papermill_engines._engines:
-        papermill_engines.register("nbmlops", NbmlopsEngine)
+# Also what a source tree without the entry point needs, and what completes a registration
+# made while this module was half-initialised (see __getattr__ above).
+papermill_engines.register("nbmlops", NbmlopsEngine)

@@ -1,8 +1,8 @@
 """Runs started from a front end (the JupyterLab panel) as child processes of the server.
 
 A job is the real command line, ``nbmlops run NOTEBOOK -p ... --events FILE``, started in
-the project folder; its progress is read back from the JSON lines it writes
-(``run/progress.py``'s ``JsonLinesReporter``) and its exit code. Nothing here re-implements
+the project folder; its progress is read back from the events it writes (``run/events.py``
+holds that contract) and its exit code. Nothing here re-implements
 running a notebook: the job's parameters are checked exactly as ``-p`` is, before any
 process starts, and the CLI does the rest.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import secrets
 import subprocess
@@ -23,16 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops import processes, project
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import NotFound
 from nbmlops.notebook.parameters import parse_assignments, resolve
 from nbmlops.notebook.pipeline import load_pipeline
 from nbmlops.processes import stop, tail
+from nbmlops.run import events
 
 _CLI = "from nbmlops.cli import main; main()"
 
 
-class JobNotFound(NbmlopsError):
-    pass
+class JobNotFound(NotFound):
+    """No job of that id on this server (jobs last as long as the server)."""
 
 
 @dataclass
@@ -107,51 +107,20 @@ class Jobs:
                 "jobs last as long as the server; start the run again from the panel",
             )
         exit_code = job.process.poll()  # before reading: the final event precedes the exit
-        events = _read_events(job.events_file)
-        steps: dict[str, dict[str, Any]] = {}
-        final: dict[str, Any] | None = None
-        for e in events:
-            kind = e.get("event")
-            if kind == "step_started":
-                steps[e["step"]] = {"name": e["step"], "status": "running", "seconds": None}
-            elif kind == "step_finished":
-                status = "FAILED" if e["status"] == "KILLED" else e["status"]
-                steps[e["step"]] = {"name": e["step"], "status": status, "seconds": e["seconds"]}
-            elif kind == "run_finished":
-                final = e
-        if final is not None:
-            status = final["status"]
-        elif exit_code is None:
-            status = "running"
-        else:
-            status = "failed"
-        error = final.get("error") if final else None
-        if status == "failed" and error is None:
-            message = (
-                tail(job.log_file, 20) if job.log_file.exists() else ""
-            ) or f"the run exited with code {exit_code}"
-            error = {
-                "step": None,
-                "cell": None,
-                "line": message.splitlines()[-1],
-                "message": message,
-            }
-        if status != "running":
-            for s in steps.values():
-                if s["status"] == "running":
-                    s["status"] = "FAILED"
-        running = [s["name"] for s in steps.values() if s["status"] == "running"]
-        run_id = final.get("run_id") if final else None
+        found, _ = events.read_json_lines(job.events_file)
+        run = events.progress(
+            found, exit_code, lambda: tail(job.log_file, 20) if job.log_file.exists() else ""
+        )
         return {
             "job_id": job.job_id,
             "path": job.path,
-            "status": status,
-            "current_step": running[-1] if running else None,
-            "steps": list(steps.values()),
-            "run_id": run_id,
-            "output_path": self._relative(final.get("output_path")) if final else None,
-            "run_url": self._run_url(job, run_id) if run_id else None,
-            "error": error,
+            "status": run.status,
+            "current_step": run.current_step,
+            "steps": run.steps,
+            "run_id": run.run_id,
+            "output_path": self._relative(run.output_path),
+            "run_url": self._run_url(job, run.run_id) if run.run_id else None,
+            "error": run.error,
         }
 
     def stop_all(self, timeout: float = 30) -> None:
@@ -183,15 +152,3 @@ class Jobs:
 
             job.experiment_id = open_client(self.tracking_uri).get_run(run_id).info.experiment_id
         return run_url(self.tracking_uri, job.experiment_id, run_id)
-
-
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            break
-    return events

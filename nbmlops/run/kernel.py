@@ -52,6 +52,11 @@ def active() -> bool:
     return _state.active
 
 
+def current_step() -> str | None:
+    """The step running now (None in setup cells, or outside a run)."""
+    return _state.step
+
+
 def emit(event: dict[str, Any]) -> None:
     """Append one event for the driver to record (metric, param, data, model)."""
     assert _state.events is not None
@@ -157,7 +162,7 @@ class _SeedOnImport(importlib.abc.MetaPathFinder):
         if spec is None or spec.loader is None:
             return None
         loader = spec.loader
-        exec_module = loader.exec_module  # type: ignore[attr-defined]
+        exec_module = loader.exec_module
         seed = self.seed
 
         class _Loader(importlib.abc.Loader):

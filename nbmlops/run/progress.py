@@ -1,4 +1,7 @@
-"""How a run shows itself: a live progress display on a terminal, plain lines in a CI log."""
+"""How a run shows itself: a live progress display on a terminal, plain lines in a CI log.
+
+A front end reads a run's progress as JSON lines instead (``run/events.py``).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ class Reporter(Protocol):
     def close(self) -> None: ...
 
 
-def _first_line(source: str) -> str:
+def first_line(source: str) -> str:
     for line in source.splitlines():
         if line.strip():
             return line.strip()[:60]
@@ -55,7 +58,7 @@ class PlainReporter:
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
         if not self.quiet:
             self._print(
-                f"[{time.monotonic() - self._t0:7.1f}s]   {step or 'setup'} cell {cell}: {_first_line(source)}"
+                f"[{time.monotonic() - self._t0:7.1f}s]   {step or 'setup'} cell {cell}: {first_line(source)}"
             )
 
     def cell_output(self, step: str | None, text: str) -> None:
@@ -119,7 +122,7 @@ class RichReporter:
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
         self._update(
-            f"{'step ' + step if step else 'setup'} · cell {cell}: {_first_line(source)[:40]}"
+            f"{'step ' + step if step else 'setup'} · cell {cell}: {first_line(source)[:40]}"
         )
 
     def cell_output(self, step: str | None, text: str) -> None:
@@ -156,71 +159,3 @@ def default_reporter(quiet: bool = False) -> Reporter:
     if sys.stdout.isatty():
         return RichReporter(quiet=quiet)
     return PlainReporter(quiet=quiet)
-
-
-class JsonLinesReporter:
-    """Machine-readable progress: one JSON object per line, appended to ``path``.
-
-    What ``nbmlops run --events FILE`` writes for the JupyterLab server, which reads the
-    file back (``nbmlops.run.jobs``). Every event has ``event`` and ``time`` (seconds since
-    the epoch); the last one, ``run_finished``, is written by :meth:`finished`.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-
-    def _emit(self, event: str, **fields: object) -> None:
-        import json
-
-        if self._file.closed:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self._file.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
-        self._file.flush()
-
-    def run_started(self, pipeline: Pipeline, run_dir: Path) -> None:
-        self._emit(
-            "run_started",
-            notebook=str(pipeline.path),
-            steps=[s.name for s in pipeline.steps],
-            run_dir=str(run_dir),
-        )
-
-    def step_started(self, name: str, index: int, total: int) -> None:
-        self._emit("step_started", step=name, index=index, total=total)
-
-    def cell_started(self, step: str | None, cell: int, source: str) -> None:
-        self._emit("cell_started", step=step, cell=cell, source=_first_line(source))
-
-    def cell_output(self, step: str | None, text: str) -> None:
-        pass  # the output notebook holds it
-
-    def step_finished(self, name: str, status: str, seconds: float) -> None:
-        self._emit("step_finished", step=name, status=status, seconds=seconds)
-
-    def warn(self, message: str) -> None:
-        self._emit("warn", message=message)
-
-    def finished(
-        self,
-        status: str,
-        *,
-        run_id: str | None = None,
-        experiment: str | None = None,
-        output_path: str | None = None,
-        error: dict[str, object] | None = None,
-    ) -> None:
-        """The final event: ``status`` succeeded or failed, and where the run's outcome is."""
-        self._emit(
-            "run_finished",
-            status=status,
-            run_id=run_id,
-            experiment=experiment,
-            output_path=output_path,
-            error=error,
-        )
-        self._file.close()
-
-    def close(self) -> None:
-        self._file.close()

@@ -1,19 +1,23 @@
-"""Run a tagged notebook as a pipeline: the one entry point the CLI, the widget and the
-JupyterLab server all call.
+"""Run a tagged notebook as a pipeline: the one entry point the CLI, ``nbmlops ci``, the
+retraining loop and (through ``nbmlops run --events``) the JupyterLab panel all call.
 
-``run_notebook`` parses the notebook, checks the parameters, picks the seed, opens the
-MLflow store on a background thread, and hands the notebook to papermill with the
-``nbmlops`` engine. The executed notebook is written under a temporary name and renamed
-only when the run succeeded; on failure or interruption the runs are marked FAILED or
-KILLED and the partial notebook is kept (and logged) under its ``.partial.ipynb`` name.
+A run has three phases:
+
+1. **plan** (``run/plan.py``): parameters, seed, store, folders, experiment, decided and
+   checked before anything starts or is recorded;
+2. **execute** (:func:`_execute`): a :class:`~nbmlops.run.session.Session` records the run
+   while papermill runs the notebook with the ``nbmlops`` engine. The executed notebook is
+   written under a temporary name and renamed only when the run succeeded;
+3. **outcome** (:func:`_outcome`): what the session saw and the error it was stopped by
+   become a :class:`RunResult`, or the error the caller sees: :class:`StepFailed`,
+   :class:`RunInterrupted`, a :class:`TrackingError`... On failure or interruption the runs
+   are marked FAILED or KILLED and the partial notebook is kept (and logged) under its
+   ``.partial.ipynb`` name.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
-import secrets
 import signal
 import threading
 from collections.abc import Iterator
@@ -26,27 +30,19 @@ from jupyter_client.kernelspec import NoSuchKernel
 
 from nbmlops import project
 from nbmlops.cache.keys import KeyContext
-from nbmlops.cache.store import StepCache
-from nbmlops.capture.environment import (
-    Environment,
-    GitInfo,
-    environment,
-    git_info,
-    kernel_python,
-)
+from nbmlops.capture.environment import Environment, environment, kernel_python
 from nbmlops.capture.hashing import FileHashCache
-from nbmlops.capture.tracking import Tracker, check_reachable
+from nbmlops.capture.tracking import Tracker
 from nbmlops.exceptions import (
     NbmlopsError,
-    ParameterError,
+    PathError,
     RunInterrupted,
     StepFailed,
     TrackingError,
 )
-from nbmlops.notebook.parameters import effective, resolve
-from nbmlops.notebook.pipeline import Pipeline, load_pipeline
+from nbmlops.notebook.pipeline import Pipeline
+from nbmlops.run.plan import RunPlan, plan_run
 from nbmlops.run.progress import Reporter, default_reporter
-from nbmlops.run.resume import INJECTED, RESUMED_FROM, find_resumable
 from nbmlops.run.session import Session, signals_deferred
 
 
@@ -106,80 +102,47 @@ def run_notebook(
     directory): where the default store and ``.nbmlops/`` live. ``kernel_manager``: a
     running kernel to use and leave running (sweep workers keep one warm).
     """
+    plan = plan_run(
+        notebook,
+        parameters,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        output_dir=output_dir,
+        seed=seed,
+        tags=tags,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        refresh=refresh,
+        resume=resume,
+        project_dir=project_dir,
+    )
+    return _outcome(_execute(plan, reporter or default_reporter(), kernel_manager))
+
+
+@dataclass
+class Execution:
+    """How the execution of a plan ended, before it is judged."""
+
+    plan: RunPlan
+    session: Session
+    status: str  # FINISHED, FAILED or KILLED
+    error: BaseException | None  # what stopped it
+    tracking_errors: list[BaseException]  # MLflow writes that failed
+
+
+def _execute(plan: RunPlan, reporter: Reporter, kernel_manager: Any) -> Execution:
+    """Record the run in a :class:`Session` while papermill executes the notebook."""
     import papermill
 
-    from nbmlops.run.engine import ensure_registered
+    import nbmlops.run.engine  # noqa: F401  (registers the engine with papermill)
 
-    pipeline = load_pipeline(notebook)
-    unknown = [s for s in refresh if s not in {p.name for p in pipeline.steps}]
-    if unknown:
-        raise NbmlopsError(
-            f"--refresh {unknown[0]}: {pipeline.path} has no step {unknown[0]!r}\n"
-            f"  fix: name one of its steps: {', '.join(p.name for p in pipeline.steps)}"
-        )
-    root = Path(project_dir).resolve() if project_dir else project.project_root()
-    uri = project.tracking_uri(tracking_uri, root)
-    tags = dict(tags or {})
-    if resume:
-        if parameters:
-            raise NbmlopsError(
-                "--resume reuses the parameters of the run it resumes\n"
-                "  fix: drop the -p options (start a new run to change parameters)"
-            )
-        previous = find_resumable(uri, resume, experiment or pipeline.stem, pipeline.stem)
-        parameters, seed = previous.parameters, previous.seed
-        tags[RESUMED_FROM] = previous.run_id
-    injected = resolve(pipeline.parameters, parameters or {})
-    seed, seed_source, injected = _choose_seed(pipeline, injected, seed)
-    values = effective(pipeline.parameters, injected)
-    tags[INJECTED] = json.dumps({k: repr(v) for k, v in injected.items()})
-
-    check_reachable(uri)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    default_dir = (
-        project.state_dir(root) / "runs" / f"{pipeline.stem}-{stamp}-{secrets.token_hex(2)}"
-    )
-    run_dir = Path(output_dir).resolve() if output_dir else default_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NbmlopsError(
-            f"--output-dir {run_dir} is a file\n  fix: name a folder (it is created if missing)"
-        )
-    git = git_info(pipeline.path.resolve())
-    tracker = Tracker(uri)
-    reporter = reporter or default_reporter()
-    cache = StepCache.at(cache_dir, root)
-    env = _environment(pipeline, root)
-    keys = KeyContext(
-        pipeline=pipeline,
-        values=values,
-        seed=seed,
-        env_hash=env.hash,
-        store=uri,
-        base_dir=pipeline.path.resolve().parent,
-        files=FileHashCache(project.state_dir(root) / "file-hashes.json"),
-    )
-    session = Session(
-        pipeline=pipeline,
-        values=values,
-        seed=seed,
-        seed_source=seed_source,
-        root=root,
-        run_dir=run_dir,
-        environment=env,
-        cache=cache,
-        keys=keys,
-        cache_read=use_cache,
-        refresh=frozenset(refresh),
-        tracker=tracker,
-        reporter=reporter,
-        experiment=experiment or pipeline.stem,
-        notebook_label=_label(pipeline.path, root, git),
-        git=git,
-        extra_tags=tags,
-    )
-    ensure_registered()
-    partial = run_dir / f"{pipeline.stem}.partial.ipynb"
-    final = run_dir / f"{pipeline.stem}.ipynb"
+    tracker = Tracker(plan.tracking_uri)  # opens the store meanwhile: MLflow imports slowly
+    try:
+        session = _session(plan, tracker, reporter)
+    except BaseException:
+        tracker.close()
+        raise
+    pipeline = plan.pipeline
     status = "FAILED"
     error: BaseException | None = None
     with _sigterm_as_interrupt():
@@ -187,8 +150,8 @@ def run_notebook(
             session.start()
             papermill.execute_notebook(
                 str(pipeline.path.resolve()),
-                str(partial),
-                parameters=injected,
+                str(plan.partial_notebook),
+                parameters=plan.injected,
                 engine_name="nbmlops",
                 kernel_name=pipeline.kernel_name,
                 language="python",
@@ -197,80 +160,107 @@ def run_notebook(
                 session=session,
                 kernel_manager=kernel_manager,
             )
-            os.replace(partial, final)
+            os.replace(plan.partial_notebook, plan.final_notebook)
             status = "FINISHED"
         except KeyboardInterrupt as exc:
             status, error = "KILLED", exc
         except NoSuchKernel as exc:
             error = _no_such_kernel(pipeline, exc)
         except OSError as exc:
-            error = (
-                NbmlopsError(f"cannot write the run's outputs under {run_dir}: {exc}")
-                if not session.steps
-                else exc
-            )
+            error = exc
+            if not session.steps:
+                error = PathError(
+                    "the run's output folder", str(plan.run_dir), f"cannot be written ({exc})"
+                )
         except Exception as exc:  # a failing cell (PapermillExecutionError), a dead kernel, ...
             error = exc
         finally:
             reporter.close()
             with signals_deferred():  # a second Ctrl-C must not cut the recording short
-                tracking_errors = session.finish(status, final if status == "FINISHED" else partial)
+                notebook = plan.final_notebook if status == "FINISHED" else plan.partial_notebook
+                tracking_errors = session.finish(status, notebook)
                 tracker.close()
+    return Execution(plan, session, status, error, tracking_errors)
 
-    parent = session.parent_id.result() if not session.parent_id.exception() else ""
-    tracking_error = None
-    if tracking_errors:
-        first = tracking_errors[0]
-        tracking_error = (
-            first
-            if isinstance(first, NbmlopsError)
-            else TrackingError(uri, f"{type(first).__name__}: {first}")
-        )
-    if status == "KILLED":
-        raise RunInterrupted(parent, str(partial)) from error
+
+def _session(plan: RunPlan, tracker: Tracker, reporter: Reporter) -> Session:
+    env = _environment(plan.pipeline, plan.root)
+    keys = KeyContext(
+        pipeline=plan.pipeline,
+        values=plan.values,
+        seed=plan.seed,
+        env_hash=env.hash,
+        store=plan.tracking_uri,
+        base_dir=plan.pipeline.path.resolve().parent,
+        files=FileHashCache(project.state_dir(plan.root) / "file-hashes.json"),
+    )
+    return Session(plan=plan, environment=env, keys=keys, tracker=tracker, reporter=reporter)
+
+
+def _outcome(run: Execution) -> RunResult:
+    """The result of a run that finished, or the error that tells how it did not."""
+    plan, session, error = run.plan, run.session, run.error
+    parent = _parent_run_id(session)
+    tracking_error = _tracking_error(plan.tracking_uri, run.tracking_errors)
+    if run.status == "KILLED":
+        raise RunInterrupted(parent or None, str(plan.partial_notebook)) from error
     failure = session.failure
     if error is not None and failure is not None:
         if tracking_error is not None:
-            reporter.warn(f"the failure may be incompletely recorded: {tracking_error}")
-        step_run = (
-            session.steps[failure.step].run_id.result() if failure.step in session.steps else parent
-        )
+            session.reporter.warn(f"the failure may be incompletely recorded: {tracking_error}")
+        step = session.steps.get(failure.step or "")
         raise StepFailed(
             step=failure.step or "(setup)",
             cell_index=failure.cell_index,
             source=failure.source,
             ename=failure.ename,
             evalue=failure.evalue,
-            output_notebook=str(partial),
+            output_notebook=str(plan.partial_notebook),
             run_id=parent,
-            step_run_id=step_run,
+            step_run_id=step.run_id.result() if step else parent,
             traceback=failure.traceback,
         ) from None
     if tracking_error is not None:
         raise tracking_error
+    if isinstance(error, NbmlopsError):
+        raise error
     if error is not None:
-        if isinstance(error, NbmlopsError):
-            raise error
         raise NbmlopsError(
             f"run failed before a step could finish: {type(error).__name__}: {error}"
         ) from error
-
     return RunResult(
         run_id=parent,
-        experiment=session.experiment,
-        status=status,
-        output_notebook=final,
-        output_dir=run_dir,
-        seed=seed,
-        seed_source=seed_source,
-        parameters=values,
+        experiment=plan.experiment,
+        status=run.status,
+        output_notebook=plan.final_notebook,
+        output_dir=plan.run_dir,
+        seed=plan.seed,
+        seed_source=plan.seed_source,
+        parameters=plan.values,
         metrics=dict(session.metrics),
         steps=[
-            StepResult(r.name, r.run_id.result(), r.status, r.seconds, r.cached_from)
-            for r in session.steps.values()
+            StepResult(s.name, s.run_id.result(), s.status, s.seconds, s.cached_from)
+            for s in session.steps.values()
         ],
         model_uri=session.model_uri,
     )
+
+
+def _parent_run_id(session: Session) -> str:
+    """The pipeline run's id, or "" when it was never created."""
+    future = session.parent_id
+    if future is None or future.exception() is not None:
+        return ""
+    return future.result()
+
+
+def _tracking_error(uri: str, errors: list[BaseException]) -> NbmlopsError | None:
+    if not errors:
+        return None
+    first = errors[0]
+    if isinstance(first, NbmlopsError):
+        return first
+    return TrackingError(uri, f"{type(first).__name__}: {first}")
 
 
 def _environment(pipeline: Pipeline, root: Path) -> Environment:
@@ -288,52 +278,10 @@ def _no_such_kernel(pipeline: Pipeline, exc: Exception) -> NbmlopsError:
     known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
     return NbmlopsError(
         f"{pipeline.path}: the notebook asks for a Jupyter kernel named {pipeline.kernel_name!r}, "
-        f"which is not installed here (installed: {known})\n"
-        "  fix: in JupyterLab pick a kernel (Kernel > Change Kernel) and save the notebook, or "
-        f"register one: python -m ipykernel install --user --name {pipeline.kernel_name}"
+        f"which is not installed here (installed: {known})",
+        "in JupyterLab pick a kernel (Kernel > Change Kernel) and save the notebook, or "
+        f"register one: python -m ipykernel install --user --name {pipeline.kernel_name}",
     )
-
-
-SEED_RANGE = 2**32  # what numpy and PYTHONHASHSEED accept
-
-
-def _choose_seed(
-    pipeline: Pipeline, injected: dict[str, Any], seed: int | None
-) -> tuple[int, str, dict[str, Any]]:
-    """The run's seed: --seed, else the notebook's ``seed`` parameter, else a new one.
-
-    When the notebook has a ``seed`` parameter, the run's seed is injected into it, so the
-    recorded parameter and the seed agree and a replay with ``--seed`` takes the same path.
-    """
-    param = pipeline.parameters.get("seed")
-    given = injected.get(
-        "seed", param.default if param is not None and param.has_literal_default else None
-    )
-    if seed is not None:
-        source = "option"
-    elif isinstance(given, int) and not isinstance(given, bool):
-        seed, source = given, "parameter"
-    else:
-        seed, source = secrets.randbelow(2**31), "generated"
-    if not 0 <= seed < SEED_RANGE:
-        raise ParameterError(
-            "seed", f"{seed} is outside 0 .. {SEED_RANGE - 1}", "pick a seed in that range"
-        )
-    unchanged = param is not None and param.has_literal_default and param.default == seed
-    if param is not None and not unchanged:
-        injected = {**injected, "seed": seed}
-    return seed, source, injected
-
-
-def _label(path: Path, root: Path, info: GitInfo | None) -> str:
-    """The notebook path as recorded: relative to the git root or the project folder."""
-    resolved = path.resolve()
-    for base in ([info.root] if info else []) + [root]:
-        try:
-            return str(resolved.relative_to(base))
-        except ValueError:
-            continue
-    return str(resolved)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ session updates its bookkeeping, so an interruption never loses what was already
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import signal
@@ -29,20 +28,17 @@ from nbclient.exceptions import CellExecutionError
 from nbmlops import project
 from nbmlops.cache.keys import SETUP_RNG, KeyContext
 from nbmlops.cache.store import Entry, StepCache
-from nbmlops.capture import orphans
+from nbmlops.capture import orphans, schema
 from nbmlops.capture import tracking as t
-from nbmlops.capture.environment import Environment, GitInfo
+from nbmlops.capture.environment import Environment
 from nbmlops.capture.hashing import write_atomic
-from nbmlops.notebook.pipeline import Pipeline
+from nbmlops.notebook.pipeline import PAPERMILL_INJECTED_TAG, Pipeline
+from nbmlops.run.events import read_json_lines
+from nbmlops.run.plan import RunPlan
 from nbmlops.run.progress import Reporter
 
 DATA_KINDS = ("dataframe", "series", "ndarray")
 EVENT_KINDS = ("metric", "param", "data", "model")  # what a cache hit replays
-CACHE = "nbmlops.cache"
-CACHE_SOURCE = "nbmlops.cache_source_run"
-CACHE_KEY = "nbmlops.cache_key"
-CACHE_HITS = "nbmlops.cache_hits"
-INJECTED = "injected-parameters"
 
 
 @contextmanager
@@ -59,7 +55,9 @@ def signals_deferred() -> Iterator[None]:
 
 
 @dataclass
-class StepRecord:
+class StepState:
+    """A step of this run as the session knows it: its MLflow run, status and outputs."""
+
     name: str
     run_id: Future[str]
     started: float
@@ -82,34 +80,43 @@ class Failure:
 
 @dataclass
 class Session:
-    pipeline: Pipeline
-    values: dict[str, Any]
-    seed: int
-    seed_source: str
-    root: Path
-    run_dir: Path
-    environment: Environment
+    """One run's driver-side state: what was planned, and what has happened so far."""
+
+    plan: RunPlan
+    environment: Environment  # the kernel's package set
+    keys: KeyContext  # computes the steps' cache keys
     tracker: t.Tracker
     reporter: Reporter
-    experiment: str
-    notebook_label: str
-    git: GitInfo | None
-    cache: StepCache
-    keys: KeyContext
-    cache_read: bool = True  # False with --no-cache: execute everything (entries are refreshed)
-    refresh: frozenset[str] = frozenset()  # steps to execute whatever the cache holds
-    extra_tags: dict[str, str] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("nbmlops.run"))
-    steps: dict[str, StepRecord] = field(default_factory=dict)
-    failure: Failure | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    model_uri: str | None = None
+    # What the run did so far:
+    parent_id: Future[str] | None = None  # the pipeline run, once start() queued its creation
+    experiment_id: str = ""  # set on the tracker's thread when the pipeline run is created
+    steps: dict[str, StepState] = field(default_factory=dict)  # the steps started, in order
+    failure: Failure | None = None  # the cell that failed
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each
+    model_uri: str | None = None  # the model the notebook logged last
     produced: dict[str, str] = field(default_factory=dict)  # variable -> digest, so far
     rng: str = SETUP_RNG  # digest of the random generators' state, so far
-    _keys: dict[str, str] = field(default_factory=dict)
-    _events_offset: int = 0
+    _keys: dict[str, str] = field(default_factory=dict)  # step -> its cache key
+    _events_offset: int = 0  # how far the notebook API's events were read
     _current_cell: Any = None
     _nb: Any = None  # the notebook papermill is executing (for notebooks of killed steps)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.plan.pipeline
+
+    @property
+    def run_dir(self) -> Path:
+        return self.plan.run_dir
+
+    @property
+    def cache(self) -> StepCache:
+        return self.plan.cache
+
+    @property
+    def experiment(self) -> str:
+        return self.plan.experiment
 
     # ------------------------------------------------------------ run start
 
@@ -126,40 +133,20 @@ class Session:
         for path in [*stale, *steps_dir.iterdir()]:
             if path.is_file():
                 path.unlink()
-        tags = {
-            t.KIND: "pipeline",
-            t.NOTEBOOK: self.notebook_label,
-            t.SEED: str(self.seed),
-            t.SEED_SOURCE: self.seed_source,
-            t.SETUP_HASH: self.pipeline.setup_hash,
-            t.ENV_HASH: self.environment.hash,
-            t.OUTPUT_DIR: str(self.run_dir),
-            "nbmlops.steps": ",".join(s.name for s in self.pipeline.steps),
-            "mlflow.source.name": self.notebook_label,
-            "mlflow.source.type": "NOTEBOOK",
-            **self.extra_tags,
-        }
-        if self.git:
-            tags.update(
-                {
-                    t.GIT_COMMIT: self.git.commit,
-                    t.GIT_DIRTY: str(self.git.dirty).lower(),
-                    "mlflow.source.git.commit": self.git.commit,
-                }
-            )
+        plan, env = self.plan, self.environment
+        tags = {**plan.record(env.hash).tags(), **plan.tags}
         artifact_root = project.artifact_root(self.tracker.uri)
-        env = self.environment
 
         def create(client: Any) -> str:
-            exp = t.experiment_id(client, self.experiment, artifact_root)
-            self._experiment_id = exp
-            orphans.end_dead_runs(client, self.experiment)  # runs a killed driver left RUNNING
-            run_id = t.create_run(client, exp, self.pipeline.stem, tags, self.values)
-            t.log_json(client, run_id, self.pipeline.describe(), "pipeline.json")
-            client.log_text(run_id, env.requirements, "environment/requirements.txt")
+            exp = t.experiment_id(client, plan.experiment, artifact_root)
+            self.experiment_id = exp
+            orphans.end_dead_runs(client, plan.experiment)  # runs a killed driver left RUNNING
+            run_id = t.create_run(client, exp, plan.pipeline.stem, tags, plan.values)
+            t.log_json(client, run_id, plan.pipeline.describe(), schema.PIPELINE_JSON)
+            client.log_text(run_id, env.requirements, schema.REQUIREMENTS)
             return run_id
 
-        self.parent_id: Future[str] = self.tracker.submit(create)
+        self.parent_id = self.tracker.submit(create)
 
     def prepare(self, nb: nbformat.NotebookNode) -> None:
         """Mark each cell of the notebook papermill will run with its step and source index.
@@ -173,11 +160,13 @@ class Session:
         step_of = {c.index: s.name for s in self.pipeline.steps for c in s.cells}
         i = 0
         for cell in nb.cells:
-            inserted = INJECTED in cell.metadata.get("tags", []) and (
-                i >= len(source) or INJECTED not in source[i].get("metadata", {}).get("tags", [])
+            tags = cell.metadata.get("tags", [])
+            inserted = PAPERMILL_INJECTED_TAG in tags and (
+                i >= len(source)
+                or PAPERMILL_INJECTED_TAG not in source[i].get("metadata", {}).get("tags", [])
             )
             if inserted:
-                cell.metadata["nbmlops"] = {"cell": INJECTED}
+                cell.metadata["nbmlops"] = {"cell": PAPERMILL_INJECTED_TAG}
                 continue
             cell.metadata["nbmlops"] = {"cell": i, **({"step": step_of[i]} if i in step_of else {})}
             i += 1
@@ -188,17 +177,17 @@ class Session:
         env = dict(os.environ)
         env.update(
             {
-                "PYTHONHASHSEED": str(self.seed),
+                "PYTHONHASHSEED": str(self.plan.seed),
                 "MLFLOW_TRACKING_URI": self.tracker.uri,
                 "MLFLOW_DISABLE_TELEMETRY": "true",
-                "NBMLOPS_NOTEBOOK": self.notebook_label,
-                "NBMLOPS_PROJECT": str(self.root),
+                "NBMLOPS_NOTEBOOK": self.plan.notebook_label,
+                "NBMLOPS_PROJECT": str(self.plan.root),
             }
         )
         return env
 
     def kernel_start_call(self) -> str:
-        return f"start({str(self.run_dir)!r}, {str(self.cache.objects)!r}, {self.seed})"
+        return f"start({str(self.run_dir)!r}, {str(self.cache.objects)!r}, {self.plan.seed})"
 
     def kernel_started(self, info: dict[str, Any]) -> None:
         """The kernel is up and seeded (``info``: its pid and interpreter)."""
@@ -211,36 +200,33 @@ class Session:
 
     # ------------------------------------------------------------ steps and cells
 
-    def step_started(
-        self, name: str, extra: dict[str, str] | None = None, announce: bool = True
-    ) -> None:
-        client_future = self.tracker._client
-        if client_future.done() and client_future.exception():
-            raise client_future.exception()  # type: ignore[misc]
+    def step_started(self, name: str, hit: Entry | None = None) -> None:
+        """Queue the step run's creation; ``hit``: the cache entry the step is taken from."""
+        self.tracker.raise_open_error()
+        parent_id = self._parent()
         step = self.pipeline.step(name)
-        tags = {
-            t.KIND: "step",
-            t.STEP: name,
-            t.CODE_HASH: step.code_hash,
-            t.SETUP_HASH: self.pipeline.setup_hash,
-            "nbmlops.upstream": ",".join(step.upstream),
-            "nbmlops.cells": ",".join(str(c.index) for c in step.cells),
-            "mlflow.source.name": self.notebook_label,
-            CACHE: "miss",
-            CACHE_KEY: self._keys.get(name, ""),
-            **(extra or {}),
-        }
+        record = schema.StepRecord(
+            step=name,
+            code_hash=step.code_hash,
+            setup_hash=self.pipeline.setup_hash,
+            upstream=tuple(step.upstream),
+            cells=tuple(c.index for c in step.cells),
+            notebook=self.plan.notebook_label,
+            cache=schema.HIT if hit else schema.MISS,
+            cache_key=self._keys.get(name, ""),
+            cache_source_run=hit.source_run if hit else None,
+        )
         id_file = self.run_dir / "steps" / f"{name}.run_id"
 
         def create(client: Any) -> str:
-            parent = self.parent_id.result()
-            run_id = t.create_run(client, self._experiment_id, name, {**tags, t.PARENT: parent})
+            tags = record.tags(parent_id.result())
+            run_id = t.create_run(client, self.experiment_id, name, tags)
             write_atomic(id_file, run_id.encode())
             return run_id
 
         with signals_deferred():
-            self.steps[name] = StepRecord(name, self.tracker.submit(create), time.monotonic())
-        if announce:
+            self.steps[name] = StepState(name, self.tracker.submit(create), time.monotonic())
+        if hit is None:
             index = [s.name for s in self.pipeline.steps].index(name)
             self.reporter.step_started(name, index, len(self.pipeline.steps))
 
@@ -321,7 +307,7 @@ class Session:
 
     def _record_step(
         self,
-        record: StepRecord,
+        record: StepState,
         events: list[dict[str, Any]],
         notebook_path: Path,
         durations: list[tuple[int, float]],
@@ -346,17 +332,14 @@ class Session:
                 now = int(time.time() * 1000)
                 client.log_batch(
                     run_id,
-                    metrics=[
-                        Metric("nbmlops.cell_seconds", sec, now, idx) for idx, sec in durations
-                    ]
-                    + [Metric("nbmlops.step_seconds", seconds, now, 0)],
+                    metrics=[Metric(schema.CELL_SECONDS, sec, now, idx) for idx, sec in durations]
+                    + [Metric(schema.STEP_SECONDS, seconds, now, 0)],
                 )
-                t.log_json(
-                    client, run_id, {"outputs": record.outputs, "unsaved": unsaved}, "outputs.json"
-                )
+                outputs = {"outputs": record.outputs, "unsaved": unsaved}
+                t.log_json(client, run_id, outputs, schema.OUTPUTS_JSON)
                 if unsaved:
-                    t.log_tags(client, [run_id], {t.UNSAVED: ",".join(u["name"] for u in unsaved)})
-                t.log_file(client, run_id, notebook_path, "notebook")
+                    t.log_tags(client, [run_id], schema.unsaved_tag([u["name"] for u in unsaved]))
+                t.log_file(client, run_id, notebook_path, schema.NOTEBOOK_DIR)
             finally:
                 t.terminate(client, run_id, status)
 
@@ -368,7 +351,7 @@ class Session:
         """The step's cache key, and the entry to reuse (None: execute the step)."""
         key, _ = self.keys.key(self.pipeline.step(name), self.produced, self.rng)
         self._keys[name] = key
-        if not self.cache_read or name in self.refresh:
+        if not self.plan.use_cache or name in self.plan.refresh:
             return key, None
         entry = self.cache.get(key)
         if entry is None:
@@ -384,7 +367,7 @@ class Session:
     def step_hit(self, name: str, entry: Entry, nb: nbformat.NotebookNode) -> None:
         """Record a step the cache skipped: its run, tagged as a hit, with what it reported."""
         with signals_deferred():
-            self.step_started(name, {CACHE: "hit", CACHE_SOURCE: entry.source_run}, announce=False)
+            self.step_started(name, hit=entry)
             record = self.steps[name]
             record.outputs = entry.outputs
             record.cached_from = entry.source_run
@@ -401,7 +384,7 @@ class Session:
         self,
         name: str,
         nb: nbformat.NotebookNode,
-        record: StepRecord,
+        record: StepState,
         events: list[dict[str, Any]],
         rng: dict[str, str],
     ) -> None:
@@ -428,7 +411,7 @@ class Session:
             rng=rng,
             cells=cells,
             setup_cells=setup,
-            notebook=self.notebook_label,
+            notebook=self.plan.notebook_label,
         )
         try:
             self.cache.put(entry)
@@ -438,7 +421,13 @@ class Session:
     # ------------------------------------------------------------ run end
 
     def finish(self, status: str, notebook: Path | None) -> list[BaseException]:
-        """Record the run's end (also after a failure or Ctrl-C); wait for the tracker."""
+        """Record the run's end (also after a failure or Ctrl-C); wait for the tracker.
+
+        Returns the errors of the MLflow writes. A run whose pipeline run was never queued
+        (``start()`` did not get that far) records nothing."""
+        if self.parent_id is None:
+            return self.tracker.flush()
+        parent_id = self.parent_id
         running = [r for r in self.steps.values() if r.status == "RUNNING"]  # interrupted
         leftovers = self._read_events()
         failure = self.failure
@@ -452,7 +441,7 @@ class Session:
                 notebooks[record.name] = self._write_step_notebook(record.name, self._nb)
 
         def record_run(client: Any) -> None:
-            parent = self.parent_id.result()
+            parent = parent_id.result()
             try:
                 self._log_events(
                     client, running[-1].run_id.result() if running else None, leftovers
@@ -461,23 +450,20 @@ class Session:
                     run_id = r.run_id.result()
                     try:
                         if r.name in notebooks:
-                            t.log_file(client, run_id, notebooks[r.name], "notebook")
+                            t.log_file(client, run_id, notebooks[r.name], schema.NOTEBOOK_DIR)
                     finally:
                         t.terminate(client, run_id, status)
                 if failure:
+                    error = f"{failure.ename}: {failure.evalue}"
                     t.log_tags(
                         client,
                         [parent],
-                        {
-                            t.FAILED_STEP: failure.step or "(setup)",
-                            t.FAILED_CELL: str(failure.cell_index),
-                            t.ERROR: f"{failure.ename}: {failure.evalue}"[:4000],
-                        },
+                        schema.failure_tags(failure.step, failure.cell_index, error),
                     )
                 if ran:
-                    t.log_tags(client, [parent], {CACHE_HITS: f"{hits}/{ran}"})
+                    t.log_tags(client, [parent], schema.cache_hits_tag(hits, ran))
                 if notebook and notebook.exists():
-                    t.log_file(client, parent, notebook, "notebook")
+                    t.log_file(client, parent, notebook, schema.NOTEBOOK_DIR)
             finally:
                 t.terminate(client, parent, status)
 
@@ -486,20 +472,21 @@ class Session:
 
     # ------------------------------------------------------------ helpers
 
+    def _parent(self) -> Future[str]:
+        if self.parent_id is None:
+            raise RuntimeError("the session was not started")
+        return self.parent_id
+
     def _read_events(self) -> list[dict[str, Any]]:
-        path = self.run_dir / "events.jsonl"
-        if not path.exists():
-            return []
-        with open(path, "rb") as fh:
-            fh.seek(self._events_offset)
-            chunk = fh.read()
-        end = chunk.rfind(b"\n") + 1  # a line still being written waits for next time
-        self._events_offset += end
-        return [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
+        """The notebook API's events (``kernel.emit``) not read yet."""
+        found, self._events_offset = read_json_lines(
+            self.run_dir / "events.jsonl", self._events_offset
+        )
+        return found
 
     def _log_events(self, client: Any, step_run: str | None, events: list[dict[str, Any]]) -> None:
         """Events of a step go to its run and the parent; events of setup cells to the parent."""
-        parent = self.parent_id.result()
+        parent = self._parent().result()
         by_run: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for e in events:
             runs: tuple[str, ...] = (step_run, parent) if step_run and e.get("step") else (parent,)
@@ -516,10 +503,10 @@ class Session:
                 t.log_params(client, runs, params)
             if data:
                 t.log_datasets(client, runs, data)
-                t.log_tags(client, runs, {t.data_tag(d["name"]): d["digest"] for d in data})
+                t.log_tags(client, runs, {schema.data_tag(d["name"]): d["digest"] for d in data})
             for m in models:
                 self.model_uri = m["uri"]
-                t.log_tags(client, runs, {t.MODEL_URI: m["uri"]})
+                t.log_tags(client, runs, {schema.MODEL_URI: m["uri"]})
 
     def _write_step_notebook(self, name: str, nb: nbformat.NotebookNode) -> Path:
         """The step's own notebook: setup cells and the step's cells, as executed."""
@@ -528,5 +515,5 @@ class Session:
             c for c in step_nb.cells if c.metadata.get("nbmlops", {}).get("step") in (None, name)
         ]
         path = self.run_dir / "steps" / f"{name}.ipynb"
-        write_atomic(path, nbformat.writes(step_nb).encode())
+        write_atomic(path, nbformat.writes(step_nb).encode())  # type: ignore[no-untyped-call]
         return path

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import itertools
-import json
 import os
 import random
 import secrets
@@ -23,19 +22,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nbmlops import project
 from nbmlops.cache.store import StepCache
+from nbmlops.capture import schema
 from nbmlops.capture import tracking as t
 from nbmlops.exceptions import NbmlopsError, ParameterError, StepFailed
 from nbmlops.notebook.parameters import resolve
 from nbmlops.notebook.pipeline import load_pipeline
-
-SWEEP = "nbmlops.sweep"
-SWEEP_POINT = "nbmlops.sweep_point"
 
 
 @dataclass
@@ -68,7 +65,7 @@ class SweepResult:
         done = [p for p in self.points if p.status == "FINISHED"]
         if not self.metric:
             return done
-        sign = -1 if self.mode == "max" else 1
+        sign = -1 if self.mode == schema.MODES[0] else 1
         return sorted(
             done,
             key=lambda p: (
@@ -84,6 +81,9 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------- the grid
+
+
+EXECUTORS = ("local", "dask")
 
 
 def parse_grid(specs: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
@@ -190,7 +190,7 @@ def run_point(
                 parameters,
                 "FAILED",
                 seconds=time.monotonic() - started,
-                error=str(exc).splitlines()[0],
+                error=exc.problem.splitlines()[0],
             )
         except BaseException as exc:  # a point must never take the sweep down
             return PointResult(
@@ -223,7 +223,6 @@ def _warm_kernel(path: str, parameters: dict[str, str], options: dict[str, Any])
     notebook's libraries for every point. ``PYTHONHASHSEED`` is fixed when a kernel starts,
     so points with another seed get their own kernel.
     """
-    import papermill  # noqa: F401  (before the engine: papermill loads its entry points)
     from jupyter_core.utils import run_sync
 
     from nbmlops.notebook.pipeline import load_pipeline
@@ -280,7 +279,7 @@ def run_sweep(
     executor: str = "local",
     scheduler: str | None = None,
     metric: str | None = None,
-    mode: str = "max",
+    mode: str = schema.MODES[0],
     experiment: str | None = None,
     tracking_uri: str | None = None,
     cache_dir: str | Path | None = None,
@@ -293,10 +292,12 @@ def run_sweep(
     With ``warm_kernels`` each worker keeps its kernel between points of the same seed
     (namespace reset, generators reseeded, imports kept); without, a kernel per point.
     """
-    if mode not in ("max", "min"):
-        raise NbmlopsError(f"--mode {mode}: use max or min")
-    if executor not in ("local", "dask"):
-        raise NbmlopsError(f"--executor {executor}: use local or dask")
+    if mode not in schema.MODES:
+        raise NbmlopsError(f"--mode {mode}: not a mode", f"use one of {', '.join(schema.MODES)}")
+    if executor not in EXECUTORS:
+        raise NbmlopsError(
+            f"--executor {executor}: not an executor", f"use one of {', '.join(EXECUTORS)}"
+        )
     pipeline = load_pipeline(notebook)
     grid = parse_grid(grid_specs)
     todo = points(grid, sample)
@@ -309,7 +310,8 @@ def run_sweep(
     state = StepCache.at(cache_dir, root).root
     if executor == "dask" and scheduler:
         _check_scheduler(scheduler)  # before anything is recorded
-    sweep_id = _start_sweep_run(uri, experiment, pipeline.stem, grid, len(todo), metric, mode)
+    record = schema.SweepRecord(pipeline.stem, grid, len(todo), metric, mode)
+    sweep_id = _start_sweep_run(uri, experiment, record)
     folder = state / "sweeps" / sweep_id
     source = pipeline.path.read_bytes()
     jobs = jobs or os.cpu_count() or 1
@@ -323,7 +325,7 @@ def run_sweep(
             "use_cache": use_cache,
             "warm_kernels": warm_kernels,
             "project_dir": str(root),
-            "tags": {t.PARENT: sweep_id, SWEEP: sweep_id, SWEEP_POINT: str(index)},
+            "tags": schema.sweep_point_tags(sweep_id, index),
         }
 
     results: list[PointResult] = []
@@ -336,9 +338,7 @@ def run_sweep(
             if on_point:
                 on_point(result, len(results), len(todo))
         if metric is None:
-            metric = next(
-                (m for r in results for m in r.metrics if not m.startswith("nbmlops.")), None
-            )
+            metric = next((m for r in results for m in r.metrics if schema.is_user_metric(m)), None)
         status = "FINISHED" if all(r.status == "FINISHED" for r in results) else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -347,7 +347,7 @@ def run_sweep(
         outcome = SweepResult(
             sweep_id, experiment, sorted(results, key=lambda r: r.index), metric, mode
         )
-        _finish_sweep_run(uri, outcome, status)
+        _finish_sweep_run(uri, outcome, record, status)
     return outcome
 
 
@@ -394,19 +394,18 @@ def _execute_dask(
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
         raise NbmlopsError(
-            "--executor dask needs dask.distributed\n  fix: pip install 'dask[distributed]'"
+            "--executor dask needs dask.distributed", "pip install 'dask[distributed]'"
         ) from exc
     cluster = None
     if scheduler is None:  # no cluster given: one on this machine, one process per job
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True)
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=jobs, threads_per_worker=1, processes=True
+        )
     try:
         try:
-            client = Client(scheduler or cluster, timeout="10s")
+            client = Client(scheduler or cluster, timeout="10s")  # type: ignore[no-untyped-call]
         except OSError as exc:
-            raise NbmlopsError(
-                f"--scheduler {scheduler}: no dask scheduler answers there ({exc})\n"
-                "  fix: start one (dask scheduler) or leave --scheduler out for a local cluster"
-            ) from None
+            raise _no_scheduler(str(scheduler), exc) from None
         with client:
             futures = [
                 client.submit(
@@ -422,7 +421,7 @@ def _execute_dask(
                 for i, p in enumerate(todo)
             ]
             try:
-                for future in as_completed(futures):
+                for future in as_completed(futures):  # type: ignore[no-untyped-call]
                     yield future.result()
             finally:  # the workers outlive the sweep: stop the kernels they kept warm
                 with contextlib.suppress(Exception):
@@ -443,48 +442,39 @@ def _check_scheduler(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((parts.hostname, parts.port or 8786), timeout=timeout).close()
     except OSError as exc:
-        raise NbmlopsError(
-            f"--scheduler {address}: no dask scheduler answers there ({exc})\n"
-            "  fix: start one (dask scheduler) or leave --scheduler out for a local cluster"
-        ) from None
+        raise _no_scheduler(address, exc) from None
 
 
-def _start_sweep_run(
-    uri: str,
-    experiment: str,
-    stem: str,
-    grid: dict[str, list[str]],
-    count: int,
-    metric: str | None,
-    mode: str,
-) -> str:
+def _no_scheduler(address: str, exc: OSError) -> NbmlopsError:
+    return NbmlopsError(
+        f"--scheduler {address}: no dask scheduler answers there ({exc})",
+        "start one (dask scheduler) or leave --scheduler out for a local cluster",
+    )
+
+
+def _start_sweep_run(uri: str, experiment: str, record: schema.SweepRecord) -> str:
     client: Any = t.open_client(uri)
     exp = t.experiment_id(client, experiment, project.artifact_root(uri))
-    tags = {
-        t.KIND: "sweep",
-        t.NOTEBOOK: stem,
-        "nbmlops.grid": json.dumps(grid),
-        "nbmlops.points": str(count),
-        "nbmlops.sweep_metric": metric or "",
-        "nbmlops.sweep_mode": mode,
-    }
-    return t.create_run(client, exp, f"{stem}-sweep", tags)
+    return t.create_run(client, exp, f"{record.notebook}-sweep", record.tags())
 
 
-def _finish_sweep_run(uri: str, outcome: SweepResult, status: str) -> None:
+def _finish_sweep_run(
+    uri: str, outcome: SweepResult, record: schema.SweepRecord, status: str
+) -> None:
     client: Any = t.open_client(uri)
     run_id = outcome.sweep_id
     try:
         best = outcome.best
-        tags = {
-            "nbmlops.points_failed": str(len(outcome.failed)),
-            "nbmlops.sweep_metric": outcome.metric or "",
-        }
-        if best is not None:
-            tags["nbmlops.best_run"] = best.run_id
-            if outcome.metric:
-                client.log_metric(run_id, outcome.metric, best.metrics[outcome.metric])
-        t.log_tags(client, [run_id], tags)
-        t.log_json(client, run_id, {"points": [asdict(p) for p in outcome.points]}, "sweep.json")
+        done = replace(
+            record,
+            metric=outcome.metric,
+            points_failed=len(outcome.failed),
+            best_run=best.run_id if best else None,
+        )
+        if best is not None and outcome.metric:
+            client.log_metric(run_id, outcome.metric, best.metrics[outcome.metric])
+        t.log_tags(client, [run_id], done.outcome_tags())
+        points = {"points": [asdict(p) for p in outcome.points]}
+        t.log_json(client, run_id, points, schema.SWEEP_JSON)
     finally:
         t.terminate(client, run_id, status)
