@@ -74,6 +74,58 @@ def test_same_seed_same_draws_and_generated_seed_is_recorded(
         assert other.data.params[name] != first.data.params[name], name
 
 
+# As data scientists write notebooks: no seed parameter, no random_state anywhere, a helper
+# module of the project drawing from numpy's global generator, a cell magic, display(),
+# paths built with os.path.join, a file written by one step and read by the next.
+HELPERS = """import numpy as np
+import pandas as pd
+
+
+def make_frame(n):
+    x = np.random.normal(size=(n, 2))
+    noise = np.random.normal(scale=0.5, size=n)
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": (x.sum(axis=1) + noise > 0).astype(int)})
+"""
+UNSEEDED = [
+    code(
+        "import os\nimport pandas as pd\nfrom sklearn.ensemble import RandomForestClassifier\n"
+        "from helpers import make_frame\nimport nbmlops\nDATA = 'data'"
+    ),
+    code(
+        "%%time\nos.makedirs(DATA, exist_ok=True)\ndf = make_frame(400)\n"
+        "df.to_csv(os.path.join(DATA, 'frame.csv'), index=False)\ndisplay(df.head())",
+        "step:load",
+    ),
+    code(
+        "frame = pd.read_csv(os.path.join(DATA, 'frame.csv'))\n"
+        "model = RandomForestClassifier(n_estimators=20).fit(frame[['a', 'b']], frame['y'])\n"
+        "proba = model.predict_proba(frame[['a', 'b']])[:, 1]\n"
+        "nbmlops.log_metrics({'mean_proba': float(proba.mean()), 'first_proba': float(proba[0]),"
+        " 'first_a': float(frame['a'][0])})",
+        "step:train",
+    ),
+]
+
+
+def test_a_notebook_without_any_seed_reproduces_its_model_when_re_executed_with_the_recorded_seed(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    (project / "helpers.py").write_text(HELPERS)
+    write_notebook(project / "unseeded.ipynb", UNSEEDED)
+    run = ("run", "unseeded.ipynb", "--experiment", experiment, "--no-cache", "-q")
+    nbmlops(*run, check=True)
+    [first] = pipeline_runs(client, experiment)
+    assert first.data.tags["nbmlops.seed_source"] == "generated"
+    seed = first.data.tags["nbmlops.seed"]
+    nbmlops(*run, "--seed", seed, check=True)
+    nbmlops(*run, "--seed", str(int(seed) + 1), check=True)
+    other, replay, first = _executed_runs(client, experiment, 3)
+    assert set(first.data.metrics) == {"mean_proba", "first_proba", "first_a"}
+    assert replay.data.metrics == first.data.metrics
+    for name in first.data.metrics:
+        assert other.data.metrics[name] != first.data.metrics[name], name
+
+
 @pytest.mark.parametrize("notebook", ["breast_cancer", "diabetes"])
 def test_example_notebooks_run_reproducibly_and_their_models_load(
     notebook: str, project: Path, nbmlops: Any, client: Any, experiment: str
