@@ -42,34 +42,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# Tag names live in capture/schema.py; these re-exports go once every caller reads schema.
-from nbmlops.capture.schema import (  # noqa: E402, F401, I001
-    CODE_HASH,
-    DATA_PREFIX,
-    DRIVER_HOST,
-    DRIVER_PID,
-    DRIVER_PIDNS,
-    ENV_HASH,
-    ERROR,
-    FAILED_CELL,
-    FAILED_STEP,
-    GIT_COMMIT,
-    GIT_DIRTY,
-    KILLED,
-    KIND,
-    MODEL_URI,
-    NOTEBOOK,
-    OUTPUT_DIR,
-    SEED,
-    SEED_SOURCE,
-    SETUP_HASH,
-    STEP,
-    UNSAVED,
-    _TAG_SAFE,
-    data_tag,
-)
-from nbmlops.capture.schema import MLFLOW_PARENT as PARENT  # noqa: E402, F401
-
 
 def pid_namespace() -> str:
     try:
