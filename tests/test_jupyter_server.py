@@ -73,7 +73,15 @@ def project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> dict
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return {"root": root, "outside": outside, "names": names}
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(names["train"].removesuffix(".ipynb"))
+    [train_run] = client.search_runs([exp.experiment_id], "tags.`nbmlops.kind` = 'pipeline'")
+    return {
+        "root": root,
+        "outside": outside,
+        "names": names,
+        "train_run": train_run.info.run_id,  # score=0.9 (the default); later tests add runs
+    }
 
 
 @pytest.fixture
@@ -326,7 +334,7 @@ async def test_refused_promotion_is_409_with_both_values(
             "gates": ["score>=1.01"],
             "alias": None,
             "model_name": f"srv-{uuid.uuid4().hex[:6]}",
-            "run_id": None,
+            "run_id": project["train_run"],
             "force": False,
         },
     )
