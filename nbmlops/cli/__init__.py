@@ -95,6 +95,11 @@ def main() -> None:
 
     Tearing down MLflow's module graph costs ~0.5 s; every record is flushed by then.
     """
+    # nbformat validates notebooks with jsonschema, whose optional IRI format checker
+    # (rfc3987_syntax) compiles 38 Lark grammars when imported: 0.3 to 1 s of every command,
+    # for a format no notebook schema uses. jsonschema skips the checker when the import
+    # fails, and the command line is the whole process, so it is left out here.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     try:
         cli()
         code: int | str | None = 0
