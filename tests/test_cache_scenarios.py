@@ -97,7 +97,9 @@ SCENARIOS = [
             SETUP,
             code("C = 1.0", "parameters"),
             STEADY,
-            code("%%capture out\nresult = C + 1\nprint(result)\n" + _metric("result"), "step:train"),
+            code(
+                "%%capture out\nresult = C + 1\nprint(result)\n" + _metric("result"), "step:train"
+            ),
         ],
         parameters=("C=5.0",),
     ),

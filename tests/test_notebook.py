@@ -27,9 +27,9 @@ def test_steps_setup_and_default_order(tmp_path: Path) -> None:
     )
     p = load_pipeline(nb)
     assert [s.name for s in p.steps] == ["load", "compute"]
-    assert [c.index for c in p.setup if c.is_code] == [0]
-    assert p.parameters_cell is not None and p.parameters_cell.index == 1
-    assert [c.index for c in p.step("load").cells] == [3, 4]
+    assert [c.index for c in p.setup if c.is_code] == [1]  # cells count from 1, as in JupyterLab
+    assert p.parameters_cell is not None and p.parameters_cell.index == 2
+    assert [c.index for c in p.step("load").cells] == [4, 5]
     assert p.step("load").upstream == []
     assert p.step("compute").upstream == ["load"]
     assert p.parameters["alpha"].default == 0.5
@@ -61,12 +61,12 @@ def test_after_tags_reorder_steps(tmp_path: Path) -> None:
         ([code("a = 1", "step:a", "after:nope")], "there is no step 'nope'", "known steps: a"),
         (
             [code("a = 1", "step:a"), code("b = 1", "step:a")],
-            "step 'a' is started twice (cells 0 and 1)",
+            "step 'a' is started twice (cells 1 and 2)",
             "rename one",
         ),
         (
             [code("a = 1", "parameters"), code("b = 1", "parameters")],
-            "two cells are tagged 'parameters' (cells 0 and 1)",
+            "two cells are tagged 'parameters' (cells 1 and 2)",
             "keep the tag on one cell",
         ),
         (
@@ -107,7 +107,7 @@ def test_untagged_notebook_is_one_step(tmp_path: Path) -> None:
     )
     p = load_pipeline(nb)
     assert [s.name for s in p.steps] == ["main"]
-    assert [c.index for c in p.step("main").cells] == [1, 2]
+    assert [c.index for c in p.step("main").cells] == [2, 3]
 
 
 def test_code_hash_ignores_comments_and_blank_lines_but_not_code() -> None:

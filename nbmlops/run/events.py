@@ -8,15 +8,16 @@ and ``time`` (seconds since the epoch), and:
 ``event``         fields
 ================  ======================================================================
 ``run_started``   ``notebook``, ``steps`` (names, in execution order), ``run_dir``
-``step_started``  ``step``, ``index`` (from 0), ``total``
-``cell_started``  ``step`` (null in setup cells), ``cell`` (index in the notebook),
-                  ``source`` (its first line)
+``step_started``  ``step``, ``index`` (from 0), ``total``, ``reason`` (why it executes,
+                  not from the cache: ``parameter C, code changed``)
+``cell_started``  ``step`` (null in setup cells), ``cell`` (its number in the notebook,
+                  from 1 as JupyterLab counts), ``source`` (its first line)
 ``step_finished`` ``step``, ``status`` (FINISHED, FAILED, KILLED, or CACHED: not
                   executed), ``seconds``
 ``warn``          ``message``
 ``run_finished``  the last event: ``status`` (succeeded or failed), ``run_id``,
                   ``experiment``, ``output_path`` (the executed notebook), ``error``:
-                  null, or ``step``, ``cell``, ``line`` (one line: ``ename: evalue``
+                  null, or ``step``, ``cell`` (from 1), ``line`` (one line: ``ename: evalue``
                   for a failed cell), ``message`` (the whole error)
 ================  ======================================================================
 
@@ -94,8 +95,8 @@ class EventWriter:
             run_dir=str(run_dir),
         )
 
-    def step_started(self, name: str, index: int, total: int) -> None:
-        self._emit(STEP_STARTED, step=name, index=index, total=total)
+    def step_started(self, name: str, index: int, total: int, reason: str = "") -> None:
+        self._emit(STEP_STARTED, step=name, index=index, total=total, reason=reason)
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
         self._emit(CELL_STARTED, step=step, cell=cell, source=first_line(source))
