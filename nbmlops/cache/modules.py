@@ -8,7 +8,8 @@ folder, the folders the notebook adds to ``sys.path`` (the string literals of
 ``sys.path.append(...)``, ``sys.path.insert(...)``, ``site.addsitedir(...)``), the folders
 of ``$PYTHONPATH``, and the folders of this interpreter's ``sys.path`` inside the project
 (an editable install of the project's own package). A module found under the interpreter's
-prefix or a ``site-packages`` folder is not the project's: the environment hash covers it.
+prefix or a ``site-packages`` folder, or in a folder of ``$PYTHONPATH`` outside the project,
+is not the project's: the environment hash covers installed packages.
 
 A project module's source is read with :mod:`ast` for its own imports (absolute and
 relative), recursively: the digests of every file a step's imports execute are part of
@@ -60,24 +61,25 @@ class ModuleFinder:
 
     def _search_path(self) -> list[Path]:
         found: list[Path] = [self.base_dir]
-        added: list[str] = list(self.paths)
         texts = [t for t in self.paths if t and len(t) < 500]
-        added += [os.path.join(*texts[i : i + 2]) for i in range(len(texts) - 1)]
-        added += os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        for text in added:
-            if not text:
-                continue
-            try:
-                path = (self.base_dir / os.path.expanduser(text)).resolve()
-            except (OSError, ValueError):
-                continue
-            if path.is_dir() and not self._foreign(path):
+        added = [*texts, *(os.path.join(*texts[i : i + 2]) for i in range(len(texts) - 1))]
+        for text in added:  # the notebook's own: wherever they are
+            path = self._folder(self.base_dir, text)
+            if path is not None:
                 found.append(path)
-        for entry in sys.path:
-            path = Path(entry or ".").resolve()
-            if path.is_dir() and path.is_relative_to(self.root) and not self._foreign(path):
+        # The environment's: only the folders inside the project.
+        for text in [*os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]:
+            path = self._folder(Path.cwd(), text) if text else None
+            if path is not None and (path.is_relative_to(self.root) or path == self.base_dir):
                 found.append(path)
         return list(dict.fromkeys(found))
+
+    def _folder(self, base: Path, text: str) -> Path | None:
+        try:
+            path = (base / os.path.expanduser(text)).resolve()
+        except (OSError, ValueError):
+            return None
+        return path if path.is_dir() and not self._foreign(path) else None
 
     def _foreign(self, path: Path) -> bool:
         """Installed, not the project's: under the interpreter's prefix or site-packages."""

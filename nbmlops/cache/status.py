@@ -39,6 +39,7 @@ from nbmlops.notebook.pipeline import Step
 HISTORY = "history"
 KEEP = 50  # runs remembered per step of a notebook
 UNKNOWN = "?"  # a digest not known before the step that makes it runs
+SHOWN = 3  # names shown per part of a key (parameters, inputs, files, modules)
 
 NEVER_RAN = "never ran"
 NO_CACHE = "--no-cache"
@@ -162,10 +163,15 @@ def explain(
         found = [NEVER_RAN]
     else:
         found = []
+        counts: dict[str, int] = {}
         for part, name in _differences(parts, before.parts):
+            counts[part] = counts.get(part, 0) + 1
+            if counts[part] > SHOWN:
+                continue
             text = _words(part, name, parts, producers, running, base_dir)
             if text and text not in found:
                 found.append(text)
+        found += [f"{n - SHOWN} more {part}" for part, n in counts.items() if n > SHOWN]
         if not found:
             found = [
                 f"not cached when it last ran: {before.uncacheable}"
