@@ -32,6 +32,8 @@ from nbmlops.notebook.source import analyse, code_hash
         ("%%bash --out log\necho hi", set(), {"log"}),
         ("%%html\n<b>{C}</b>", set(), set()),  # the body is not expanded, only the line
         ("%matplotlib inline\nx = 1", set(), {"x"}),
+        ("top = df.query('score > @limit and n < @cap')", {"df", "limit", "cap"}, {"top"}),
+        ("model.eval()\nfor _ in range(3):\n    pass", {"model"}, {"model"}),
     ],
 )
 def test_magics_whose_code_is_python_are_read_through(
@@ -60,6 +62,9 @@ def test_magics_whose_code_is_python_are_read_through(
         ("get_ipython().user_ns['C']", "get_ipython() at line 1"),
         ("names = %who_ls", "%who_ls (a magic nbmlops cannot see into) at line 1"),
         ("import __main__\nprint(__main__.C)", "import __main__ at line 1"),
+        ("x = 1\nlast = _", "_ (IPython's history of earlier cells) at line 2"),
+        ("y = Out[3] * 2", "Out (IPython's history of earlier cells) at line 1"),
+        ("df.query(condition)", ".query() of an expression known only when it runs at line 1"),
     ],
 )
 def test_code_that_hides_what_it_reads_is_opaque_and_says_where(source: str, reason: str) -> None:

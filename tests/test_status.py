@@ -100,7 +100,12 @@ def test_a_run_prints_and_records_why_each_step_executes(
         f"input model (from step train, which runs); parameter C; {OPAQUE}"
     )
     assert "nbmlops.cache_reason" not in tags["load"]  # a hit has no reason
-    forced = nbmlops("run", "pipe.ipynb", "--experiment", experiment, "--refresh", "load", "-q")
+    forced = nbmlops(
+        "run", "pipe.ipynb", "--experiment", experiment, "--refresh", "load", "--events", "ev"
+    )
     assert forced.returncode == 0, forced.stderr
     refreshed = step_runs(client, pipeline_runs(client, experiment)[0])
     assert refreshed["load"].data.tags["nbmlops.cache_reason"] == "--refresh"
+    events = [json.loads(line) for line in (project / "ev").read_text().splitlines()]
+    started = {e["step"]: e["reason"] for e in events if e["event"] == "step_started"}
+    assert started == {"load": "--refresh"}  # the other steps came from the cache

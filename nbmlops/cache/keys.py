@@ -26,7 +26,8 @@ The key of a step hashes, conservatively:
   step computed against a local ``mlflow.db``).
 
 :meth:`KeyContext.key` returns the parts beside the key: the cache entry keeps them, so
-``cache/status.py`` can say which part changed when a step runs again.
+``cache/status.py`` can say which part changed when a step runs again (the store's
+password, if its URI has one, is left out of them).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from nbmlops.cache.modules import ModuleFinder
 from nbmlops.capture.hashing import FileHashCache, hash_bytes
 from nbmlops.notebook.pipeline import Pipeline, Step
 from nbmlops.notebook.source import Analysis, Import
+from nbmlops.project import redact
 
 SETUP_RNG = "setup"  # the generators' state before the first step: a function of seed + setup
 KEY_VERSION = 2  # bumped when the parts change meaning: older entries never match
@@ -127,7 +129,8 @@ class KeyContext:
             "environment": self.env_hash,
             "store": self.store,
         }
-        return hash_bytes(json.dumps(parts, sort_keys=True).encode()), parts
+        key = hash_bytes(json.dumps(parts, sort_keys=True).encode())
+        return key, {**parts, "store": redact(self.store)}  # the parts are kept in the cache
 
     def _module_digests(self, step: Step, inert_names: set[str]) -> dict[str, str]:
         """The project modules whose code the step may run, with their digests."""

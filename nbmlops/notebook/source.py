@@ -67,7 +67,12 @@ _INERT_LINE_MAGICS = frozenset((
 _PYTHON_LINE_MAGICS = frozenset(("time", "timeit", "prun", "debug"))
 _EXTENSION_MAGICS = frozenset(("load_ext", "reload_ext"))
 # Calls whose result depends on the whole namespace, or that run code given as data.
-_NAMESPACE_CALLS = frozenset(("globals", "locals", "vars", "dir"))
+_NAMESPACE_CALLS = frozenset(("globals", "locals", "vars", "dir", "_getframe", "currentframe"))
+# IPython's input and output history in the user's namespace: what they hold depends on
+# which cells ran before (a cached step's cells did not).
+_HISTORY = re.compile(r"_{1,3}|_\d+|_i{1,3}|_i\d+|_oh|_ih|_dh|In|Out")
+# DataFrame.query/.eval("a > @limit") read the caller's variables named after "@".
+_QUERY_METHODS = frozenset(("query", "eval"))
 _CODE_CALLS = frozenset(("exec", "eval", "compile", "execfile", "breakpoint"))
 _IMPORT_CALLS = frozenset(("import_module", "__import__"))
 _SHELL_CALLS = frozenset(("system", "getoutput"))
@@ -260,6 +265,8 @@ class _Reader(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Load):
             if node.id == "get_ipython":
                 self._opaque("get_ipython()", node)
+            elif _HISTORY.fullmatch(node.id):
+                self._opaque(f"{node.id} (IPython's history of earlier cells)", node)
             self.found.reads.add(node.id)
         else:
             self._bind(node.id)
@@ -352,6 +359,12 @@ class _Reader(ast.NodeVisitor):
                 )
             elif not module.startswith("."):
                 self.found.imports.append(Import(module, line=self._line(node)))
+        if attr in _QUERY_METHODS and base not in ("builtins", "__builtins__") and node.args:
+            expression = _text(node.args[0])
+            if expression is None:
+                self._opaque(f".{attr}() of an expression known only when it runs", node)
+            else:
+                self.found.reads |= set(re.findall(r"@([A-Za-z_]\w*)", expression))
         if isinstance(func, ast.Attribute) and _is_sys_path_change(func):
             for arg in node.args:
                 self.found.paths += _texts(arg)

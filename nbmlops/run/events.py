@@ -163,7 +163,8 @@ class Progress:
     """A run as its events (and, once it exited, its exit code) tell it."""
 
     status: str  # running, succeeded or failed
-    steps: list[dict[str, Any]] = field(default_factory=list)  # name, status, seconds
+    # name, status, seconds, reason (why it executed; "" for a cached step)
+    steps: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     experiment: str | None = None
     output_path: str | None = None
@@ -186,10 +187,21 @@ def progress(
     for e in events:
         kind = e.get("event")
         if kind == STEP_STARTED:
-            steps[e["step"]] = {"name": e["step"], "status": RUNNING, "seconds": None}
+            steps[e["step"]] = {
+                "name": e["step"],
+                "status": RUNNING,
+                "seconds": None,
+                "reason": e.get("reason", ""),
+            }
         elif kind == STEP_FINISHED:
             status = "FAILED" if e["status"] == "KILLED" else e["status"]
-            steps[e["step"]] = {"name": e["step"], "status": status, "seconds": e["seconds"]}
+            reason = steps.get(e["step"], {}).get("reason", "")
+            steps[e["step"]] = {
+                "name": e["step"],
+                "status": status,
+                "seconds": e["seconds"],
+                "reason": reason,
+            }
         elif kind == RUN_FINISHED:
             final = e
     if final is not None:
