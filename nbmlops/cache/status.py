@@ -155,10 +155,12 @@ def explain(
     producers: Mapping[str, str],
     running: Collection[str],
     base_dir: Path,
+    setup_opaque: str | None = None,
 ) -> list[str]:
     """Why ``step``, whose key parts are ``parts``, has no entry to reuse, compared with its
     earlier run ``before``. ``producers``: the step that made each input; ``running``: the
-    steps of this run that execute."""
+    steps of this run that execute; ``setup_opaque``: why the setup cells' reads are not
+    known, if they are not."""
     if before is None:
         found = [NEVER_RAN]
     else:
@@ -180,6 +182,8 @@ def explain(
             ]
     if step.opaque:
         found.append(f"its result depends on what the code does not show ({step.opaque})")
+    if setup_opaque:
+        found.append(f"the setup cells read what their code does not show ({setup_opaque})")
     return found
 
 
@@ -240,13 +244,22 @@ def miss_reasons(
     producers: Mapping[str, str],
     running: Collection[str],
     base_dir: Path,
+    setup_opaque: str | None = None,
 ) -> list[str]:
     """Why a step found no entry (``entry`` None) or could not use the one it found (its
     recorded files ``changed``)."""
     if entry is not None and changed:
         return [f"file {_relative(p, base_dir)}" for p in changed]
     before = closest(parts, history(cache, notebook, step.name))
-    return explain(step, parts, before, producers=producers, running=running, base_dir=base_dir)
+    return explain(
+        step,
+        parts,
+        before,
+        producers=producers,
+        running=running,
+        base_dir=base_dir,
+        setup_opaque=setup_opaque,
+    )
 
 
 # ---------------------------------------------------------------- predict (nbmlops status)
@@ -317,6 +330,7 @@ def predict(
                 producers=producers,
                 running=running,
                 base_dir=keys.base_dir,
+                setup_opaque=keys.pipeline.setup_analysis.opaque,
             )
         running.add(step.name)
         out.append(StepStatus(step.name, True, reasons, key if known else ""))

@@ -220,6 +220,11 @@ def steps(notebook: str, as_json: bool) -> None:
         click.echo("parameters: none (tag a cell 'parameters' to add some)")
     setup = [c.index for c in pipeline.setup if c.is_code]
     click.echo(f"setup cells: {', '.join(map(str, setup)) or 'none'}")
+    if pipeline.setup_analysis.opaque:
+        click.echo(
+            "  every step is cached on every parameter: the setup code does not show what it "
+            f"reads ({pipeline.setup_analysis.opaque})"
+        )
     click.echo("steps:")
     for i, s in enumerate(pipeline.steps, 1):
         cells = ", ".join(str(c.index) for c in s.cells if c.is_code)

@@ -417,6 +417,7 @@ class Session:
             producers=self.producers,
             running={s.name for s in self.steps.values() if not s.cached_from},
             base_dir=self.keys.base_dir,
+            setup_opaque=self.pipeline.setup_analysis.opaque,
         )
         return key, None
 
