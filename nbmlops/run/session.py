@@ -72,7 +72,7 @@ class StepState:
 @dataclass
 class Failure:
     step: str | None
-    cell_index: int  # in the source notebook
+    cell_index: int  # its number in the source notebook (from 1, as JupyterLab counts)
     source: str
     ename: str
     evalue: str
