@@ -348,5 +348,5 @@ def test_a_notebook_nbmlops_cannot_parse_opens_and_the_panel_says_why(lab: Lab, 
         page.locator(".jp-SideBar [data-id='nbmlops-panel']").click()
     error = panel.locator("[data-nbmlops='parse-error']")
     expect(error).to_contain_text("load")
-    expect(error).to_contain_text("cell 1")
+    expect(error).to_contain_text("cell 2")
     expect(panel.locator("[data-nbmlops='run-button']")).to_be_disabled()

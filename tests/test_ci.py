@@ -352,15 +352,15 @@ def test_a_failing_step_fails_naming_the_step(proj: Project) -> None:
     )
     result = proj.cli("ci", "--config", name, "--junit", "junit-fail.xml", "--summary", "fail.md")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "step train failed in cell 4: RuntimeError: boom" in result.stdout
+    assert "step train failed in cell 5: RuntimeError: boom" in result.stdout
     found = cases(proj.root / "junit-fail.xml")
     failure = found["clf/step train"].find("failure")
-    assert failure is not None and "step 'train' failed in cell 4" in (failure.text or "")
+    assert failure is not None and "step 'train' failed in cell 5" in (failure.text or "")
     assert "partial output notebook" in (failure.text or "")
     assert found["clf/step load"].find("failure") is None
     for skipped in ("clf/step evaluate", "clf/gate score>=0.5", "clf/test python check_run.py"):
         assert found[skipped].find("skipped") is not None, skipped
-    assert "- ❌ step `train`: step train failed in cell 4" in (proj.root / "fail.md").read_text()
+    assert "- ❌ step `train`: step train failed in cell 5" in (proj.root / "fail.md").read_text()
     [run] = pipeline_runs(proj.client(), exp)
     assert run.info.status == "FAILED"
 

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from conftest import code, pipeline_runs, step_runs, write_notebook
 
 
@@ -78,7 +79,7 @@ def test_log_model_in_a_setup_cell_says_where_to_move_it(
     )
     result = nbmlops("run", "setup_model.ipynb", "--experiment", experiment)
     assert result.returncode == 1
-    assert "step '(setup)' failed in cell 0" in result.stderr
+    assert "step '(setup)' failed in cell 1" in result.stderr
     assert (
         "log_model: called in a setup cell, before any step; move it into a step" in result.stderr
     )
@@ -148,6 +149,76 @@ def test_papermill_output_as_source_keeps_cell_indices(project: Path, nbmlops: A
         ],
     )
     replaced = nbmlops("run", "reused.ipynb", "-p", "x=7")
-    assert "step 'b' failed in cell 3" in replaced.stderr and "x is 7" in replaced.stderr
+    assert "step 'b' failed in cell 4" in replaced.stderr and "x is 7" in replaced.stderr
     kept = nbmlops("run", "reused.ipynb")  # without -p papermill runs the old cell, as it does
-    assert "step 'b' failed in cell 3" in kept.stderr and "x is 2" in kept.stderr
+    assert "step 'b' failed in cell 4" in kept.stderr and "x is 2" in kept.stderr
+
+
+def test_papermill_error_markers_in_the_source_do_not_shift_cell_numbers(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "fails.ipynb",
+        [
+            code("x = 1", "parameters"),
+            code("y = x * 10", "step:a"),
+            code("raise ValueError(f'x is {x}')", "step:b"),
+        ],
+    )
+    first = nbmlops("run", "fails.ipynb", "--output-dir", "out", "--experiment", experiment)
+    assert "step 'b' failed in cell 3" in first.stderr
+    partial = project / "out" / "fails.partial.ipynb"
+    assert "papermill-error-cell-tag" in partial.read_text()  # papermill's two markers
+    again = nbmlops("run", str(partial), "--experiment", experiment)
+    assert "step 'b' failed in cell 3" in again.stderr, again.stderr
+    parent = pipeline_runs(client, experiment)[0]
+    assert parent.data.tags["nbmlops.failed_cell"] == "3"
+    assert step_runs(client, parent)["a"].data.tags["nbmlops.cells"] == "2"
+
+
+def test_a_kernelspec_named_python_runs_as_papermill_runs_it(project: Path, nbmlops: Any) -> None:
+    spec = {"name": "python", "display_name": "Python", "language": "python"}
+    write_notebook(project / "k.ipynb", [code("x = 1", "step:s")], metadata={"kernelspec": spec})
+    result = nbmlops("run", "k.ipynb", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_sys_exit_0_stops_the_run_successfully_and_the_rest_is_recorded_skipped(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(
+        project / "stop.ipynb",
+        [
+            code("import sys\nimport nbmlops"),
+            code("fresh = False\nseed = 1", "parameters"),
+            code("rows = 0\nnbmlops.log_metric('rows', rows)", "step:load"),
+            code("if not fresh:\n    sys.exit(0)\nprint('checked')", "step:check"),
+            code("print('training')", "step:train"),
+            code("print('done')", "Step:report"),  # misspelt: part of train, and a warning
+        ],
+    )
+    result = nbmlops("run", "stop.ipynb", "--experiment", experiment, "--output-dir", "out")
+    assert result.returncode == 0, result.stderr
+    assert "step check stopped the run with sys.exit(0); not run: train" in result.stdout
+    assert "warning: cell 6: tag 'Step:report' is ignored; did you mean" in result.stdout
+    parent = pipeline_runs(client, experiment)[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["nbmlops.stopped_by"] == "check"
+    assert parent.data.tags["nbmlops.skipped"] == "train"
+    steps = step_runs(client, parent)
+    assert set(steps) == {"load", "check"}  # a skipped step has no step run
+    assert steps["check"].info.status == "FINISHED"
+    assert (project / "out" / "stop.ipynb").exists()  # the output notebook, as for any run
+    executed = nbformat.read(str(project / "out" / "stop.ipynb"), as_version=4)
+    train = next(c for c in executed.cells if "training" in c.source)
+    assert train.outputs == [] and train.execution_count is None
+    # A step that stopped the run is not cached: a hit could not stop it again.
+    again = nbmlops("run", "stop.ipynb", "--experiment", experiment, "-q", check=True)
+    assert "step 2/3 check: started" in again.stdout and "not run: train" in again.stdout
+    # A non-zero exit is a failure, as before.
+    going = nbmlops("run", "stop.ipynb", "--experiment", experiment, "-p", "fresh=True")
+    assert going.returncode == 0 and "training" in going.stdout
+    cells = (project / "stop.ipynb").read_text().replace("sys.exit(0)", "sys.exit(3)")
+    (project / "stop.ipynb").write_text(cells)
+    failed = nbmlops("run", "stop.ipynb", "--experiment", experiment)
+    assert failed.returncode == 1 and "SystemExit: 3" in failed.stderr

@@ -35,7 +35,7 @@ def test_failing_cell_names_step_cell_error_notebook_and_run(
     result = nbmlops("run", "fails.ipynb", "--experiment", experiment, "--output-dir", "out")
     assert result.returncode == 1
     err = result.stderr
-    assert "step 'check' failed in cell 4" in err
+    assert "step 'check' failed in cell 5" in err
     assert "| if total > limit:" in err
     assert "ValueError: total 45 is over the limit 3" in err
     partial = project / "out" / "fails.partial.ipynb"
@@ -46,7 +46,7 @@ def test_failing_cell_names_step_cell_error_notebook_and_run(
     assert f"MLflow run: {parent.info.run_id}" in err
     assert parent.info.status == "FAILED"
     assert parent.data.tags["nbmlops.failed_step"] == "check"
-    assert parent.data.tags["nbmlops.failed_cell"] == "4"
+    assert parent.data.tags["nbmlops.failed_cell"] == "5"
     steps = step_runs(client, parent)
     assert set(steps) == {"load", "check"}  # report never started
     assert steps["load"].info.status == "FINISHED"
@@ -158,9 +158,9 @@ def test_the_events_file_ends_with_where_the_run_failed(
     last = events[-1]
     assert last["status"] == "failed" and last["run_id"]
     assert last["output_path"].endswith("fails.partial.ipynb")
-    assert last["error"]["step"] == "check" and last["error"]["cell"] == 4
+    assert last["error"]["step"] == "check" and last["error"]["cell"] == 5
     assert last["error"]["line"] == "ValueError: total 45 is over the limit 3"
-    assert "step 'check' failed in cell 4" in last["error"]["message"]
+    assert "step 'check' failed in cell 5" in last["error"]["message"]
 
 
 def test_sigterm_marks_runs_killed_and_leaves_no_finished_notebook(
@@ -246,7 +246,7 @@ def test_dead_kernel_is_reported_as_a_failed_step(
     )
     result = nbmlops("run", "dies.ipynb", "--experiment", experiment)
     assert result.returncode == 1
-    assert "step 'crash' failed in cell 2" in result.stderr
+    assert "step 'crash' failed in cell 3" in result.stderr
     assert "DeadKernelError: the kernel died while running this cell" in result.stderr
     assert "kernel.log" in result.stderr
     [parent] = pipeline_runs(client, experiment)
@@ -361,3 +361,66 @@ def test_a_run_whose_driver_died_is_ended_failed_by_the_next_run(
     assert ended.info.status == "FAILED"
     assert "was gone" in ended.data.tags["nbmlops.killed"]
     assert client.get_run(done.info.run_id).info.status == "FINISHED"  # a finished run stays
+
+
+def test_resume_last_right_after_the_driver_was_killed_with_sigkill(
+    project: Path, tracking_uri: str, client: Any, experiment: str
+) -> None:
+    """``kill -9`` leaves the run RUNNING; ``--resume last`` ends it first, then resumes it."""
+    write_notebook(
+        project / "slow.ipynb",
+        [
+            code("import os, time"),
+            code("seed = 3", "parameters"),
+            code("done = 1", "step:first"),
+            code(
+                "open('kernel.pid', 'w').write(str(os.getpid()))\n"
+                "print('sleeping', flush=True)\n"
+                "while not os.path.exists('go'):\n    time.sleep(0.1)",
+                "step:wait",
+            ),
+        ],
+    )
+    command = [str(Path(sys.executable).parent / "nbmlops"), "run", "slow.ipynb"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    proc = subprocess.Popen(
+        [*command, "--experiment", experiment],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    _wait_for_output(proc, "sleeping", timeout=120)
+    proc.kill()  # SIGKILL: the driver records nothing more
+    proc.wait(timeout=30)
+    kernel = int((project / "kernel.pid").read_text())
+    _wait_for_exit(kernel, timeout=30)  # the kernel notices its parent is gone
+    [killed] = pipeline_runs(client, experiment)
+    assert killed.info.status == "RUNNING"
+    (project / "go").touch()
+    resumed = subprocess.run(
+        [*command, "--experiment", experiment, "--resume", "last", "-q"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert client.get_run(killed.info.run_id).info.status == "FAILED"
+    new = pipeline_runs(client, experiment)[0]
+    assert new.data.tags["nbmlops.resumed_from"] == killed.info.run_id
+    assert step_runs(client, new)["first"].data.tags["nbmlops.cache"] == "hit"
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait for process ``pid`` to end; kill it if it outlives ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)

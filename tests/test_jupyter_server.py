@@ -128,10 +128,10 @@ async def test_pipeline_describes_the_tagged_notebook(
     assert body["path"] == name
     assert body["experiment"] == name.removesuffix(".ipynb")
     assert [(s["name"], s["after"], s["cells"]) for s in body["steps"]] == [
-        ("load", [], [2]),
-        ("split", ["load"], [3]),
-        ("train", ["split"], [4]),
-        ("evaluate", ["train"], [5]),
+        ("load", [], [3]),  # cells count from 1, as JupyterLab's
+        ("split", ["load"], [4]),
+        ("train", ["split"], [5]),
+        ("evaluate", ["train"], [6]),
     ]
     assert body["parameters"] == [
         {"name": "score", "value": "0.9", "type": "float"},
@@ -145,7 +145,7 @@ async def test_unparsable_notebook_is_422_with_the_cell(
 ) -> None:
     status, body = await call(jp_fetch, "pipeline", params={"path": project["names"]["broken"]})
     assert status == 422
-    assert body["error"]["cell"] == 2
+    assert body["error"]["cell"] == 3
     assert "step 'a' is started twice" in body["error"]["problem"]
     assert "rename one of them" in body["error"]["fix"]
 
@@ -273,7 +273,7 @@ async def test_failing_job_reports_step_cell_and_error_line(
     job = await finished_job(jp_fetch, body["job_id"])
     assert job["status"] == "failed"
     assert job["error"]["step"] == "check"
-    assert job["error"]["cell"] == 2
+    assert job["error"]["cell"] == 3
     assert job["error"]["line"] == "ValueError: total 6 over limit"
     assert "raise ValueError" in job["error"]["message"]
     assert [(s["name"], s["status"]) for s in job["steps"]] == [

@@ -114,7 +114,7 @@ def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(
     assert steps["load"].data.tags["nbmlops.data.raw"] == hash_file(csv)
     assert steps["load"].data.tags["nbmlops.data.df"] == hash_data(frame)
     history = client.get_metric_history(steps["load"].info.run_id, "nbmlops.cell_seconds")
-    assert [m.step for m in history] == [3]  # one per code cell, by its index in the notebook
+    assert [m.step for m in history] == [4]  # one per code cell, by its number (from 1)
 
     # Which variables each step produced (the step boundary the cache restores from).
     outputs_file = client.download_artifacts(

@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class Entry:
     cells: list[dict[str, Any]]  # the step's executed cells (outputs shown on a hit)
     setup_cells: list[dict[str, Any]]  # the setup cells as executed with it
     notebook: str = ""
+    parts: dict[str, Any] = field(default_factory=dict)  # what the key hashed (keys.py)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -229,6 +230,19 @@ class StepCache:
             with contextlib.suppress(OSError):
                 if obj.stem not in named and obj.stat().st_mtime < grace:
                     obj.unlink()
+
+
+def changed_files(entry: Entry, digest: Callable[[str], str]) -> list[str]:
+    """The files ``entry`` recorded as read whose content differs now (or that are gone):
+    a lookup that finds the entry must not use it then. ``digest(path)`` hashes a file."""
+    changed = []
+    for path, recorded in entry.files.items():
+        try:
+            if digest(path) != recorded:
+                changed.append(path)
+        except OSError:
+            changed.append(path)
+    return changed
 
 
 def _objects(body: dict[str, Any]) -> list[tuple[str, str]]:

@@ -142,13 +142,23 @@ def git_info(path: Path) -> GitInfo | None:
     return GitInfo(Path(root), commit, bool(status.stdout.strip()) or untracked)
 
 
+def kernel_spec_name(kernel_name: str) -> str:
+    """The kernel spec jupyter_client starts for ``kernel_name``: its ``KernelManager``
+    reads ``python`` as the native kernel (``python3``), and its ``KernelSpecManager``
+    matches spec folders case-insensitively (so papermill runs a notebook that names
+    either)."""
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+
+    return NATIVE_KERNEL_NAME if kernel_name == "python" else kernel_name.lower()
+
+
 def kernel_python(kernel_name: str) -> str:
     """The interpreter a Jupyter kernel runs, as jupyter_client will launch it."""
     import shutil
 
     from jupyter_client.kernelspec import KernelSpecManager
 
-    argv = KernelSpecManager().get_kernel_spec(kernel_name).argv
+    argv = KernelSpecManager().get_kernel_spec(kernel_spec_name(kernel_name)).argv
     if not argv or argv[0] in {"python", f"python{sys.version_info[0]}"}:
         return sys.executable  # what jupyter_client substitutes
     return shutil.which(argv[0]) or argv[0]

@@ -69,7 +69,10 @@ INJECTED = "nbmlops.injected"  # JSON: the parameters injected, as Python litera
 RESUMED_FROM = "nbmlops.resumed_from"  # the failed run that --resume continued
 CACHE_HITS = "nbmlops.cache_hits"  # "k/n": steps whose outputs came from the cache
 FAILED_STEP = "nbmlops.failed_step"
-FAILED_CELL = "nbmlops.failed_cell"  # the failing cell's index in the source notebook
+FAILED_CELL = "nbmlops.failed_cell"  # the failing cell's number (from 1, as JupyterLab counts)
+# A step ended the pipeline early with sys.exit(0) (or SystemExit()): "stop here, successfully".
+STOPPED_BY = "nbmlops.stopped_by"  # the step that stopped it
+SKIPPED = "nbmlops.skipped"  # the steps that did not run because of it, comma-separated
 CI = "nbmlops.ci"  # the configured pipeline `nbmlops ci` ran
 SWEEP = "nbmlops.sweep"  # a sweep point: the sweep run's id
 SWEEP_POINT = "nbmlops.sweep_point"  # a sweep point: its index in the grid
@@ -82,10 +85,11 @@ RETRAIN_MODEL = "nbmlops.retrain.model"  # the model whose drift started it
 STEP = "nbmlops.step"  # the step's name
 CODE_HASH = "nbmlops.code_hash"  # hash of the step's normalised code
 UPSTREAM = "nbmlops.upstream"  # comma-separated upstream steps
-CELLS = "nbmlops.cells"  # comma-separated cell indices in the source notebook
+CELLS = "nbmlops.cells"  # comma-separated cell numbers (from 1, as JupyterLab counts)
 CACHE = "nbmlops.cache"  # hit | miss
 HIT, MISS = "hit", "miss"
 CACHE_KEY = "nbmlops.cache_key"
+CACHE_REASON = "nbmlops.cache_reason"  # a miss: why it executed ("parameter C; code changed")
 CACHE_SOURCE_RUN = "nbmlops.cache_source_run"  # a hit: the step run whose outputs it reused
 UNSAVED = "nbmlops.unsaved"  # variables that could not be saved (the step is not cached)
 
@@ -186,6 +190,11 @@ def cache_hits_tag(hits: int, ran: int) -> dict[str, str]:
     return {CACHE_HITS: f"{hits}/{ran}"}
 
 
+def stopped_tags(step: str, skipped: list[str]) -> dict[str, str]:
+    """A pipeline run that ``step`` stopped early, successfully, before ``skipped`` ran."""
+    return {STOPPED_BY: step, SKIPPED: _csv(skipped)}
+
+
 def _csv(items: Any) -> str:
     return ",".join(str(i) for i in items)
 
@@ -220,6 +229,8 @@ class PipelineRecord:
     error: str | None = None
     cache_hits: str | None = None
     data: dict[str, str] = field(default_factory=dict)
+    stopped_by: str | None = None
+    skipped: tuple[str, ...] = ()
 
     def tags(self) -> dict[str, str]:
         tags = {
@@ -272,6 +283,8 @@ class PipelineRecord:
             error=tags.get(ERROR),
             cache_hits=tags.get(CACHE_HITS),
             data=data_digests(tags),
+            stopped_by=tags.get(STOPPED_BY),
+            skipped=_split(tags.get(SKIPPED)),
         )
 
     @property
@@ -293,6 +306,7 @@ class StepRecord:
     cache_key: str = ""
     cache_source_run: str | None = None
     unsaved: tuple[str, ...] = ()
+    cache_reason: str = ""
 
     def tags(self, parent_run_id: str) -> dict[str, str]:
         tags = {
@@ -309,6 +323,8 @@ class StepRecord:
         }
         if self.cache_source_run:
             tags[CACHE_SOURCE_RUN] = self.cache_source_run
+        if self.cache_reason:
+            tags[CACHE_REASON] = self.cache_reason[:4000]
         return tags
 
     @classmethod
@@ -324,6 +340,7 @@ class StepRecord:
             cache_key=tags.get(CACHE_KEY, ""),
             cache_source_run=tags.get(CACHE_SOURCE_RUN) or None,
             unsaved=_split(tags.get(UNSAVED)),
+            cache_reason=tags.get(CACHE_REASON, ""),
         )
 
 

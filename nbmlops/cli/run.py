@@ -1,5 +1,5 @@
-"""``nbmlops run``, ``steps``, ``runs`` and ``show``: executing a notebook and reading back
-what its runs recorded."""
+"""``nbmlops run``, ``status``, ``steps``, ``runs`` and ``show``: executing a notebook,
+saying what a run would execute and why, and reading back what runs recorded."""
 
 from __future__ import annotations
 
@@ -106,6 +106,10 @@ def run(
     if writer is not None:
         writer.succeeded(result.run_id, result.experiment, str(result.output_notebook))
     click.echo("")
+    if result.stopped_by:
+        where = "a setup cell" if result.stopped_by == "(setup)" else f"step {result.stopped_by}"
+        rest = f"; not run: {', '.join(result.skipped)}" if result.skipped else ""
+        click.echo(f"  {where} stopped the run with sys.exit(0){rest}")
     width = max((len(s.name) for s in result.steps), default=4)
     for s in result.steps:
         if s.cached_from:
@@ -134,6 +138,66 @@ def run(
 
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter, as for `nbmlops run`. Repeatable.",
+)
+@click.option("--seed", type=int, help="The seed, as for `nbmlops run`.")
+@tracking_uri_option
+@cache_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
+@verbose_option
+def status(
+    notebook: str,
+    parameters: tuple[str, ...],
+    seed: int | None,
+    tracking_uri: str | None,
+    cache_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Say which steps `nbmlops run NOTEBOOK` would execute, and why; run nothing.
+
+    A step that reads what a step that executes produces is listed as executing: it does
+    unless that step produces exactly what it did before.
+    """
+    from nbmlops.capture.schema import SEED_GENERATED
+    from nbmlops.notebook.parameters import parse_assignments
+    from nbmlops.run.runner import status as predict
+
+    found = predict(
+        notebook,
+        parse_assignments(parameters),
+        seed=seed,
+        tracking_uri=tracking_uri,
+        cache_dir=cache_dir,
+    )
+    if as_json:
+        click.echo(json.dumps(found.describe(), indent=2))
+        return
+    pipeline = found.plan.pipeline
+    for warning in pipeline.warnings:
+        click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+    runs = [s for s in found.steps if s.runs]
+    click.secho(f"{pipeline.path}: {len(runs)} of {len(found.steps)} steps would run", bold=True)
+    width = max((len(s.step) for s in found.steps), default=4)
+    for s in found.steps:
+        if s.runs:
+            click.echo(f"  {s.step:<{width}}  runs: {', '.join(s.reasons)}")
+        else:
+            click.echo(f"  {s.step:<{width}}  cached (from run {s.cached_from})")
+    if found.plan.seed_source == SEED_GENERATED:
+        click.echo(
+            "  note: the notebook has no `seed` parameter, so every run draws a new seed and "
+            "executes every step; pass --seed N (to status and run) to reuse a run's steps"
+        )
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the pipeline as JSON.")
 @verbose_option
 def steps(notebook: str, as_json: bool) -> None:
@@ -144,6 +208,8 @@ def steps(notebook: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(pipeline.describe(), indent=2))
         return
+    for warning in pipeline.warnings:
+        click.secho(f"warning: {warning.message}", fg="yellow", err=True)
     click.secho(f"{pipeline.path}  (kernel {pipeline.kernel_name})", bold=True)
     if pipeline.parameters:
         click.echo("parameters:")
@@ -154,11 +220,21 @@ def steps(notebook: str, as_json: bool) -> None:
         click.echo("parameters: none (tag a cell 'parameters' to add some)")
     setup = [c.index for c in pipeline.setup if c.is_code]
     click.echo(f"setup cells: {', '.join(map(str, setup)) or 'none'}")
+    if pipeline.setup_analysis.opaque:
+        click.echo(
+            "  every step is cached on every parameter: the setup code does not show what it "
+            f"reads ({pipeline.setup_analysis.opaque})"
+        )
     click.echo("steps:")
     for i, s in enumerate(pipeline.steps, 1):
         cells = ", ".join(str(c.index) for c in s.cells if c.is_code)
         after = f"  after {', '.join(s.upstream)}" if s.upstream else ""
         click.echo(f"  {i}. {s.name:<14} cells {cells}{after}")
+        if s.opaque:
+            click.echo(
+                f"     {'':<14} cached on every parameter and earlier output: its code "
+                f"does not show what it reads ({s.opaque})"
+            )
 
 
 @cli.command()

@@ -45,17 +45,17 @@ class Parameter:
 
 
 def read_parameters(
-    nb: nbformat.NotebookNode, where: str, cell: int | None
+    nb: nbformat.NotebookNode, where: str, source: str | None, cell: int | None
 ) -> dict[str, Parameter]:
-    """The parameters cell's names and defaults, as papermill infers them."""
-    if cell is None:
+    """The names and defaults of the parameters cell (``source``, cell number ``cell``), as
+    papermill infers them."""
+    if source is None:
         return {}
     from papermill.inspection import _infer_parameters
 
-    source = nb.cells[cell]
     only = nbformat.v4.new_notebook(metadata=nb.metadata)  # type: ignore[no-untyped-call]
     cell_tags = {"tags": ["parameters"]}
-    only.cells = [nbformat.v4.new_code_cell(source.source, metadata=cell_tags)]  # type: ignore[no-untyped-call]
+    only.cells = [nbformat.v4.new_code_cell(source, metadata=cell_tags)]  # type: ignore[no-untyped-call]
     try:
         inferred = _infer_parameters(only)
     except Exception as exc:

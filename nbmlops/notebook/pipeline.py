@@ -7,6 +7,15 @@ Conventions (also in the README):
 * cells before the first step are setup, run before every pipeline;
 * ``after:<step>`` tags on a step's cells declare its upstream steps; without them a step
   follows the one before it in the notebook.
+
+Cells are numbered as JupyterLab counts them: from 1, in the notebook's order, leaving out
+the error-marker cells papermill adds to a notebook it executed (papermill removes them
+before it runs the notebook again, so they are not the user's cells). Every message, MLflow
+tag and progress event names a cell by that number.
+
+A tag that looks like a misspelt ``step:``, ``after:`` or ``parameters`` tag (``Step:x``,
+``steps:x``, ``after :x``, ``Parameters``) is not obeyed; :attr:`Pipeline.warnings` names
+the cell and the tag meant, for every front door to show.
 """
 
 from __future__ import annotations
@@ -21,13 +30,15 @@ import nbformat
 
 from nbmlops.exceptions import NotebookError
 from nbmlops.notebook.parameters import Parameter, read_parameters
-from nbmlops.notebook.source import code_hash, names
+from nbmlops.notebook.source import Analysis, analyse, code_hash
 
 STEP_TAG = "step:"
 AFTER_TAG = "after:"
 PARAMETERS_TAG = "parameters"
 # The tag papermill gives the cell it injects the parameters in (after the parameters cell).
 PAPERMILL_INJECTED_TAG = "injected-parameters"
+# The tag of the error-marker cells papermill adds to a notebook whose cell failed.
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _KERNELSPEC_FIX = (
     "open the notebook in JupyterLab, pick a Python kernel and save it, or add "
@@ -38,13 +49,43 @@ _KERNELSPEC_FIX = (
 
 @dataclass(frozen=True)
 class Cell:
-    index: int  # position in the source notebook, as Jupyter counts cells (from 0)
+    # The cell's number as JupyterLab counts cells: from 1, papermill's error-marker cells
+    # left out. Its position in the notebook papermill executes is ``index - 1``.
+    index: int
     cell_type: str
     source: str
 
     @property
     def is_code(self) -> bool:
         return self.cell_type == "code"
+
+
+@dataclass(frozen=True)
+class TagWarning:
+    """A tag nbmlops does not obey but that looks like one of its own, misspelt."""
+
+    cell: int  # the cell's number (from 1)
+    tag: str  # as written
+    meant: str  # the tag it probably meant
+
+    @property
+    def message(self) -> str:
+        return f"cell {self.cell}: tag {self.tag!r} is ignored; did you mean {self.meant!r}?"
+
+    def describe(self) -> dict[str, Any]:
+        return {"cell": self.cell, "tag": self.tag, "meant": self.meant, "message": self.message}
+
+
+def analysis_of(cells: list[Cell]) -> Analysis:
+    """What the code cells read, bind and import together; an opaque reason names its cell."""
+    found = Analysis()
+    for cell in cells:
+        if cell.is_code:
+            part = analyse(cell.source)
+            if part.opaque:
+                part.opaque = part.opaque.replace(" at line ", f" in cell {cell.index}, line ", 1)
+            found.merge(part)
+    return found
 
 
 @dataclass
@@ -62,12 +103,22 @@ class Step:
         return code_hash(self.code)
 
     @cached_property
-    def reads(self) -> set[str]:
-        return set().union(*(names(s)[0] for s in self.code)) if self.code else set()
+    def analysis(self) -> Analysis:
+        return analysis_of(self.cells)
 
-    @cached_property
+    @property
+    def reads(self) -> set[str]:
+        return self.analysis.reads
+
+    @property
     def writes(self) -> set[str]:
-        return set().union(*(names(s)[1] for s in self.code)) if self.code else set()
+        return self.analysis.writes
+
+    @property
+    def opaque(self) -> str | None:
+        """Why the names this step reads cannot be known from its code (``exec() in cell 5,
+        line 3``), or None. The cache then keys it on every parameter and earlier output."""
+        return self.analysis.opaque
 
 
 @dataclass
@@ -80,6 +131,8 @@ class Pipeline:
     parameters_cell: Cell | None
     parameters: dict[str, Parameter]
     steps: list[Step]  # in execution order (a topological order of the DAG)
+    cells: list[Cell] = field(default_factory=list)  # every cell of the user's, in order
+    warnings: list[TagWarning] = field(default_factory=list)  # tags that look misspelt
 
     @property
     def stem(self) -> str:
@@ -97,9 +150,17 @@ class Pipeline:
     def setup_hash(self) -> str:
         return code_hash([c.source for c in self.setup if c.is_code])
 
-    def downstream_reads(self, step: str) -> set[str]:
-        """Names read by the steps that run after ``step``."""
+    @cached_property
+    def setup_analysis(self) -> Analysis:
+        """What the setup cells read, bind and import; ``.opaque`` why that is not known."""
+        return analysis_of(self.setup)
+
+    def downstream_reads(self, step: str) -> set[str] | None:
+        """Names read by the steps that run after ``step`` (None: any name, since one of
+        them is opaque)."""
         later = self.steps[[s.name for s in self.steps].index(step) + 1 :]
+        if any(s.opaque for s in later):
+            return None
         return set().union(*(s.reads for s in later)) if later else set()
 
     def describe(self) -> dict[str, Any]:
@@ -115,9 +176,11 @@ class Pipeline:
                     "cells": [c.index for c in s.cells],
                     "upstream": s.upstream,
                     "code_hash": s.code_hash,
+                    "opaque": s.opaque,
                 }
                 for s in self.steps
             ],
+            "warnings": [w.describe() for w in self.warnings],
         }
 
 
@@ -146,7 +209,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     layout = _layout(nb, where)
     _link(where, layout)
     cell = layout.parameters_cell
-    parameters = read_parameters(nb, where, cell.index if cell else None)
+    parameters = read_parameters(
+        nb, where, cell.source if cell else None, cell.index if cell else None
+    )
     return Pipeline(
         path=path,
         notebook=nb,
@@ -156,6 +221,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
         parameters_cell=cell,
         parameters=parameters,
         steps=_topological(where, layout.steps, layout.first_cell_of),
+        cells=layout.cells,
+        warnings=layout.warnings,
     )
 
 
@@ -184,19 +251,35 @@ class _Layout:
     steps: list[Step] = field(default_factory=list)
     declared: dict[str, list[str]] = field(default_factory=dict)  # step -> its after: tags
     first_cell_of: dict[str, int] = field(default_factory=dict)  # step -> its first cell
+    cells: list[Cell] = field(default_factory=list)
+    warnings: list[TagWarning] = field(default_factory=list)
+
+
+def user_cells(nb: nbformat.NotebookNode) -> list[Any]:
+    """The notebook's cells without the error-marker cells papermill added."""
+    return [c for c in nb.cells if PAPERMILL_ERROR_TAG not in c.get("metadata", {}).get("tags", [])]
 
 
 def _layout(nb: nbformat.NotebookNode, where: str) -> _Layout:
     """Split the cells into setup, the parameters cell and steps, by their tags."""
     layout = _Layout()
-    for index, raw in enumerate(nb.cells):
+    for index, raw in enumerate(user_cells(nb), 1):
         cell = Cell(index, raw.cell_type, raw.source)
+        layout.cells.append(cell)
         tags = [str(t) for t in raw.get("metadata", {}).get("tags", [])]
+        layout.warnings += [TagWarning(index, t, m) for t in tags if (m := _meant(t))]
         step_tags = _tagged(tags, STEP_TAG)
         if PARAMETERS_TAG in tags:
             _check_parameters_cell(where, layout, index, step_tags)
             layout.parameters_cell = cell
         name = _step_name(where, layout, index, step_tags)
+        if name is not None and not cell.is_code:
+            raise NotebookError(
+                where,
+                f"a {cell.cell_type} cell is tagged step:{name}; a step starts with a code cell",
+                f"move the step:{name} tag to the step's first code cell",
+                cell=index,
+            )
         if name is not None:
             layout.first_cell_of[name] = index
             layout.steps.append(Step(name, [cell]))
@@ -223,6 +306,22 @@ def _layout(nb: nbformat.NotebookNode, where: str) -> _Layout:
         layout.steps = [Step("main", body)] if body else []
         layout.declared = {"main": []}
     return layout
+
+
+_LOOKALIKE = re.compile(r"^\s*(steps?|after|afters)\s*[:=]\s*(.*?)\s*$", re.IGNORECASE)
+
+
+def _meant(tag: str) -> str | None:
+    """The tag ``tag`` looks like a misspelling of, or None (a tag of nbmlops, or another's)."""
+    if tag == PARAMETERS_TAG or tag.startswith((STEP_TAG, AFTER_TAG)):
+        return None
+    if re.sub(r"[\s_-]", "", tag.lower()) in ("parameters", "parameter", "params"):
+        return PARAMETERS_TAG
+    match = _LOOKALIKE.match(tag)
+    if match and match.group(2):
+        prefix = STEP_TAG if match.group(1).lower().startswith("step") else AFTER_TAG
+        return prefix + match.group(2)
+    return None
 
 
 def _tagged(tags: list[str], prefix: str) -> list[str]:
@@ -284,20 +383,65 @@ def _step_name(where: str, layout: _Layout, index: int, step_tags: list[str]) ->
 
 
 def _link(where: str, layout: _Layout) -> None:
-    """Set each step's upstream steps: its after: tags, else an earlier step."""
+    """Set each step's upstream steps: its after: tags, else the step before it.
+
+    A step without after: tags follows the one before it in the notebook, unless that one
+    is itself tagged after it (a step written above the step it runs after: the two swap
+    places, and the later one follows the step before both). Any other notebook-order
+    link that would close a loop with after: tags is an error naming the steps and cells:
+    dropping it would run the step before the steps it follows in the notebook.
+    """
     known = [s.name for s in layout.steps]
     for step in layout.steps:
         step.upstream = _declared_upstream(where, layout, step, known)
-    # A step without after: tags follows the nearest earlier step that does not itself
-    # (through after: tags) come after it.
     by_name = {s.name: s for s in layout.steps}
     for i, step in enumerate(layout.steps):
         if layout.declared.get(step.name):
             continue
         for earlier in reversed(layout.steps[:i]):
-            if step.name not in _ancestors(earlier.name, by_name):
-                step.upstream = [earlier.name]
-                break
+            if step.name in layout.declared.get(earlier.name, []):
+                continue  # tagged after this step: it runs after it, not before
+            loop = _path(earlier.name, step.name, by_name)
+            if loop:
+                _implicit_cycle(where, layout, step, earlier, loop)
+            step.upstream = [earlier.name]
+            break
+
+
+def _path(start: str, goal: str, by_name: dict[str, Step]) -> list[str]:
+    """Upstream links from ``start`` to ``goal`` (``[start, ..., goal]``), or []."""
+    todo = [[start]]
+    seen = {start}
+    while todo:
+        path = todo.pop(0)
+        for up in by_name[path[-1]].upstream:
+            if up == goal:
+                return [*path, up]
+            if up not in seen:
+                seen.add(up)
+                todo.append([*path, up])
+    return []
+
+
+def _implicit_cycle(
+    where: str, layout: _Layout, step: Step, earlier: Step, loop: list[str]
+) -> None:
+    """Raise the error for ``step`` following ``earlier`` in the notebook while ``earlier``
+    already runs after ``step`` through ``loop``."""
+    cell = layout.first_cell_of
+    tagged = next(
+        (a, b) for a, b in zip(loop, loop[1:], strict=False) if b in layout.declared.get(a, [])
+    )
+    chain = " -> ".join(f"{n} (cell {cell[n]})" for n in [step.name, *loop])
+    raise NotebookError(
+        where,
+        f"step {step.name!r} has no after: tag, so it follows {earlier.name!r}, the step "
+        f"before it in the notebook; but {tagged[0]!r} is tagged after:{tagged[1]}, which "
+        f"makes a loop: {chain}",
+        f"tag step {step.name!r} (cell {cell[step.name]}) with after:<the step it needs>, "
+        f"or remove the after:{tagged[1]} tag from step {tagged[0]!r} (cell {cell[tagged[0]]})",
+        cell=cell[step.name],
+    )
 
 
 def _declared_upstream(where: str, layout: _Layout, step: Step, known: list[str]) -> list[str]:
@@ -320,17 +464,6 @@ def _declared_upstream(where: str, layout: _Layout, step: Step, known: list[str]
                 cell=cell,
             )
     return ups
-
-
-def _ancestors(name: str, by_name: dict[str, Step]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(by_name[name].upstream)
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(by_name[n].upstream)
-    return seen
 
 
 def _topological(where: str, steps: list[Step], first_cell_of: dict[str, int]) -> list[Step]:

@@ -51,6 +51,10 @@ from papermill.engines import NBClientEngine, papermill_engines  # noqa: E402
 from papermill.utils import merge_kwargs, remove_args  # noqa: E402
 
 KERNEL_MODULE = "nbmlops.run.kernel"
+# What a cell's SystemExit says for sys.exit(), sys.exit(0), sys.exit(None), SystemExit():
+# "stop here, successfully" (papermill reads the same values as no error).
+SUCCESSFUL_EXIT = ("", "0")
+OK, FAILED, STOPPED = "ok", "failed", "stopped"  # how a run of cells ended
 
 
 class IPCKernelManager(AsyncKernelManager):
@@ -124,6 +128,7 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
     def papermill_execute_cells(self) -> None:
         session = self.session
         session.reporter.run_started(session.pipeline, session.run_dir)
+        session.warn_tags()
         setup: list[tuple[int, Any]] = []
         steps: dict[str, list[tuple[int, Any]]] = {}
         for index, cell in enumerate(self.nb.cells):
@@ -132,6 +137,7 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
         kernel_ready = False
         skipped: list[dict[str, Any]] = []  # outputs of cached steps the kernel has not seen
         first_hit: Entry | None = None
+        order = list(steps)
         for name, cells in steps.items():
             key, entry = session.lookup(name)
             with contextlib.ExitStack() as lock:
@@ -154,7 +160,10 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
                     continue
                 if not kernel_ready:
                     kernel_ready = True
-                    if not self._start_and_setup(setup):
+                    ended = self._start_and_setup(setup)
+                    if ended == STOPPED:
+                        session.pipeline_stopped(None, order[order.index(name) :])
+                    if ended != OK:
                         return
                 if skipped:
                     self.kernel_call(f"restore({skipped!r})")
@@ -162,23 +171,26 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
                 watched, _ = session.watched_names(name)
                 self.kernel_call(f"begin_step({name!r}, {watched!r})")
                 session.step_started(name)
-                ok = self._run_cells(cells)
-                self._end_step(name, failed=not ok)
-                if not ok:
+                ended = self._run_cells(cells)
+                self._end_step(name, failed=ended == FAILED, stopped=ended == STOPPED)
+                if ended == STOPPED:
+                    session.pipeline_stopped(name, order[order.index(name) + 1 :])
+                if ended != OK:
                     return
         if not kernel_ready and first_hit is not None:
             self._show_cached(setup, first_hit, setup=True)
         elif not steps:  # nothing but setup cells: run them
             self._start_and_setup(setup)
 
-    def _start_and_setup(self, setup: list[tuple[int, Any]]) -> bool:
+    def _start_and_setup(self, setup: list[tuple[int, Any]]) -> str:
         """Start the kernel (first step to execute) and run the setup cells in it."""
         self._start_kernel()
         self.session.kernel_started(self.kernel_call(self.session.kernel_start_call()))
         return self._run_cells(setup)
 
-    def _run_cells(self, cells: list[tuple[int, Any]]) -> bool:
-        """Execute cells as papermill does; False when one fails (the rest do not run)."""
+    def _run_cells(self, cells: list[tuple[int, Any]]) -> str:
+        """Execute cells as papermill does, until one fails (FAILED) or ends the run with
+        ``sys.exit(0)`` (STOPPED): the rest do not run."""
         session = self.session
         for index, cell in cells:
             try:
@@ -186,15 +198,17 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
                 session.cell_started(cell)
                 self.execute_cell(cell, index)
             except CellExecutionError as ex:
+                if ex.ename == "SystemExit" and ex.evalue in SUCCESSFUL_EXIT:
+                    return STOPPED  # not an exception for papermill either
                 self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
                 session.cell_failed(self.nb.cells[index], ex)
-                return False
+                return FAILED
             except DeadKernelError as ex:
                 session.cell_failed(self.nb.cells[index], ex)
                 raise
             finally:
                 self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
-        return True
+        return OK
 
     def _show_cached(self, cells: list[tuple[int, Any]], entry: Entry, setup: bool = False) -> None:
         """Fill skipped cells with the outputs they had in the run that computed them."""
@@ -212,10 +226,10 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
             cell.metadata["nbmlops"]["cached_from"] = entry.source_run
             self.nb_man.cell_complete(cell, cell_index=index)
 
-    def _end_step(self, step: str, failed: bool) -> None:
+    def _end_step(self, step: str, failed: bool, stopped: bool = False) -> None:
         watched, writes = self.session.watched_names(step)
         result = self.kernel_call(f"end_step({watched!r}, {writes!r}, failed={failed})")
-        self.session.step_finished(step, self.nb, result, failed=failed)
+        self.session.step_finished(step, self.nb, result, failed=failed, stopped=stopped)
 
     def process_message(self, *args: Any, **kwargs: Any) -> Any:
         output = super().process_message(*args, **kwargs)

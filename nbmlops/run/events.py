@@ -8,15 +8,16 @@ and ``time`` (seconds since the epoch), and:
 ``event``         fields
 ================  ======================================================================
 ``run_started``   ``notebook``, ``steps`` (names, in execution order), ``run_dir``
-``step_started``  ``step``, ``index`` (from 0), ``total``
-``cell_started``  ``step`` (null in setup cells), ``cell`` (index in the notebook),
-                  ``source`` (its first line)
+``step_started``  ``step``, ``index`` (from 0), ``total``, ``reason`` (why it executes,
+                  not from the cache: ``parameter C, code changed``)
+``cell_started``  ``step`` (null in setup cells), ``cell`` (its number in the notebook,
+                  from 1 as JupyterLab counts), ``source`` (its first line)
 ``step_finished`` ``step``, ``status`` (FINISHED, FAILED, KILLED, or CACHED: not
                   executed), ``seconds``
 ``warn``          ``message``
 ``run_finished``  the last event: ``status`` (succeeded or failed), ``run_id``,
                   ``experiment``, ``output_path`` (the executed notebook), ``error``:
-                  null, or ``step``, ``cell``, ``line`` (one line: ``ename: evalue``
+                  null, or ``step``, ``cell`` (from 1), ``line`` (one line: ``ename: evalue``
                   for a failed cell), ``message`` (the whole error)
 ================  ======================================================================
 
@@ -94,8 +95,8 @@ class EventWriter:
             run_dir=str(run_dir),
         )
 
-    def step_started(self, name: str, index: int, total: int) -> None:
-        self._emit(STEP_STARTED, step=name, index=index, total=total)
+    def step_started(self, name: str, index: int, total: int, reason: str = "") -> None:
+        self._emit(STEP_STARTED, step=name, index=index, total=total, reason=reason)
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
         self._emit(CELL_STARTED, step=step, cell=cell, source=first_line(source))
@@ -162,7 +163,8 @@ class Progress:
     """A run as its events (and, once it exited, its exit code) tell it."""
 
     status: str  # running, succeeded or failed
-    steps: list[dict[str, Any]] = field(default_factory=list)  # name, status, seconds
+    # name, status, seconds, reason (why it executed; "" for a cached step)
+    steps: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     experiment: str | None = None
     output_path: str | None = None
@@ -185,10 +187,21 @@ def progress(
     for e in events:
         kind = e.get("event")
         if kind == STEP_STARTED:
-            steps[e["step"]] = {"name": e["step"], "status": RUNNING, "seconds": None}
+            steps[e["step"]] = {
+                "name": e["step"],
+                "status": RUNNING,
+                "seconds": None,
+                "reason": e.get("reason", ""),
+            }
         elif kind == STEP_FINISHED:
             status = "FAILED" if e["status"] == "KILLED" else e["status"]
-            steps[e["step"]] = {"name": e["step"], "status": status, "seconds": e["seconds"]}
+            reason = steps.get(e["step"], {}).get("reason", "")
+            steps[e["step"]] = {
+                "name": e["step"],
+                "status": status,
+                "seconds": e["seconds"],
+                "reason": reason,
+            }
         elif kind == RUN_FINISHED:
             final = e
     if final is not None:

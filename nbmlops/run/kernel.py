@@ -197,11 +197,17 @@ def _visible(ns: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _every(names: list[str], ns: dict[str, Any]) -> list[str]:
+    """``names``, where ``*`` (a step whose code does not show its names) means all."""
+    return sorted(ns) if "*" in names else names
+
+
 def begin_step(name: str, names: list[str]) -> str:
     """Remember the namespace as the step starts; hash the values it may change in place."""
     _state.step = name
     _state.step_started = time.monotonic()
     ns = _visible(_user_ns())
+    names = _every(names, ns)
     _state.before = {k: id(v) for k, v in ns.items()}
     for n in names:
         if n in ns and n not in _state.hashes:
@@ -221,6 +227,7 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     """
     _end_mlflow_run(failed)
     ns = _visible(_user_ns())
+    names = _every(names, ns)
     rebound = {k for k, v in ns.items() if _state.before.get(k) != id(v)}
     produced = rebound | set(writes)
     outputs: list[dict[str, Any]] = []

@@ -92,12 +92,14 @@ def plan_run(
     refresh: tuple[str, ...] = (),
     resume: str | None = None,
     project_dir: str | Path | None = None,
+    reach_store: bool = True,
 ) -> RunPlan:
     """Decide the run :func:`~nbmlops.run.runner.run_notebook` is asked for (same arguments).
 
     Raises :class:`~nbmlops.exceptions.NbmlopsError` (a bad notebook, parameter, seed,
     step name, run to resume, an unreachable tracking server, a folder that cannot be
-    written) before anything is started or recorded.
+    written) before anything is started or recorded. ``reach_store=False`` does not ask a
+    tracking server whether it answers (``nbmlops status`` needs no store).
     """
     pipeline = load_pipeline(notebook)
     _check_refresh(pipeline, refresh)
@@ -115,7 +117,8 @@ def plan_run(
         parameters, seed, resumed_from = previous.parameters, previous.seed, previous.run_id
     injected = resolve(pipeline.parameters, parameters or {})
     seed, seed_source, injected = choose_seed(pipeline, injected, seed)
-    check_reachable(uri)
+    if reach_store:
+        check_reachable(uri)
     run_dir = Path(output_dir).resolve() if output_dir else _default_run_dir(pipeline, root)
     cache = StepCache.at(cache_dir, root)
     check_writable("--output-dir" if output_dir else "the run's output folder", run_dir)

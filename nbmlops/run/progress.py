@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 class Reporter(Protocol):
     def run_started(self, pipeline: Pipeline, run_dir: Path) -> None: ...
-    def step_started(self, name: str, index: int, total: int) -> None: ...
+    def step_started(self, name: str, index: int, total: int, reason: str = "") -> None:
+        """``reason``: why the step executes (not from the cache)."""
+
     def cell_started(self, step: str | None, cell: int, source: str) -> None: ...
     def cell_output(self, step: str | None, text: str) -> None: ...
     def step_finished(self, name: str, status: str, seconds: float) -> None:
@@ -50,9 +52,10 @@ class PlainReporter:
         steps = " -> ".join(s.name for s in pipeline.steps)
         self._print(f"nbmlops: {pipeline.path.name}: {steps}")
 
-    def step_started(self, name: str, index: int, total: int) -> None:
+    def step_started(self, name: str, index: int, total: int, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
         self._print(
-            f"[{time.monotonic() - self._t0:7.1f}s] step {index + 1}/{total} {name}: started"
+            f"[{time.monotonic() - self._t0:7.1f}s] step {index + 1}/{total} {name}: started{why}"
         )
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:
@@ -116,8 +119,12 @@ class RichReporter:
             f"[bold]nbmlops[/] {pipeline.path.name}: " + " → ".join(s.name for s in pipeline.steps)
         )
 
-    def step_started(self, name: str, index: int, total: int) -> None:
+    def step_started(self, name: str, index: int, total: int, reason: str = "") -> None:
         self._step = name
+        if reason:
+            self.console.print(
+                f"[dim]→ step [bold]{name}[/bold] runs: {reason}[/]", highlight=False
+            )
         self._update(f"step {name}")
 
     def cell_started(self, step: str | None, cell: int, source: str) -> None:

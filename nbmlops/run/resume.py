@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbmlops import project
-from nbmlops.capture import schema
+from nbmlops.capture import orphans, schema
 from nbmlops.capture.records import pipeline_run
 from nbmlops.capture.tracking import open_client
 from nbmlops.exceptions import NbmlopsError, NotFound
@@ -28,8 +28,24 @@ def find_resumable(uri: str, ref: str, experiment: str, stem: str) -> Resumable:
     """The run ``ref`` (an id, or ``last``: the newest failed or killed run of ``experiment``)
     of the notebook whose default experiment is ``stem``."""
     client = open_client(uri)
-    run = _last_unfinished(client, experiment) if ref == "last" else pipeline_run(client, ref)
+    if ref == "last":
+        # A run whose driver was killed (kill -9) is still RUNNING: end it first.
+        orphans.end_dead_runs(client, experiment)
+        run = _last_unfinished(client, experiment)
+    else:
+        run = pipeline_run(client, ref)
+        if run.info.status == "RUNNING":
+            exp = client.get_experiment(run.info.experiment_id)
+            if run.info.run_id in orphans.end_dead_runs(client, exp.name):
+                run = pipeline_run(client, ref)
     run_id = run.info.run_id
+    if run.info.status == "RUNNING":
+        raise NbmlopsError(
+            f"--resume {run_id}: that run is still running "
+            f"(driver pid {run.data.tags.get(schema.DRIVER_PID, '?')} on "
+            f"{run.data.tags.get(schema.DRIVER_HOST, '?')})",
+            "wait for it to end, or stop it (Ctrl-C in its terminal), then resume it",
+        )
     if run.info.status == "FINISHED":
         raise NbmlopsError(
             f"--resume {run_id}: that run finished; there is nothing to resume",

@@ -30,6 +30,7 @@ from jupyter_client.kernelspec import NoSuchKernel
 
 from nbmlops import project
 from nbmlops.cache.keys import KeyContext
+from nbmlops.cache.status import StepStatus, predict
 from nbmlops.capture.environment import Environment, environment, kernel_python
 from nbmlops.capture.hashing import FileHashCache
 from nbmlops.capture.tracking import Tracker
@@ -68,6 +69,8 @@ class RunResult:
     metrics: dict[str, float]
     steps: list[StepResult] = field(default_factory=list)
     model_uri: str | None = None
+    stopped_by: str | None = None  # the step that ended the run with sys.exit(0)
+    skipped: list[str] = field(default_factory=list)  # the steps that therefore did not run
 
 
 def run_notebook(
@@ -185,7 +188,13 @@ def _execute(plan: RunPlan, reporter: Reporter, kernel_manager: Any) -> Executio
 
 def _session(plan: RunPlan, tracker: Tracker, reporter: Reporter) -> Session:
     env = _environment(plan.pipeline, plan.root)
-    keys = KeyContext(
+    keys = key_context(plan, env)
+    return Session(plan=plan, environment=env, keys=keys, tracker=tracker, reporter=reporter)
+
+
+def key_context(plan: RunPlan, env: Environment) -> KeyContext:
+    """What the steps' cache keys of ``plan`` are computed from."""
+    return KeyContext(
         pipeline=plan.pipeline,
         values=plan.values,
         seed=plan.seed,
@@ -193,8 +202,64 @@ def _session(plan: RunPlan, tracker: Tracker, reporter: Reporter) -> Session:
         store=plan.tracking_uri,
         base_dir=plan.pipeline.path.resolve().parent,
         files=FileHashCache(project.state_dir(plan.root) / "file-hashes.json"),
+        root=plan.root,
     )
-    return Session(plan=plan, environment=env, keys=keys, tracker=tracker, reporter=reporter)
+
+
+@dataclass
+class Status:
+    """What ``nbmlops run`` would do, predicted by :func:`status` without running anything."""
+
+    plan: RunPlan
+    steps: list[StepStatus]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "notebook": str(self.plan.pipeline.path),
+            "seed": self.plan.seed,
+            "seed_source": self.plan.seed_source,
+            "steps": [s.describe() for s in self.steps],
+            "warnings": [w.describe() for w in self.plan.pipeline.warnings],
+        }
+
+
+def status(
+    notebook: str | Path,
+    parameters: dict[str, str] | None = None,
+    *,
+    seed: int | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    refresh: tuple[str, ...] = (),
+    project_dir: str | Path | None = None,
+) -> Status:
+    """Which steps ``run_notebook`` with the same arguments would execute, and why.
+
+    Starts no kernel, creates no MLflow run and contacts no tracking server: the plan is
+    made as a run's is, the keys are computed from the cache's entries (``cache/status.py``).
+    """
+    plan = plan_run(
+        notebook,
+        parameters,
+        tracking_uri=tracking_uri,
+        seed=seed,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        refresh=refresh,
+        project_dir=project_dir,
+        reach_store=False,
+    )
+    keys = key_context(plan, _environment(plan.pipeline, plan.root))
+    steps = predict(
+        keys,
+        plan.cache,
+        plan.notebook_label,
+        keys.files.digest,
+        use_cache=use_cache,
+        refresh=refresh,
+    )
+    return Status(plan, steps)
 
 
 def _outcome(run: Execution) -> RunResult:
@@ -243,6 +308,8 @@ def _outcome(run: Execution) -> RunResult:
             for s in session.steps.values()
         ],
         model_uri=session.model_uri,
+        stopped_by=session.stopped_by,
+        skipped=list(session.skipped),
     )
 
 
@@ -267,7 +334,7 @@ def _environment(pipeline: Pipeline, root: Path) -> Environment:
     """The package set of the Python the notebook's kernel runs."""
     try:
         python = kernel_python(pipeline.kernel_name)
-    except NoSuchKernel as exc:
+    except NoSuchKernel as exc:  # jupyter_client's aliases resolved (kernel_spec_name)
         raise _no_such_kernel(pipeline, exc) from None
     return environment(python, project.state_dir(root) / "environments.json")
 

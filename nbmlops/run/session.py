@@ -26,13 +26,14 @@ import nbformat
 from nbclient.exceptions import CellExecutionError
 
 from nbmlops import project
-from nbmlops.cache.keys import SETUP_RNG, KeyContext
-from nbmlops.cache.store import Entry, StepCache
+from nbmlops.cache import status as cache_status
+from nbmlops.cache.keys import SETUP_RNG, KeyContext, inert
+from nbmlops.cache.store import Entry, StepCache, changed_files
 from nbmlops.capture import orphans, schema
 from nbmlops.capture import tracking as t
 from nbmlops.capture.environment import Environment
 from nbmlops.capture.hashing import write_atomic
-from nbmlops.notebook.pipeline import PAPERMILL_INJECTED_TAG, Pipeline
+from nbmlops.notebook.pipeline import PAPERMILL_INJECTED_TAG, Pipeline, user_cells
 from nbmlops.run.events import read_json_lines
 from nbmlops.run.plan import RunPlan
 from nbmlops.run.progress import Reporter
@@ -71,7 +72,7 @@ class StepState:
 @dataclass
 class Failure:
     step: str | None
-    cell_index: int  # in the source notebook
+    cell_index: int  # its number in the source notebook (from 1, as JupyterLab counts)
     source: str
     ename: str
     evalue: str
@@ -96,8 +97,14 @@ class Session:
     metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each
     model_uri: str | None = None  # the model the notebook logged last
     produced: dict[str, str] = field(default_factory=dict)  # variable -> digest, so far
+    producers: dict[str, str] = field(default_factory=dict)  # variable -> the step that made it
+    inert: set[str] = field(default_factory=set)  # produced variables that are plain data
     rng: str = SETUP_RNG  # digest of the random generators' state, so far
+    stopped_by: str | None = None  # the step that ended the run with sys.exit(0)
+    skipped: list[str] = field(default_factory=list)  # the steps it kept from running
     _keys: dict[str, str] = field(default_factory=dict)  # step -> its cache key
+    _parts: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> its key's parts
+    _reasons: dict[str, list[str]] = field(default_factory=dict)  # step -> why it executes
     _events_offset: int = 0  # how far the notebook API's events were read
     _current_cell: Any = None
     _nb: Any = None  # the notebook papermill is executing (for notebooks of killed steps)
@@ -156,7 +163,7 @@ class Session:
         step before an earlier one.
         """
         self._nb = nb
-        source = self.pipeline.notebook.cells
+        source = user_cells(self.pipeline.notebook)  # papermill removed its error markers
         step_of = {c.index: s.name for s in self.pipeline.steps for c in s.cells}
         i = 0
         for cell in nb.cells:
@@ -168,8 +175,8 @@ class Session:
             if inserted:
                 cell.metadata["nbmlops"] = {"cell": PAPERMILL_INJECTED_TAG}
                 continue
+            i += 1  # the cell's number, as JupyterLab counts
             cell.metadata["nbmlops"] = {"cell": i, **({"step": step_of[i]} if i in step_of else {})}
-            i += 1
         order = {s.name: n for n, s in enumerate(self.pipeline.steps)}
         nb.cells = sorted(nb.cells, key=lambda c: order.get(c.metadata["nbmlops"].get("step"), -1))
 
@@ -189,13 +196,21 @@ class Session:
     def kernel_start_call(self) -> str:
         return f"start({str(self.run_dir)!r}, {str(self.cache.objects)!r}, {self.plan.seed})"
 
+    def warn_tags(self) -> None:
+        """Show the tags the notebook seems to misspell (they are not obeyed)."""
+        for warning in self.pipeline.warnings:
+            self.reporter.warn(warning.message)
+
     def kernel_started(self, info: dict[str, Any]) -> None:
         """The kernel is up and seeded (``info``: its pid and interpreter)."""
         self.log.debug("kernel %s started (%s)", info.get("pid"), info.get("executable"))
 
     def watched_names(self, step: str) -> tuple[list[str], list[str]]:
-        """Names the step's code reads, and names it binds or may change in place."""
+        """Names the step's code reads, and names it binds or may change in place (every
+        name, ``*``, for a step whose code does not show them)."""
         s = self.pipeline.step(step)
+        if s.opaque:
+            return ["*"], sorted(s.writes)
         return sorted(s.reads | s.writes), sorted(s.writes)
 
     # ------------------------------------------------------------ steps and cells
@@ -215,6 +230,7 @@ class Session:
             cache=schema.HIT if hit else schema.MISS,
             cache_key=self._keys.get(name, ""),
             cache_source_run=hit.source_run if hit else None,
+            cache_reason="" if hit else "; ".join(self._reasons.get(name, [])),
         )
         id_file = self.run_dir / "steps" / f"{name}.run_id"
 
@@ -228,7 +244,8 @@ class Session:
             self.steps[name] = StepState(name, self.tracker.submit(create), time.monotonic())
         if hit is None:
             index = [s.name for s in self.pipeline.steps].index(name)
-            self.reporter.step_started(name, index, len(self.pipeline.steps))
+            reason = ", ".join(self._reasons.get(name, []))
+            self.reporter.step_started(name, index, len(self.pipeline.steps), reason)
 
     def cell_started(self, cell: nbformat.NotebookNode) -> None:
         self._current_cell = cell
@@ -268,13 +285,34 @@ class Session:
         )
 
     def step_finished(
-        self, name: str, nb: nbformat.NotebookNode, result: dict[str, Any], failed: bool
+        self,
+        name: str,
+        nb: nbformat.NotebookNode,
+        result: dict[str, Any],
+        failed: bool,
+        stopped: bool = False,
     ) -> None:
+        """The step ended; ``stopped``: it called ``sys.exit(0)``, so it FINISHED, is not
+        cached (a hit could not stop the run), and the steps after it do not run."""
         with signals_deferred():
-            self._step_finished(name, nb, result, failed)
+            self._step_finished(name, nb, result, failed, stopped)
+
+    def pipeline_stopped(self, step: str | None, skipped: list[str]) -> None:
+        """``step`` (None: a setup cell) ended the run early and successfully."""
+        self.stopped_by = step or "(setup)"
+        self.skipped = skipped
+        rest = f"; not run: {', '.join(skipped)}" if skipped else ""
+        self.reporter.warn(
+            f"{'step ' + step if step else 'a setup cell'} stopped the run with sys.exit(0){rest}"
+        )
 
     def _step_finished(
-        self, name: str, nb: nbformat.NotebookNode, result: dict[str, Any], failed: bool
+        self,
+        name: str,
+        nb: nbformat.NotebookNode,
+        result: dict[str, Any],
+        failed: bool,
+        stopped: bool,
     ) -> None:
         record = self.steps[name]
         record.seconds = time.monotonic() - record.started
@@ -298,11 +336,18 @@ class Session:
         status = "FAILED" if failed else "FINISHED"
         self._record_step(record, events, notebook_path, durations, status)
         record.status = status  # only once its record is queued
-        self.produced.update({o["name"]: o["digest"] for o in record.outputs})
+        self._produced(name, record.outputs)
         if result.get("rng"):
             self.rng = result["rng"]["digest"]
-        if not failed and not record.unsaved:
+        if not failed and not record.unsaved and not stopped:
             self._store(name, nb, record, events, result.get("rng", {}))
+        elif not failed:
+            why = (
+                "it stopped the run with sys.exit(0)"
+                if stopped
+                else ", ".join(f"variable {u['name']!r} cannot be saved" for u in record.unsaved)
+            )
+            self._remember(name, record.outputs, self.rng, uncacheable=why)
         self.reporter.step_finished(name, status, record.seconds)
 
     def _record_step(
@@ -318,7 +363,7 @@ class Session:
         handed_on = [
             {"kind": "data", "name": o["name"], "digest": o["digest"], "step": record.name}
             for o in record.outputs
-            if o.get("kind") in DATA_KINDS and o["name"] in downstream
+            if o.get("kind") in DATA_KINDS and (downstream is None or o["name"] in downstream)
         ]
         unsaved = record.unsaved
         seconds = record.seconds
@@ -348,21 +393,58 @@ class Session:
     # ------------------------------------------------------------ the step cache
 
     def lookup(self, name: str) -> tuple[str, Entry | None]:
-        """The step's cache key, and the entry to reuse (None: execute the step)."""
-        key, _ = self.keys.key(self.pipeline.step(name), self.produced, self.rng)
-        self._keys[name] = key
+        """The step's cache key, and the entry to reuse (None: execute the step, for the
+        reasons kept for its progress line and its run)."""
+        step = self.pipeline.step(name)
+        key, parts = self.keys.key(step, self.produced, self.rng, self.inert)
+        self._keys[name], self._parts[name] = key, parts
         if not self.plan.use_cache or name in self.plan.refresh:
+            self._reasons[name] = [
+                cache_status.NO_CACHE if not self.plan.use_cache else cache_status.REFRESH
+            ]
             return key, None
         entry = self.cache.get(key)
-        if entry is None:
-            return key, None
-        for path, digest in entry.files.items():  # data files the step read through the API
-            try:
-                if self.keys.files.digest(path) != digest:
-                    return key, None
-            except OSError:
-                return key, None
-        return key, entry
+        changed = changed_files(entry, self.keys.files.digest) if entry is not None else []
+        if entry is not None and not changed:
+            return key, entry
+        self._reasons[name] = cache_status.miss_reasons(
+            step,
+            parts,
+            entry,
+            changed,
+            self.cache,
+            self.plan.notebook_label,
+            producers=self.producers,
+            running={s.name for s in self.steps.values() if not s.cached_from},
+            base_dir=self.keys.base_dir,
+            setup_opaque=self.pipeline.setup_analysis.opaque,
+        )
+        return key, None
+
+    def _produced(self, step: str, outputs: list[dict[str, Any]]) -> None:
+        for o in outputs:
+            self.produced[o["name"]] = o["digest"]
+            self.producers[o["name"]] = step
+            if inert(o):
+                self.inert.add(o["name"])
+            else:
+                self.inert.discard(o["name"])
+
+    def _remember(
+        self, name: str, outputs: list[dict[str, Any]], rng: str, uncacheable: str = ""
+    ) -> None:
+        """Keep this run of the step in the history ``nbmlops status`` explains misses by."""
+        if name in self._parts:
+            cache_status.remember(
+                self.cache,
+                self.plan.notebook_label,
+                name,
+                self._keys[name],
+                self._parts[name],
+                outputs,
+                rng,
+                uncacheable,
+            )
 
     def step_hit(self, name: str, entry: Entry, nb: nbformat.NotebookNode) -> None:
         """Record a step the cache skipped: its run, tagged as a hit, with what it reported."""
@@ -376,7 +458,7 @@ class Session:
             events = [{**e, "step": name, "time": now} for e in entry.events]
             self._record_step(record, events, notebook_path, [], "FINISHED")
             record.status = "FINISHED"
-            self.produced.update({o["name"]: o["digest"] for o in entry.outputs})
+            self._produced(name, entry.outputs)
             self.rng = entry.rng.get("digest", self.rng)
         self.reporter.step_finished(name, "CACHED", 0.0)
 
@@ -412,11 +494,14 @@ class Session:
             cells=cells,
             setup_cells=setup,
             notebook=self.plan.notebook_label,
+            parts=self._parts.get(name, {}),
         )
         try:
             self.cache.put(entry)
         except OSError as exc:
             self.reporter.warn(f"step {name!r}: cannot write its cache entry ({exc})")
+            return
+        self._remember(name, record.outputs, rng.get("digest", ""))
 
     # ------------------------------------------------------------ run end
 
@@ -431,6 +516,7 @@ class Session:
         running = [r for r in self.steps.values() if r.status == "RUNNING"]  # interrupted
         leftovers = self._read_events()
         failure = self.failure
+        stopped = schema.stopped_tags(self.stopped_by, self.skipped) if self.stopped_by else {}
         hits = sum(1 for r in self.steps.values() if r.cached_from)
         ran = len(self.steps)
         notebooks = {}
@@ -462,6 +548,8 @@ class Session:
                     )
                 if ran:
                     t.log_tags(client, [parent], schema.cache_hits_tag(hits, ran))
+                if stopped:
+                    t.log_tags(client, [parent], stopped)
                 if notebook and notebook.exists():
                     t.log_file(client, parent, notebook, schema.NOTEBOOK_DIR)
             finally:
