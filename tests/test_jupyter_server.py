@@ -379,3 +379,17 @@ async def test_mistakes_in_a_request_are_400s_naming_the_field(
             body={"path": name, "metric": "score", field_: value},
         )
         assert status == 400 and field_ in body["error"]["problem"], (field_, body)
+
+
+async def test_pipeline_lists_misspelt_tags_as_warnings(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    name = f"misspelt_{uuid.uuid4().hex[:6]}.ipynb"
+    write_notebook(
+        project["root"] / name, [code("x = 1", "step:load"), code("y = x + 1", "Step:train")]
+    )
+    status, body = await call(jp_fetch, "pipeline", params={"path": name})
+    assert status == 200, body
+    assert [s["name"] for s in body["steps"]] == ["load"]
+    [warning] = body["warnings"]
+    assert (warning["cell"], warning["tag"], warning["meant"]) == (2, "Step:train", "step:train")

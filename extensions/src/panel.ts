@@ -270,6 +270,9 @@ export class NbmlopsPanel extends Widget {
         })
       );
     }
+    for (const w of this._pipeline?.warnings ?? []) {
+      parts.push(h('div', { class: 'nbmlops-warning', 'data-nbmlops': 'tag-warning' }, w.message));
+    }
     fill(this._error, ...parts);
   }
 

@@ -4,7 +4,8 @@ Each handler parses the request, confines the notebook path to the server's root
 directory, runs the core function on an executor thread (MLflow queries and promotion
 block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix", ...}}``:
 
-- ``GET pipeline?path=``: the notebook's steps and parameters (422 when it cannot be parsed);
+- ``GET pipeline?path=``: the notebook's steps, parameters and tag warnings (422 when it
+  cannot be parsed);
 - ``GET runs?path=&limit=``: its pipeline runs, newest first (``records.run_table``);
 - ``POST runs``: start ``nbmlops run`` as a job (``run/jobs.py``); 400 for a bad parameter;
 - ``GET jobs/<id>``: the job's progress and outcome;
@@ -167,6 +168,7 @@ class PipelineHandler(NbmlopsHandler):
                     {"name": p.name, "value": p.default_source, "type": p.type_name or None}
                     for p in pipeline.parameters.values()
                 ],
+                "warnings": [w.describe() for w in pipeline.warnings],
             },
         )
 

@@ -13,11 +13,20 @@ export interface IParameter {
   type: string | null;
 }
 
+/** A tag nbmlops ignores that looks like one of its own, misspelt. */
+export interface ITagWarning {
+  cell: number;
+  tag: string;
+  meant: string;
+  message: string;
+}
+
 export interface IPipeline {
   path: string;
   experiment: string;
   steps: IStep[];
   parameters: IParameter[];
+  warnings?: ITagWarning[];
 }
 
 export interface IRun {
