@@ -10,6 +10,8 @@ from typing import Any
 import nbformat
 from conftest import code, pipeline_runs, step_runs, write_notebook
 
+from nbmlops.cache.objects import object_path
+
 CELLS = [
     code("import numpy as np\nimport nbmlops"),
     code("alpha = 1.0\nscale = 2\nseed = 7", "parameters"),
@@ -135,7 +137,7 @@ def test_damaged_entries_and_objects_are_recomputed_never_loaded(
     by_step["report"].write_bytes(raw[: len(raw) // 2])
     train = json.loads(by_step["train"].read_text())["entry"]
     weights = next(o for o in train["outputs"] if o["name"] == "weights")
-    obj = project / ".nbmlops" / "objects" / weights["digest"][:2] / f"{weights['digest']}.pkl"
+    obj = object_path(project / ".nbmlops" / "objects", weights["digest"], weights["format"])
     obj.write_bytes(obj.read_bytes()[:-10] + b"0123456789")
     _run(nbmlops, experiment)
     assert _cache_tags(client, experiment) == {"load": "hit", "train": "miss", "report": "miss"}

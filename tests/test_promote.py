@@ -19,6 +19,7 @@ import pytest
 from conftest import classifier, pipeline_runs, step_runs, write_notebook
 from mlflow import MlflowClient
 
+from nbmlops.cache.objects import decode, object_path
 from nbmlops.capture import schema as s
 from nbmlops.capture.hashing import hash_data
 from nbmlops.capture.profile import sample_frame
@@ -162,10 +163,9 @@ def test_promote_picks_the_best_finished_run_and_tags_its_lineage(trained: Train
     assert (variable, digest) == ("X_train", run.data.tags[s.data_tag("X_train")])
     sample = sample_frame(profile)
     assert list(sample.columns) == ["a", "b", "c"] and len(sample) > 0
-    saved = trained.root / ".nbmlops" / "objects" / digest[:2] / f"{digest}.pkl"
-    import cloudpickle
-
-    frame = cloudpickle.loads(saved.read_bytes())
+    # Saved as Arrow: it loads without running code, and its content is its digest.
+    saved = object_path(trained.root / ".nbmlops" / "objects", digest, "arrow")
+    frame = decode("arrow", saved.read_bytes())
     assert hash_data(frame) == digest
     assert sample["a"].tolist() == frame["a"].iloc[sample.index].tolist()
 

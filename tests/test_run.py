@@ -7,12 +7,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import nbformat
 import pandas as pd
 import pytest
 from conftest import code, markdown, pipeline_runs, step_runs, write_notebook
 
+from nbmlops.cache.objects import load, object_path
 from nbmlops.capture.hashing import hash_bytes, hash_data, hash_file
 from nbmlops.notebook.pipeline import load_pipeline
 
@@ -123,22 +123,18 @@ def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(
     produced = {o["name"]: o for o in json.loads(Path(outputs_file).read_text())["outputs"]}
     assert set(produced) == {"df", "summary"}  # df changed in place, summary is new
     assert produced["df"]["digest"] == hash_data(changed)
-    # ... and each was saved once, content-addressed, and loads back to the same content.
+    # ... and each was saved once, content-addressed, sealed with the user's key, and
+    # loads back to the same content (the DataFrame as Arrow, the float as a pickle).
+    objects = git_project / ".nbmlops" / "objects"
+    assert (produced["df"]["format"], produced["summary"]["format"]) == ("arrow", "pickle")
     for output in produced.values():
-        saved = (
-            git_project / ".nbmlops" / "objects" / output["digest"][:2] / f"{output['digest']}.pkl"
-        )
-        value = cloudpickle.loads(saved.read_bytes())
+        saved = object_path(objects, output["digest"], output["format"])
+        value = load(saved, output["format"], output["blob"])
         digest = hash_data(value) if output["kind"] else hash_bytes(saved.read_bytes())
         assert digest == output["digest"], output["name"]
-    assert cloudpickle.loads(
-        (
-            git_project
-            / ".nbmlops"
-            / "objects"
-            / produced["summary"]["digest"][:2]
-            / f"{produced['summary']['digest']}.pkl"
-        ).read_bytes()
+    summary = produced["summary"]
+    assert load(
+        object_path(objects, summary["digest"], "pickle"), "pickle", summary["blob"]
     ) == pytest.approx(2 * frame["x"].mean())
 
     # The executed notebook: papermill's injected parameters and metadata.

@@ -44,7 +44,7 @@ from nbmlops.notebook.source import Analysis, Import
 from nbmlops.project import redact
 
 SETUP_RNG = "setup"  # the generators' state before the first step: a function of seed + setup
-KEY_VERSION = 2  # bumped when the parts change meaning: older entries never match
+KEY_VERSION = 3  # bumped when the parts change meaning: older entries never match
 # Types whose content digest is all there is to them: reading one cannot run project code.
 INERT_TYPES = frozenset(
     (

@@ -2,15 +2,22 @@
 
 Layout under the cache folder (default: the project's ``.nbmlops/``)::
 
-    cache/<key[:2]>/<key>.json   what a step produced: output digests, events, cells
+    cache/<key[:2]>/<key>.json   what a step produced: outputs, files, events, cells
     cache/locks/<key>.lock       held while one process computes that key
-    objects/<d[:2]>/<d>.pkl      the outputs themselves, content-addressed (shared with runs)
+    objects/<d[:2]>/<d>.<ext>    the outputs themselves, content-addressed (shared with runs):
+                                 .arrow, .npy, .pkl, .json (generator state), .file (files
+                                 the step wrote)
 
 An entry is written to a temporary name and renamed, so a reader sees a whole entry or
-none; it carries a digest of its own body, and every object it names carries the digest
-of its file, so a torn or corrupted entry or object is detected and recomputed, never
-loaded. ``fcntl`` locks (released by the kernel when a process dies) let concurrent runs
-and sweep points compute a shared step once: the second waits, then finds the entry.
+none. It is sealed with a MAC under the user's (or team's) key (``cache/objects.py``), and
+names the MAC of every object's bytes: a torn, corrupted, forged or re-sealed entry, or an
+object changed or planted, is refused and the step recomputed, never loaded. ``fcntl``
+locks (released by the kernel when a process dies) let concurrent runs and sweep points
+compute a shared step once: the second waits, then finds the entry.
+
+A cache several Unix users share works by group permissions: give the folder to the
+team's group with the set-group-ID bit (``chgrp -R team .nbmlops && chmod -R g+rwXs
+.nbmlops``), have everyone run with ``umask 002`` and the same ``NBMLOPS_CACHE_KEY``.
 """
 
 from __future__ import annotations
@@ -18,14 +25,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from nbmlops.capture.hashing import hash_bytes, hash_file, write_atomic
+from nbmlops.cache import objects as o
+from nbmlops.capture.hashing import listing_digest, write_atomic
+
+log = logging.getLogger("nbmlops.cache")
+MAX_SIZE_ENV = "NBMLOPS_CACHE_MAX_SIZE"
+DEFAULT_MAX_SIZE = "20GB"
 
 
 @dataclass
@@ -34,14 +49,16 @@ class Entry:
     step: str
     source_run: str  # the step run that computed it
     created: float
-    outputs: list[dict[str, Any]]  # {name, digest, kind, blob, ...} as end_step reported
+    outputs: list[dict[str, Any]]  # {name, digest, kind, format, blob, ...} from end_step
     events: list[dict[str, Any]]  # metrics, params, data, models the step reported
-    files: dict[str, str]  # data files the step read through the API: path -> digest
-    rng: dict[str, str]  # {"digest": state digest, "blob": file digest} after the step
+    files: dict[str, str]  # files the step (or the setup cells) read: path -> digest
+    rng: dict[str, Any]  # {"digest", "format", "blob"} of the generators' state after it
     cells: list[dict[str, Any]]  # the step's executed cells (outputs shown on a hit)
     setup_cells: list[dict[str, Any]]  # the setup cells as executed with it
     notebook: str = ""
     parts: dict[str, Any] = field(default_factory=dict)  # what the key hashed (keys.py)
+    written: list[dict[str, Any]] = field(default_factory=list)  # {path, digest, blob, ...}
+    listings: dict[str, str] = field(default_factory=dict)  # folder or glob: -> names digest
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -56,6 +73,7 @@ class EntryInfo:
     created: float
     used: float
     size: int  # entry + objects only it references (bytes)
+    refs: tuple[str, ...] = ()  # the objects it names
 
 
 class StepCache:
@@ -70,72 +88,126 @@ class StepCache:
         self.root = root
         self.entries = root / "cache"
         self.objects = root / "objects"
+        self._warned: set[str] = set()  # keys refused already (a lookup runs twice per step)
 
     def _entry_path(self, key: str) -> Path:
         return self.entries / key[:2] / f"{key}.json"
 
-    def object_path(self, digest: str) -> Path:
-        return self.objects / digest[:2] / f"{digest}.pkl"
+    def object_path(self, digest: str, fmt: str) -> Path:
+        return o.object_path(self.objects, digest, fmt)
 
     # ------------------------------------------------------------ read
 
     def get(self, key: str) -> Entry | None:
-        """The entry for ``key`` if it and every object it names are intact, else None.
+        """The entry for ``key`` if it is sealed by this cache's key and every object it
+        names is intact, else None (with a warning saying why: the step is recomputed).
 
-        A damaged entry is removed so the step is recomputed and the entry rewritten.
-        """
+        A torn or damaged entry is removed so it is rewritten; one sealed with another key
+        is left for its owner (this run's entry replaces it)."""
         path = self._entry_path(key)
         try:
             raw = path.read_bytes()
         except OSError:
             return None
-        problem = self._check(raw, key)
-        if problem:
-            self._discard(path, problem)
+        body, problem = self._open(raw, key)
+        if body is None:
+            if problem != FOREIGN:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            self._warn(key, f"cache entry {key[:12]} {problem}: recomputing")
             return None
-        body = json.loads(raw)["entry"]
-        entry = Entry(**body)
-        for name, blob in _objects(body):
-            obj = self.object_path(name)
+        try:
+            entry = Entry(**body)
+        except TypeError:
+            self._warn(key, f"cache entry {key[:12]} has an unknown layout: recomputing")
+            return None
+        for ref in _objects(body):
+            obj = self.object_path(ref["digest"], ref["format"])
             try:
-                intact = hash_file(obj) == blob
+                intact = o.seal_file(obj) == ref["blob"]
             except OSError:
                 intact = False
             if not intact:
-                self._discard(path, f"object {obj.name} is missing or damaged")
+                self._warn(
+                    key,
+                    f"cache entry {key[:12]}: object {obj.name} is missing, damaged or not "
+                    "sealed by your key: recomputing",
+                )
                 with contextlib.suppress(OSError):
-                    obj.unlink()
+                    path.unlink()
                 return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # last use, for `cache prune --older-than`
+            os.utime(path)  # last use, for pruning
         return entry
 
-    def _check(self, raw: bytes, key: str) -> str | None:
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    def _open(self, raw: bytes, key: str) -> tuple[dict[str, Any] | None, str]:
+        """(the entry's body, "") if it is whole and sealed by our key, else (None, why)."""
         try:
             doc = json.loads(raw)
-            body = json.dumps(doc["entry"], sort_keys=True).encode()
+            body = doc["entry"]
+            canonical = json.dumps(body, sort_keys=True).encode()
         except (ValueError, KeyError, TypeError):
-            return "unreadable (truncated?)"
-        if doc.get("digest") != hash_bytes(body) or doc["entry"].get("key") != key:
-            return "its content does not match its digest"
-        return None
+            return None, "is unreadable (truncated?)"
+        if doc.get("seal") != o.seal(canonical) or body.get("key") != key:
+            return None, FOREIGN
+        return body, ""
 
-    def _discard(self, path: Path, problem: str) -> None:
-        import logging
+    def restore_files(self, entry: Entry, root: Path) -> None:
+        """Put back the files the step wrote in the project (``root``), as it wrote them:
+        each copied from the store, its MAC checked, then renamed into place."""
+        for ref in entry.written:
+            dest = root / ref["path"]
+            with contextlib.suppress(OSError):
+                if dest.stat().st_size == ref["size"] and o.seal_file(dest) == ref["blob"]:
+                    continue  # already there
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.nbmlops-tmp")
+            try:
+                shutil.copyfile(self.object_path(ref["digest"], "file"), tmp)
+                if o.seal_file(tmp) != ref["blob"]:
+                    raise o.Unverified(f"the saved copy of {ref['path']} changed")
+                os.replace(tmp, dest)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
-        logging.getLogger("nbmlops.cache").warning(
-            "cache entry %s %s: recomputing", path.stem, problem
-        )
-        with contextlib.suppress(OSError):
-            path.unlink()
+    def load_output(self, digest: str, verify: Callable[[Any], bool]) -> Any:
+        """A saved step output by its digest, without running anything unverified: Arrow and
+        ``.npy`` objects load without running code (``verify`` then checks the content);
+        a pickle only through an entry sealed by this cache's key that names its MAC.
+        Raises LookupError (not saved here) or ``objects.Unverified``."""
+        for fmt in ("arrow", "npy"):
+            path = self.object_path(digest, fmt)
+            if path.is_file():
+                payload = path.read_bytes()
+                value = o.decode(fmt, payload)
+                if not verify(value):
+                    raise o.Unverified(f"{path} does not match its digest (changed since)")
+                return value
+        if self.object_path(digest, "pickle").is_file():
+            for entry_path in self.entries.glob("??/*.json"):
+                with contextlib.suppress(OSError):
+                    body, _ = self._open(entry_path.read_bytes(), entry_path.stem)
+                    for ref in _objects(body or {}):
+                        if ref["digest"] == digest and ref["format"] == "pickle":
+                            path = self.object_path(digest, "pickle")
+                            value = o.load(path, "pickle", ref["blob"])
+                            if verify(value):
+                                return value
+            raise o.Unverified(f"no cache entry sealed by your key names object {digest}")
+        raise LookupError(f"object {digest} is not in {self.objects}")
 
     # ------------------------------------------------------------ write
 
     def put(self, entry: Entry) -> None:
-        body = entry.to_json()
-        digest = hash_bytes(json.dumps(body, sort_keys=True).encode())
-        data = json.dumps({"digest": digest, "entry": body}, default=str).encode()
-        write_atomic(self._entry_path(entry.key), data)
+        body = json.loads(json.dumps(entry.to_json(), default=str))
+        mac = o.seal(json.dumps(body, sort_keys=True).encode())
+        write_atomic(self._entry_path(entry.key), json.dumps({"seal": mac, "entry": body}).encode())
 
     @contextlib.contextmanager
     def computing(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
@@ -143,7 +215,13 @@ class StepCache:
         (calling ``on_wait`` first)."""
         locks = self.entries / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{key}.lock", "a+b") as fh:
+        path = locks / f"{key}.lock"
+        fh: IO[bytes]
+        try:
+            fh = open(path, "a+b")  # noqa: SIM115  (closed by the with below)
+        except PermissionError:  # another user's lock file in a shared cache
+            fh = open(path, "rb")  # noqa: SIM115
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -168,15 +246,15 @@ class StepCache:
                 continue
         users: dict[str, int] = {}
         for _, body, _ in docs:
-            for name, _blob in _objects(body):
-                users[name] = users.get(name, 0) + 1
+            for ref in _objects(body):
+                users[ref["digest"]] = users.get(ref["digest"], 0) + 1
         infos = []
         for path, body, used in docs:
             size = path.stat().st_size
-            for name, _blob in _objects(body):
-                if users[name] == 1:
+            for ref in _objects(body):
+                if users[ref["digest"]] == 1:
                     with contextlib.suppress(OSError):
-                        size += self.object_path(name).stat().st_size
+                        size += self.object_path(ref["digest"], ref["format"]).stat().st_size
             infos.append(
                 EntryInfo(
                     key=body["key"],
@@ -186,6 +264,7 @@ class StepCache:
                     created=body["created"],
                     used=used,
                     size=size,
+                    refs=tuple(r["digest"] for r in _objects(body)),
                 )
             )
         return sorted(infos, key=lambda i: -i.used)
@@ -214,27 +293,47 @@ class StepCache:
             with contextlib.suppress(OSError):
                 self._entry_path(info.key).unlink()
         if removed:
-            self._collect_objects()
+            self._collect_objects({d for info in removed for d in info.refs})
         return removed
 
-    def _collect_objects(self) -> None:
-        """Delete objects no cache entry names (run outputs are only kept for the cache)."""
+    def _collect_objects(self, freed: set[str]) -> None:
+        """Delete objects no cache entry names (run outputs are only kept for the cache):
+        at once those of the entries just removed (``freed``), others after an hour (the
+        objects of a step still running have no entry yet)."""
         named: set[str] = set()
         for path in self.entries.glob("??/*.json"):
             try:
-                named.update(n for n, _ in _objects(json.loads(path.read_bytes())["entry"]))
+                body = json.loads(path.read_bytes())["entry"]
+                named.update(r["digest"] for r in _objects(body))
             except (OSError, ValueError, KeyError):
                 continue
         grace = time.time() - 3600  # objects of runs in progress have no entry yet
-        for obj in self.objects.glob("??/*.pkl"):
+        for obj in self.objects.glob("??/*.*"):
             with contextlib.suppress(OSError):
-                if obj.stem not in named and obj.stat().st_mtime < grace:
+                digest = obj.name.split(".")[0]
+                if digest not in named and (digest in freed or obj.stat().st_mtime < grace):
                     obj.unlink()
+
+    def enforce_size(self) -> list[EntryInfo]:
+        """Prune least-recently-used entries past ``NBMLOPS_CACHE_MAX_SIZE`` (default 20GB;
+        ``0`` keeps everything), as ccache does at the end of a run."""
+        text = os.environ.get(MAX_SIZE_ENV, DEFAULT_MAX_SIZE)
+        try:
+            limit = parse_size(text)
+        except ValueError:
+            log.warning(
+                "%s=%r is not a size (say %s): not pruning", MAX_SIZE_ENV, text, SIZE_EXAMPLES
+            )
+            return []
+        if limit <= 0:
+            return []
+        return self.prune(max_size=limit)
 
 
 def changed_files(entry: Entry, digest: Callable[[str], str]) -> list[str]:
-    """The files ``entry`` recorded as read whose content differs now (or that are gone):
-    a lookup that finds the entry must not use it then. ``digest(path)`` hashes a file."""
+    """The files ``entry`` recorded as read whose content differs now (or that are gone),
+    and the folders whose listing differs: a lookup that finds the entry must not use it
+    then. ``digest(path)`` hashes a file."""
     changed = []
     for path, recorded in entry.files.items():
         try:
@@ -242,13 +341,21 @@ def changed_files(entry: Entry, digest: Callable[[str], str]) -> list[str]:
                 changed.append(path)
         except OSError:
             changed.append(path)
+    for folder, recorded in entry.listings.items():
+        if listing_digest(folder) != recorded:
+            changed.append(folder.removeprefix("glob:"))
     return changed
 
 
-def _objects(body: dict[str, Any]) -> list[tuple[str, str]]:
-    """(file name digest, file content digest) of every object an entry names."""
-    refs = [*body.get("outputs", []), body.get("rng") or {}]
-    return [(r["digest"], r["blob"]) for r in refs if r.get("digest") and r.get("blob")]
+def _objects(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every object an entry names: {digest, format, blob}."""
+    refs = [*body.get("outputs", []), body.get("rng") or {}, *body.get("written", [])]
+    return [r for r in refs if r.get("digest") and r.get("blob") and r.get("format")]
+
+
+FOREIGN = (
+    "is not sealed by your key (forged, re-sealed, or made with another key: see NBMLOPS_CACHE_KEY)"
+)
 
 
 SIZE_EXAMPLES = "500MB or 5GB"

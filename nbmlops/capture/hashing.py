@@ -22,6 +22,15 @@ import blake3
 DIGEST_BYTES = 16  # 128 bits, 32 hex characters
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 def _new() -> blake3.blake3:
     return blake3.blake3(max_threads=blake3.blake3.AUTO)
 
@@ -37,6 +46,21 @@ def hash_file(path: str | Path) -> str:
     if os.path.getsize(path):
         h.update_mmap(str(path))
     return h.hexdigest(length=DIGEST_BYTES)
+
+
+def listing_digest(target: str) -> str:
+    """Digest of the names in a folder, or of the paths ``glob:<pattern>`` matches ("" if
+    the folder is gone): a file added or removed changes it."""
+    import glob
+
+    try:
+        if target.startswith("glob:"):
+            names = sorted(glob.glob(target.removeprefix("glob:"), recursive=True))
+        else:
+            names = sorted(os.listdir(target))
+    except OSError:
+        return ""
+    return hash_bytes("\0".join(names).encode())
 
 
 class FileHashCache:
@@ -66,11 +90,15 @@ class FileHashCache:
             write_atomic(self.store, json.dumps(self._entries).encode())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename: readers never see half a file."""
+def write_atomic(path: Path, data: bytes | memoryview | Any) -> None:
+    """Write to a temporary name beside ``path`` and rename: readers never see half a file.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (``mkstemp``'s 0600
+    would hide it from the group of a shared cache)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

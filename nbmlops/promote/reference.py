@@ -1,7 +1,8 @@
 """The training data of a promoted run, found among its steps' saved outputs.
 
 Each step run lists the variables it produced in ``outputs.json`` (name, kind, digest,
-columns); values are saved content-addressed under ``.nbmlops/objects``. The training data
+columns); values are saved content-addressed under ``.nbmlops/objects`` (a DataFrame as
+Arrow, which loads without running code). The training data
 is the DataFrame whose columns are the model signature's input columns: a name containing
 "train" first, else the most rows. Its digest is checked before it is used.
 """
@@ -66,18 +67,20 @@ def _outputs(mlflow_client: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 def _load(digest: str, roots: list[Path]) -> tuple[Any, str]:
-    import cloudpickle
-
+    """The saved DataFrame ``digest``, loaded as ``StepCache.load_output`` allows: nothing
+    is unpickled unless a cache entry sealed by the user's key vouches for it."""
+    from nbmlops.cache.objects import Unverified
+    from nbmlops.cache.store import StepCache
     from nbmlops.capture.hashing import hash_data
 
     for root in roots:
-        path = root / "objects" / digest[:2] / f"{digest}.pkl"
-        if path.is_file():
-            with open(path, "rb") as fh:
-                frame = cloudpickle.load(fh)
-            if hash_data(frame) != digest:
-                return None, f"{path} does not match its digest (changed since the run)"
-            return frame, ""
+        try:
+            frame = StepCache(root).load_output(digest, lambda v: hash_data(v) == digest)
+        except LookupError:
+            continue
+        except (Unverified, OSError, ValueError) as exc:
+            return None, str(exc)
+        return frame, ""
     where = ", ".join(str(r / "objects") for r in roots)
     return None, f"not in the object store ({where}); promote from the project folder"
 

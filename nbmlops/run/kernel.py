@@ -7,10 +7,12 @@ The engine (``nbmlops.run.engine``) calls these functions between cells through 
 * :func:`begin_step` remembers what the namespace holds when a step starts;
 * :func:`end_step` works out which variables the step produced (new, rebound, or changed in
   place), hashes each over its full content and saves it, once, to the content-addressed
-  object store, with the state of the random generators. That manifest is the step
-  boundary the cache restores from;
+  object store (``cache/objects.py``: Arrow, ``.npy``, or a sealed pickle), with the state
+  of the random generators and the files the step wrote in the project. With the files it
+  read (observed by ``run/observe.py``), that manifest is the step boundary the cache
+  restores from;
 * :func:`restore` puts the outputs (and generator state) of steps the cache skipped into the
-  namespace, exactly as if they had run, after checking every file's hash.
+  namespace, exactly as if they had run, after checking every object's MAC.
 
 The notebook API (``nbmlops.api``) reports metrics, data and models through :func:`emit`,
 which appends JSON lines to the run's events file; the driver logs them to MLflow. The
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import io
 import json
 import os
 import random
@@ -30,7 +33,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from nbmlops.capture.hashing import data_kind, hash_bytes, hash_data, hash_file, write_atomic
+from nbmlops.cache import objects as store
+from nbmlops.capture.hashing import data_kind, hash_bytes, hash_data
+from nbmlops.run.observe import NATIVE, NATIVE_CLASSES, OBSERVED_EVENTS, Observer
 
 
 class _State:
@@ -43,6 +48,8 @@ class _State:
         self.step_started = 0.0
         self.before: dict[str, int] = {}
         self.hashes: dict[str, str] = {}  # name -> digest of its value as last seen
+        self.observer: Observer | None = None
+        self.setup_io: dict[str, Any] | None = None  # what the setup cells read
 
 
 _state = _State()
@@ -99,7 +106,35 @@ def start(run_dir: str, objects: str, seed: int) -> str:
     for module in ("numpy", "torch"):
         if module in sys.modules:
             _seed_module(module, seed)
+    _observe(Path(os.environ.get("NBMLOPS_PROJECT") or os.getcwd()))
     return json.dumps({"pid": os.getpid(), "executable": sys.executable})
+
+
+_hook_installed = False
+
+
+def _observe(project: Path) -> None:
+    """Watch file reads and writes from now on (the setup cells, then each step)."""
+    global _hook_installed
+    assert _state.run_dir is not None and _state.objects is not None
+    observer = Observer(
+        project,
+        own=[_state.run_dir, _state.objects.parent],
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+    )
+    _state.observer = observer
+    if not _hook_installed:  # audit hooks cannot be removed: one, reading _state
+        sys.addaudithook(_audit)
+        _hook_installed = True
+    for name in (*NATIVE, *NATIVE_CLASSES):
+        observer.wrap_native(name)
+    observer.begin()
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    observer = _state.observer
+    if observer is not None and observer.active and event in OBSERVED_EVENTS:
+        observer.hook(event, args, sys._getframe(1))  # (sys._getframe is audited itself)
 
 
 def _reset_for_next_run() -> None:
@@ -145,14 +180,18 @@ def _make_default_rng_reproducible(np: Any, seed: int) -> None:
     np.random.default_rng = default_rng
 
 
+_NATIVE_MODULES = frozenset((*NATIVE, *NATIVE_CLASSES))
+
+
 class _SeedOnImport(importlib.abc.MetaPathFinder):
-    """Seeds numpy and torch when the notebook first imports them (no import cost otherwise)."""
+    """Seeds numpy and torch when the notebook first imports them (no import cost
+    otherwise), and lets the observer wrap pyarrow's native readers as they are imported."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in ("numpy", "torch"):
+        if fullname not in ("numpy", "torch") and fullname not in _NATIVE_MODULES:
             return None
         sys.meta_path.remove(self)
         try:
@@ -171,7 +210,11 @@ class _SeedOnImport(importlib.abc.MetaPathFinder):
 
             def exec_module(self, module: types.ModuleType) -> None:
                 exec_module(module)
-                _seed_module(fullname, seed)
+                if fullname in _NATIVE_MODULES:
+                    if _state.observer is not None:
+                        _state.observer.wrap_native(fullname)
+                else:
+                    _seed_module(fullname, seed)
 
         spec.loader = _Loader()
         return spec
@@ -193,7 +236,10 @@ def _visible(ns: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v
         for k, v in ns.items()
-        if not k.startswith("_") and k not in hidden and not isinstance(v, types.ModuleType)
+        if not k.startswith("_")
+        and k not in hidden
+        and not isinstance(v, types.ModuleType)
+        and not (isinstance(v, io.IOBase) and v.closed)  # `with open(...) as fh:` leaves fh
     }
 
 
@@ -206,6 +252,10 @@ def begin_step(name: str, names: list[str]) -> str:
     """Remember the namespace as the step starts; hash the values it may change in place."""
     _state.step = name
     _state.step_started = time.monotonic()
+    if _state.observer is not None:
+        if _state.setup_io is None:
+            _state.setup_io = _state.observer.end()
+        _state.observer.begin()
     ns = _visible(_user_ns())
     names = _every(names, ns)
     _state.before = {k: id(v) for k, v in ns.items()}
@@ -220,12 +270,15 @@ def begin_step(name: str, names: list[str]) -> str:
 def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     """The step's outputs: every variable that is new, rebound, or changed in content.
 
-    Each output is saved under ``objects/<digest>.pkl`` (skipped when already there). A
+    Each output is saved under ``objects/<digest>.<format>`` (``cache/objects.py``). A
     value the step bound or may have changed that cannot be pickled is reported by name
     and makes the step uncacheable; one it only read is not its output. Nothing is saved
-    for a failed step.
+    for a failed step. Also reported: the files the step read and wrote (those written in
+    the project saved, to be restored on a hit), the folders it listed, and the calls whose
+    reads could not be seen.
     """
     _end_mlflow_run(failed)
+    io = _state.observer.end() if _state.observer is not None else {}
     ns = _visible(_user_ns())
     names = _every(names, ns)
     rebound = {k for k, v in ns.items() if _state.before.get(k) != id(v)}
@@ -257,17 +310,44 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
         if kind == "dataframe":
             entry["columns"] = {str(c): str(t) for c, t in value.dtypes.items()}
         if not failed:
-            blob, problem = _save(digest, value, payload)
-            if problem:
+            try:
+                entry.update(store.save(_objects(), digest, value, payload))
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
                 unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
                 continue
-            entry["blob"] = blob
         outputs.append(entry)
     for n in set(_state.before) - set(ns):  # deleted by the step
         _state.hashes.pop(n, None)
     _state.step = None
     rng = _save_rng() if not failed else {}
-    return json.dumps({"outputs": outputs, "unsaved": unsaved, "rng": rng})
+    files = _files(io, failed)
+    if _state.observer is not None:
+        _state.observer.begin()  # what runs between steps belongs to no step: not recorded
+        _state.observer.active = False
+    return json.dumps({"outputs": outputs, "unsaved": unsaved, "rng": rng, **files})
+
+
+def _files(io: dict[str, Any], failed: bool) -> dict[str, Any]:
+    """The step's file reads (with the setup cells'), listings, unseen calls, and the files
+    it wrote in the project, saved to the object store (paths relative to the project)."""
+    setup = _state.setup_io or {}
+    written = []
+    project = os.environ.get("NBMLOPS_PROJECT") or os.getcwd()
+    for path in io.get("written", []) if not failed else []:
+        try:
+            saved = store.save_file(_objects(), path)
+        except OSError as exc:
+            io.setdefault("outside", []).append(f"{path} ({exc})")
+            continue
+        written.append({"path": os.path.relpath(path, project), **saved})
+    return {
+        "reads": {**setup.get("reads", {}), **io.get("reads", {})},
+        "listings": {**setup.get("listings", {}), **io.get("listings", {})},
+        "written": written,
+        "outside": io.get("outside", []),
+        "unseen": [*setup.get("unseen", []), *io.get("unseen", [])],
+    }
 
 
 def _end_mlflow_run(failed: bool) -> None:
@@ -301,91 +381,68 @@ def _digest(value: Any) -> tuple[str | None, bytes | None, str | None]:
     return hash_bytes(payload), payload, None
 
 
-def _object_path(digest: str) -> Path:
+def _objects() -> Path:
     assert _state.objects is not None
-    return _state.objects / digest[:2] / f"{digest}.pkl"
-
-
-def _save(digest: str, value: Any, payload: bytes | None) -> tuple[str | None, str | None]:
-    """Save ``value`` as object ``digest``; (digest of the file's bytes, problem)."""
-    path = _object_path(digest)
-    try:
-        if path.exists():
-            return hash_file(path), None
-        if payload is None:
-            import cloudpickle
-
-            payload = cloudpickle.dumps(value, protocol=5)
-        write_atomic(path, payload)
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    return hash_bytes(payload), None
+    return _state.objects
 
 
 # ---------------------------------------------------------------- random generators
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"random": random.getstate()}
+    """The generators' state as JSON values (loading it back runs no code)."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"random": [version, list(internal), gauss]}
     np = sys.modules.get("numpy")
     if np is not None:
-        state["numpy"] = np.random.get_state()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
         spawned = getattr(np.random.default_rng, "_nbmlops_spawned", None)
         if spawned is not None:
             state["spawned"] = spawned[0]
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "get_rng_state"):
-        state["torch"] = torch.get_rng_state().numpy().tobytes()
+        state["torch"] = torch.get_rng_state().numpy().tobytes().hex()
     return state
 
 
-def _save_rng() -> dict[str, str]:
-    """Save the generators' state after a step; a cache hit restores it."""
-    import pickle
-
-    payload = pickle.dumps(_rng_state(), protocol=5)
+def _save_rng() -> dict[str, Any]:
+    """Save the generators' state after a step (as JSON); a cache hit restores it."""
+    payload = json.dumps(_rng_state(), sort_keys=True).encode()
     digest = hash_bytes(payload)
-    path = _object_path(digest)
-    if not path.exists():
-        write_atomic(path, payload)
-    return {"digest": digest, "blob": digest}
+    return {"digest": digest, **store.save(_objects(), digest, None, payload, "json")}
 
 
 def _set_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["random"])
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
     if "numpy" in state:
         import numpy as np
 
-        np.random.set_state(state["numpy"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
         spawned = getattr(np.random.default_rng, "_nbmlops_spawned", None)
         if spawned is not None and "spawned" in state:
             spawned[0] = state["spawned"]
     if "torch" in state:
         import torch
 
-        torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
-
-
-def _load(digest: str, blob: str) -> bytes:
-    path = _object_path(digest)
-    payload = path.read_bytes()
-    if hash_bytes(payload) != blob:
-        raise ValueError(f"object {path} is damaged (its hash does not match)")
-    return payload
+        raw = bytearray(bytes.fromhex(state["torch"]))
+        torch.set_rng_state(torch.frombuffer(raw, dtype=torch.uint8))
 
 
 def restore(entries: list[dict[str, Any]]) -> str:
-    """Bind the outputs of skipped steps, in order, and set the generators' state after them."""
-    import pickle
-
-    import cloudpickle
-
+    """Bind the outputs of skipped steps, in order, and set the generators' state after
+    them; every object is read once and its MAC checked before it is decoded."""
     ns = _user_ns()
+    key = store.cache_key()
     for entry in entries:
         for out in entry["outputs"]:
-            ns[out["name"]] = cloudpickle.loads(_load(out["digest"], out["blob"]))
+            path = store.object_path(_objects(), out["digest"], out["format"])
+            ns[out["name"]] = store.load(path, out["format"], out["blob"], key)
             _state.hashes[out["name"]] = out["digest"]
     rng = entries[-1].get("rng") if entries else None
     if rng:
-        _set_rng(pickle.loads(_load(rng["digest"], rng["blob"])))
+        path = store.object_path(_objects(), rng["digest"], rng["format"])
+        _set_rng(store.load(path, rng["format"], rng["blob"], key))
     return "{}"

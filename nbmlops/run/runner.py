@@ -17,6 +17,7 @@ A run has three phases:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -183,6 +184,8 @@ def _execute(plan: RunPlan, reporter: Reporter, kernel_manager: Any) -> Executio
                 notebook = plan.final_notebook if status == "FINISHED" else plan.partial_notebook
                 tracking_errors = session.finish(status, notebook)
                 tracker.close()
+                with contextlib.suppress(OSError):
+                    plan.cache.enforce_size()  # least recently used first, past the cap
     return Execution(plan, session, status, error, tracking_errors)
 
 

@@ -67,6 +67,7 @@ class StepState:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     unsaved: list[dict[str, str]] = field(default_factory=list)
     cached_from: str | None = None  # the run whose outputs a cache hit reused
+    io: dict[str, Any] = field(default_factory=dict)  # files read, written, listed (kernel)
 
 
 @dataclass
@@ -318,11 +319,25 @@ class Session:
         record.seconds = time.monotonic() - record.started
         record.outputs = result.get("outputs", [])
         record.unsaved = result.get("unsaved", [])
+        record.io = {k: result.get(k) or {} for k in ("reads", "listings")}
+        record.io["written"] = result.get("written", [])
         for u in record.unsaved:
             self.reporter.warn(
                 f"step {name!r}: variable {u['name']!r} ({u['type']}) cannot be saved "
                 f"({u['problem']}); this step's outputs will not be cached"
             )
+        unseen = [
+            *(
+                f"it wrote {p} outside the project (a hit could not restore it)"
+                for p in result.get("outside", [])
+            ),
+            *(
+                f"it called {c}, whose file reads nbmlops cannot see"
+                for c in result.get("unseen", [])
+            ),
+        ]
+        for why in unseen:
+            self.reporter.warn(f"step {name!r}: {why}; this step will not be cached")
         events = self._read_events()
         notebook_path = self._write_step_notebook(name, nb)
         durations = [
@@ -339,13 +354,15 @@ class Session:
         self._produced(name, record.outputs)
         if result.get("rng"):
             self.rng = result["rng"]["digest"]
-        if not failed and not record.unsaved and not stopped:
+        if not failed and not record.unsaved and not stopped and not unseen:
             self._store(name, nb, record, events, result.get("rng", {}))
         elif not failed:
             why = (
                 "it stopped the run with sys.exit(0)"
                 if stopped
-                else ", ".join(f"variable {u['name']!r} cannot be saved" for u in record.unsaved)
+                else ", ".join(
+                    [f"variable {u['name']!r} cannot be saved" for u in record.unsaved] + unseen
+                )
             )
             self._remember(name, record.outputs, self.rng, uncacheable=why)
         self.reporter.step_finished(name, status, record.seconds)
@@ -406,7 +423,13 @@ class Session:
         entry = self.cache.get(key)
         changed = changed_files(entry, self.keys.files.digest) if entry is not None else []
         if entry is not None and not changed:
-            return key, entry
+            try:
+                self.cache.restore_files(entry, self.plan.root)  # what it wrote, for the next
+                return key, entry
+            except OSError as exc:
+                self.reporter.warn(f"step {name!r}: cannot restore the files it wrote ({exc})")
+                self._reasons[name] = [f"its files cannot be restored ({exc})"]
+                return key, None
         self._reasons[name] = cache_status.miss_reasons(
             step,
             parts,
@@ -489,12 +512,17 @@ class Session:
             created=time.time(),
             outputs=record.outputs,
             events=[{k: v for k, v in e.items() if k not in ("step", "time")} for e in mine],
-            files={e["path"]: e["digest"] for e in mine if e["kind"] == "data" and e.get("path")},
+            files={
+                **{e["path"]: e["digest"] for e in mine if e["kind"] == "data" and e.get("path")},
+                **record.io.get("reads", {}),
+            },
             rng=rng,
             cells=cells,
             setup_cells=setup,
             notebook=self.plan.notebook_label,
             parts=self._parts.get(name, {}),
+            written=record.io.get("written", []),
+            listings=record.io.get("listings", {}),
         )
         try:
             self.cache.put(entry)
