@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from conftest import code, markdown, pipeline_runs, step_runs, write_notebook
 
-from nbmlops.cache.objects import load, object_path
-from nbmlops.capture.hashing import hash_bytes, hash_data, hash_file
+from nbmlops.cache.store import StepCache
+from nbmlops.capture.hashing import hash_data, hash_file
 from nbmlops.notebook.pipeline import load_pipeline
 
 PIPELINE = [
@@ -124,18 +124,14 @@ def test_run_records_parent_steps_params_hashes_metrics_and_notebooks(
     assert set(produced) == {"df", "summary"}  # df changed in place, summary is new
     assert produced["df"]["digest"] == hash_data(changed)
     # ... and each was saved once, content-addressed, sealed with the user's key, and
-    # loads back to the same content (the DataFrame as Arrow, the float as a pickle).
-    objects = git_project / ".nbmlops" / "objects"
+    # loads back to the same content (the DataFrame as Arrow, the float as a pickle that a
+    # sealed cache entry vouches for).
+    cache = StepCache(git_project / ".nbmlops")
     assert (produced["df"]["format"], produced["summary"]["format"]) == ("arrow", "pickle")
-    for output in produced.values():
-        saved = object_path(objects, output["digest"], output["format"])
-        value = load(saved, output["format"], output["blob"])
-        digest = hash_data(value) if output["kind"] else hash_bytes(saved.read_bytes())
-        assert digest == output["digest"], output["name"]
-    summary = produced["summary"]
-    assert load(
-        object_path(objects, summary["digest"], "pickle"), "pickle", summary["blob"]
-    ) == pytest.approx(2 * frame["x"].mean())
+    df = cache.load_output(produced["df"]["digest"], lambda v: hash_data(v) == hash_data(changed))
+    assert hash_data(df) == produced["df"]["digest"]
+    summary = cache.load_output(produced["summary"]["digest"], lambda v: True)
+    assert summary == pytest.approx(2 * frame["x"].mean())
 
     # The executed notebook: papermill's injected parameters and metadata.
     out = nbformat.read(str(git_project / "out" / "pipe.ipynb"), as_version=4)

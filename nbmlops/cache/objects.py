@@ -17,6 +17,7 @@ This module runs inside the notebook kernel too: it imports nothing heavy at imp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -27,7 +28,7 @@ from typing import Any
 
 import blake3
 
-from nbmlops.capture.hashing import DIGEST_BYTES, UMASK, data_kind, write_atomic
+from nbmlops.capture.hashing import DIGEST_BYTES, UMASK, data_kind
 
 KEY_ENV = "NBMLOPS_CACHE_KEY"
 EXTENSIONS = {"arrow": "arrow", "npy": "npy", "pickle": "pkl", "json": "json", "file": "file"}
@@ -89,20 +90,40 @@ def object_path(objects: Path, digest: str, fmt: str) -> Path:
 # ---------------------------------------------------------------- encode / decode
 
 
-def encode(value: Any) -> tuple[str, Any]:
-    """(format, bytes-like payload) of a step output."""
+def format_of(value: Any) -> str:
+    """How ``value`` is saved: "npy", "arrow", or "pickle"."""
     kind = data_kind(value)
     if kind == "ndarray" and not value.dtype.hasobject:
+        return "npy"
+    if kind in ("dataframe", "series") and _arrow_safe(value):
+        return "arrow"
+    return "pickle"
+
+
+def encode(value: Any) -> tuple[str, Any]:
+    """(format, bytes-like payload) of a step output."""
+    fmt = format_of(value)
+    buf = io.BytesIO()
+    _write(fmt, value, buf)
+    return fmt, buf.getbuffer()
+
+
+def _write(fmt: str, value: Any, fh: Any) -> None:
+    """Write ``value`` in format ``fmt`` to the binary file ``fh``."""
+    if fmt == "npy":
         import numpy as np
 
-        buf = io.BytesIO()
-        np.save(buf, value, allow_pickle=False)
-        return "npy", buf.getbuffer()
-    if kind in ("dataframe", "series") and _arrow_safe(value):
-        return "arrow", _to_arrow(value)
-    import cloudpickle
+        np.save(fh, value, allow_pickle=False)
+    elif fmt == "arrow":
+        import pyarrow as pa
 
-    return "pickle", cloudpickle.dumps(value, protocol=5)
+        table = _to_arrow(value)
+        with pa.ipc.new_file(fh, table.schema) as writer:  # streamed: no copy in memory
+            writer.write_table(table)
+    else:
+        import cloudpickle
+
+        cloudpickle.dump(value, fh, protocol=5)
 
 
 def decode(fmt: str, payload: bytes) -> Any:
@@ -140,24 +161,89 @@ def load(path: Path, fmt: str, mac: str, key: bytes | None = None) -> Any:
 
 
 def save(
-    objects: Path, digest: str, value: Any, payload: bytes | None = None, fmt: str = "pickle"
+    objects: Path, digest: str, value: Any, payload: bytes | None = None, fmt: str | None = None
 ) -> dict[str, Any]:
     """Write ``value`` as object ``digest`` (``payload``: its bytes in format ``fmt``, if
-    already made).
+    already made), straight to a temporary file, sealed, then renamed into place.
 
     Returns ``{"format", "blob", "size"}``; ``blob`` is the MAC of the bytes written. An
     existing file is kept only when its bytes are exactly these (a file planted under the
     name is overwritten, never sealed)."""
-    if payload is None:
-        fmt, data = encode(value)
-    else:
-        data = payload
-    mac = seal(data)
+    fmt = fmt or ("pickle" if payload is not None else format_of(value))
     path = object_path(objects, digest, fmt)
-    size = memoryview(data).nbytes
-    if not _intact(path, size, mac):
-        write_atomic(path, data)
-    return {"format": fmt, "blob": mac, "size": size}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        if payload is not None:
+            tmp.write_bytes(payload)
+        elif fmt == "arrow":
+            import pyarrow as pa
+
+            with pa.OSFile(str(tmp), "wb") as fh:  # native writes, without the GIL
+                _write(fmt, value, fh)
+        else:
+            with open(tmp, "wb") as fh:
+                _write(fmt, value, fh)
+        mac, size = seal_file(tmp), os.path.getsize(tmp)
+        if _intact(path, size, mac):
+            return {"format": fmt, "blob": mac, "size": size}
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+        return {"format": fmt, "blob": mac, "size": size}
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+class Saver:
+    """Saves step outputs on a background thread, so the next step runs meanwhile.
+
+    A value is snapshotted first: a DataFrame or Series by a shallow copy, which pandas'
+    copy-on-write (always on since pandas 3) keeps intact if the next step changes the
+    original in place; an array by a copy; other values are pickled before this returns.
+    """
+
+    def __init__(self, objects: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.objects = objects
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nbmlops-save")
+        self._pending: dict[str, Any] = {}  # digest -> Future of save()'s result
+        self._results: dict[str, dict[str, Any]] = {}  # digest -> what save() returned
+
+    def submit(self, digest: str, value: Any, payload: bytes | None = None) -> str:
+        """Start saving; the object's format."""
+        fmt = "pickle" if payload is not None else format_of(value)
+        if fmt == "pickle" and payload is None:
+            import cloudpickle
+
+            payload = cloudpickle.dumps(value, protocol=5)
+        if digest not in self._pending and digest not in self._results:
+            snap = None if payload is not None else _snapshot(value, fmt)
+            self._pending[digest] = self._pool.submit(
+                save, self.objects, digest, snap, payload, fmt
+            )
+        return fmt
+
+    def done(self, wait: bool = False) -> dict[str, dict[str, Any]]:
+        """Every save finished so far in this run (all of them, with ``wait``): digest ->
+        {"format", "blob", "size"}, or {"problem": why it could not be saved}."""
+        for digest, future in list(self._pending.items()):
+            if wait or future.done():
+                try:
+                    self._results[digest] = future.result()
+                except Exception as exc:
+                    self._results[digest] = {"problem": f"{type(exc).__name__}: {exc}"}
+                del self._pending[digest]
+        return dict(self._results)
+
+
+def _snapshot(value: Any, fmt: str) -> Any:
+    if fmt == "npy":
+        return value.copy()
+    import pandas as pd
+
+    return value.copy(deep=int(pd.__version__.split(".")[0]) < 3)  # copy-on-write since 3
 
 
 def save_file(objects: Path, source: str | Path) -> dict[str, Any]:
@@ -211,6 +297,7 @@ def _arrow_safe(value: Any) -> bool:
 
 
 def _to_arrow(value: Any) -> Any:
+    """The Arrow table of a frame (a Series as one column, its name in the metadata)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -220,7 +307,4 @@ def _to_arrow(value: Any) -> Any:
         value = value.to_frame(name="values")
     table = pa.Table.from_pandas(value)  # a RangeIndex as metadata, others as columns
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
+    return table

@@ -126,6 +126,11 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
         return self.nb
 
     def papermill_execute_cells(self) -> None:
+        self._execute_steps()
+        if self.kc is not None:  # the run ended (or a step failed): the last saves
+            self.session.objects_saved(self.kernel_call("flush()")["saved"])
+
+    def _execute_steps(self) -> None:
         session = self.session
         session.reporter.run_started(session.pipeline, session.run_dir)
         session.warn_tags()

@@ -35,7 +35,7 @@ from typing import Any
 
 from nbmlops.cache import objects as store
 from nbmlops.capture.hashing import data_kind, hash_bytes, hash_data
-from nbmlops.run.observe import NATIVE, NATIVE_CLASSES, OBSERVED_EVENTS, Observer
+from nbmlops.run.observe import NATIVE, NATIVE_CLASSES, OBSERVED_EVENTS, Observer, wrap_native
 
 
 class _State:
@@ -50,6 +50,7 @@ class _State:
         self.hashes: dict[str, str] = {}  # name -> digest of its value as last seen
         self.observer: Observer | None = None
         self.setup_io: dict[str, Any] | None = None  # what the setup cells read
+        self.saver: store.Saver | None = None  # saves outputs while the next step runs
 
 
 _state = _State()
@@ -126,9 +127,7 @@ def _observe(project: Path) -> None:
     if not _hook_installed:  # audit hooks cannot be removed: one, reading _state
         sys.addaudithook(_audit)
         _hook_installed = True
-    for name in (*NATIVE, *NATIVE_CLASSES):
-        observer.wrap_native(name)
-    observer.begin()
+    observer.install()
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -211,8 +210,7 @@ class _SeedOnImport(importlib.abc.MetaPathFinder):
             def exec_module(self, module: types.ModuleType) -> None:
                 exec_module(module)
                 if fullname in _NATIVE_MODULES:
-                    if _state.observer is not None:
-                        _state.observer.wrap_native(fullname)
+                    wrap_native(fullname)
                 else:
                     _seed_module(fullname, seed)
 
@@ -311,7 +309,7 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
             entry["columns"] = {str(c): str(t) for c, t in value.dtypes.items()}
         if not failed:
             try:
-                entry.update(store.save(_objects(), digest, value, payload))
+                entry["format"] = _saver().submit(digest, value, payload)
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 unsaved.append({"name": n, "type": _type_name(value), "problem": problem})
@@ -325,7 +323,19 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     if _state.observer is not None:
         _state.observer.begin()  # what runs between steps belongs to no step: not recorded
         _state.observer.active = False
-    return json.dumps({"outputs": outputs, "unsaved": unsaved, "rng": rng, **files})
+    saved = _saver().done()
+    return json.dumps({"outputs": outputs, "unsaved": unsaved, "rng": rng, "saved": saved, **files})
+
+
+def flush() -> str:
+    """Wait for the outputs still being saved; what ``end_step`` reports as ``saved``."""
+    return json.dumps({"saved": _saver().done(wait=True)})
+
+
+def _saver() -> store.Saver:
+    if _state.saver is None:
+        _state.saver = store.Saver(_objects())
+    return _state.saver
 
 
 def _files(io: dict[str, Any], failed: bool) -> dict[str, Any]:

@@ -117,7 +117,7 @@ class Observer:
         written = sorted(p for p in self.writes if os.path.isfile(p))
         inside = [p for p in written if p.startswith(self.project)]
         return {
-            "reads": {p: d for p, d in sorted(self.reads.items()) if p not in self.writes},
+            "reads": dict(sorted(self.reads.items())),  # read before written: an input too
             "written": inside,
             "outside": [p for p in written if not p.startswith(self.project)],
             "listings": dict(sorted(self.listings.items())),
@@ -252,43 +252,25 @@ class Observer:
             return None
         return target
 
-    # ---------------------------------------------------------------- native readers
+    def install(self) -> None:
+        """Make this the observer the audit hook and the native wrappers report to."""
+        _current[0] = self
+        for name in (*NATIVE, *NATIVE_CLASSES):
+            wrap_native(name)
+        self.begin()
 
-    def wrap_native(self, module_name: str) -> None:
-        """Record the path arguments of a native reader's or writer's functions."""
-        module = sys.modules.get(module_name)
-        if module is None or getattr(module, "_nbmlops_observed", False):
+    def native(self, target: str, way: str) -> None:
+        """A native reader (``way="r"``) or writer was called with ``target``."""
+        if not self.active or self._busy:
             return
-        for name, spec in NATIVE.get(module_name, {}).items():
-            fn = getattr(module, name, None)
-            if callable(fn):
-                setattr(module, name, self._wrapped(fn, spec))
-        for name, spec in NATIVE_CLASSES.get(module_name, {}).items():
-            cls = getattr(module, name, None)
-            if isinstance(cls, type):
-                setattr(module, name, _recording(cls, self._wrapped(_nothing, spec)))
-        module._nbmlops_observed = True  # type: ignore[attr-defined]
-
-    def _wrapped(self, fn: Callable[..., Any], spec: tuple[int, str, str]) -> Callable[..., Any]:
-        index, keyword, direction = spec
-        observer = self
-
-        @functools.wraps(fn)
-        def observed(*args: Any, **kwargs: Any) -> Any:
-            where = args[index] if len(args) > index else kwargs.get(keyword)
-            target = observer._watched(where) if isinstance(where, str | os.PathLike) else None
-            way = direction
-            if way == "mode":
-                mode = args[index + 1] if len(args) > index + 1 else kwargs.get("mode", "r")
-                way = "w" if any(c in str(mode) for c in "wax+") else "r"
-            if target is not None and observer.active and way == "r":
-                observer.read_tree(target)
-            result = fn(*args, **kwargs)
-            if target is not None and observer.active and way == "w":
-                observer.write_tree(target)
-            return result
-
-        return observed
+        self._busy = True
+        try:
+            if way == "r":
+                self.read_tree(target)
+            else:
+                self.write_tree(target)
+        finally:
+            self._busy = False
 
     def read_tree(self, target: str) -> None:
         """A file, or every file of a folder (a dataset), as read; the folder as listed."""
@@ -307,6 +289,50 @@ class Observer:
                 self.writes.update(os.path.join(folder, f) for f in files)
         else:
             self.writes.add(target)
+
+
+_current: list[Observer | None] = [None]  # the kernel's observer (one per run)
+
+
+def wrap_native(module_name: str) -> None:
+    """Make a native reader's or writer's functions (and classes) of an imported module
+    report their path arguments to the current observer; once per module."""
+    module = sys.modules.get(module_name)
+    if module is None or getattr(module, "_nbmlops_observed", False):
+        return
+    for name, spec in NATIVE.get(module_name, {}).items():
+        fn = getattr(module, name, None)
+        if callable(fn):
+            setattr(module, name, _wrapped(fn, spec))
+    for name, spec in NATIVE_CLASSES.get(module_name, {}).items():
+        cls = getattr(module, name, None)
+        if isinstance(cls, type):
+            setattr(module, name, _recording(cls, _wrapped(_nothing, spec)))
+    module._nbmlops_observed = True  # type: ignore[attr-defined]
+
+
+def _wrapped(fn: Callable[..., Any], spec: tuple[int, str, str]) -> Callable[..., Any]:
+    index, keyword, direction = spec
+
+    @functools.wraps(fn)
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        observer = _current[0]
+        if observer is None or not observer.active:
+            return fn(*args, **kwargs)
+        where = args[index] if len(args) > index else kwargs.get(keyword)
+        target = observer._watched(where) if isinstance(where, str | os.PathLike) else None
+        way = direction
+        if way == "mode":
+            mode = args[index + 1] if len(args) > index + 1 else kwargs.get("mode", "r")
+            way = "w" if any(c in str(mode) for c in "wax+") else "r"
+        if target is not None and way == "r":
+            observer.native(target, way)
+        result = fn(*args, **kwargs)
+        if target is not None and way == "w":
+            observer.native(target, way)
+        return result
+
+    return observed
 
 
 def _nothing(*args: Any, **kwargs: Any) -> None:

@@ -106,6 +106,8 @@ class Session:
     _keys: dict[str, str] = field(default_factory=dict)  # step -> its cache key
     _parts: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> its key's parts
     _reasons: dict[str, list[str]] = field(default_factory=dict)  # step -> why it executes
+    _unsealed: list[Entry] = field(default_factory=list)  # entries whose objects are saving
+    _saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> its save
     _events_offset: int = 0  # how far the notebook API's events were read
     _current_cell: Any = None
     _nb: Any = None  # the notebook papermill is executing (for notebooks of killed steps)
@@ -365,6 +367,7 @@ class Session:
                 )
             )
             self._remember(name, record.outputs, self.rng, uncacheable=why)
+        self.objects_saved(result.get("saved", {}))
         self.reporter.step_finished(name, status, record.seconds)
 
     def _record_step(
@@ -524,12 +527,37 @@ class Session:
             written=record.io.get("written", []),
             listings=record.io.get("listings", {}),
         )
-        try:
-            self.cache.put(entry)
-        except OSError as exc:
-            self.reporter.warn(f"step {name!r}: cannot write its cache entry ({exc})")
-            return
-        self._remember(name, record.outputs, rng.get("digest", ""))
+        self._unsealed.append(entry)  # written once the kernel has saved its objects
+
+    def objects_saved(self, saved: dict[str, dict[str, Any]]) -> None:
+        """The kernel saved these objects (``saved``: digest -> format, MAC, size, or the
+        problem): write the entries all of whose objects are saved now."""
+        self._saved.update(saved)
+        waiting = []
+        for entry in self._unsealed:
+            found = [self._saved.get(o["digest"]) for o in entry.outputs]
+            if any(f is None for f in found):
+                waiting.append(entry)
+                continue
+            problems = [
+                f"{o['name']}: {f['problem']}"
+                for o, f in zip(entry.outputs, found, strict=True)
+                if f and "problem" in f
+            ]
+            if problems:
+                self.reporter.warn(
+                    f"step {entry.step!r}: cannot save {'; '.join(problems)}; it is not cached"
+                )
+                continue
+            # new dicts: the step's own outputs may be being written to MLflow meanwhile
+            entry.outputs = [{**o, **(f or {})} for o, f in zip(entry.outputs, found, strict=True)]
+            try:
+                self.cache.put(entry)
+            except OSError as exc:
+                self.reporter.warn(f"step {entry.step!r}: cannot write its cache entry ({exc})")
+                continue
+            self._remember(entry.step, entry.outputs, entry.rng.get("digest", ""))
+        self._unsealed = waiting
 
     # ------------------------------------------------------------ run end
 
