@@ -271,15 +271,20 @@ def test_subprocesses_and_files_written_outside_the_project_are_named_and_not_ca
             "listing = subprocess.run(['ls'], capture_output=True, text=True).stdout", "step:shell"
         ),
         code(f"with open({str(outside)!r}, 'w') as fh:\n    fh.write(str(n))", "step:export"),
+        code("import polars as pl\nrows = pl.read_csv('rows.csv')", "step:native"),
         code("total = n * 2", "step:plain"),
     ]
     write_notebook(project / "pipe.ipynb", cells)
+    # A stand-in with polars' name: what counts is the import (polars reads in Rust).
+    (project / "polars.py").write_text("def read_csv(path):\n    return [path]\n")
     first = _run(nbmlops, experiment, "--seed", "7")
     said = first.stdout + first.stderr
     assert "step 'shell': it called subprocess.Popen(ls), whose file reads" in said
     assert f"step 'export': it wrote {outside} outside the project" in said
+    assert "step 'native': it uses polars, whose file reads nbmlops cannot see" in said
     _run(nbmlops, experiment, "--seed", "7")
-    assert _cache_tags(client, experiment) == {"shell": "miss", "export": "miss", "plain": "hit"}
+    tags = _cache_tags(client, experiment)
+    assert tags == {"shell": "miss", "export": "miss", "native": "miss", "plain": "hit"}
 
 
 def test_a_file_added_to_a_globbed_folder_is_a_change(

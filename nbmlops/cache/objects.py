@@ -23,6 +23,7 @@ import io
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,8 @@ class Saver:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nbmlops-save")
         self._pending: dict[str, Any] = {}  # digest -> Future of save()'s result
         self._results: dict[str, dict[str, Any]] = {}  # digest -> what save() returned
+        self._tasks: dict[str, Any] = {}  # name -> Future of a task run after the saves
+        self._ended: dict[str, str] = {}  # name -> "" once done, else the problem
 
     def submit(self, digest: str, value: Any, payload: bytes | None = None) -> str:
         """Start saving; the object's format."""
@@ -225,9 +228,24 @@ class Saver:
             )
         return fmt
 
-    def done(self, wait: bool = False) -> dict[str, dict[str, Any]]:
-        """Every save finished so far in this run (all of them, with ``wait``): digest ->
-        {"format", "blob", "size"}, or {"problem": why it could not be saved}."""
+    def result_of(self, digest: str) -> dict[str, Any] | None:
+        """What saving ``digest`` gave, waiting for it (safe on the saving thread: report()
+        records a result before it forgets the future)."""
+        future = self._pending.get(digest)
+        if future is None:
+            return self._results.get(digest)
+        try:
+            return dict(future.result())
+        except Exception as exc:
+            return {"problem": f"{type(exc).__name__}: {exc}"}
+
+    def then(self, name: str, task: Callable[[], str]) -> None:
+        """Run ``task`` after the saves submitted so far; it returns "" or a problem."""
+        self._tasks[name] = self._pool.submit(task)
+
+    def report(self, wait: bool = False) -> dict[str, Any]:
+        """What finished so far in this run (everything, with ``wait``): ``saved``, digest ->
+        {"format", "blob", "size"} or {"problem"}; ``entries``, task name -> its result."""
         for digest, future in list(self._pending.items()):
             if wait or future.done():
                 try:
@@ -235,7 +253,14 @@ class Saver:
                 except Exception as exc:
                     self._results[digest] = {"problem": f"{type(exc).__name__}: {exc}"}
                 del self._pending[digest]
-        return dict(self._results)
+        for name, future in list(self._tasks.items()):
+            if wait or future.done():
+                try:
+                    self._ended[name] = future.result()
+                except Exception as exc:
+                    self._ended[name] = f"{type(exc).__name__}: {exc}"
+                del self._tasks[name]
+        return {"saved": dict(self._results), "entries": dict(self._ended)}
 
 
 def _snapshot(value: Any, fmt: str) -> Any:

@@ -30,7 +30,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +74,19 @@ class EntryInfo:
     used: float
     size: int  # entry + objects only it references (bytes)
     refs: tuple[str, ...] = ()  # the objects it names
+
+
+class KeyLock:
+    """A held ``fcntl`` lock on one key (:meth:`StepCache.lock`)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh: IO[bytes] | None = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
 
 
 class StepCache:
@@ -209,29 +222,25 @@ class StepCache:
         mac = o.seal(json.dumps(body, sort_keys=True).encode())
         write_atomic(self._entry_path(entry.key), json.dumps({"seal": mac, "entry": body}).encode())
 
-    @contextlib.contextmanager
-    def computing(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-        """Hold the lock of ``key`` while computing it; waits while another process does
-        (calling ``on_wait`` first)."""
+    def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> KeyLock:
+        """Take the lock of ``key`` to compute it, held until its entry is written (or the
+        step turns out uncacheable); waits while another process holds it (calling
+        ``on_wait`` first). The kernel releases it if this process dies."""
         locks = self.entries / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         path = locks / f"{key}.lock"
         fh: IO[bytes]
         try:
-            fh = open(path, "a+b")  # noqa: SIM115  (closed by the with below)
+            fh = open(path, "a+b")  # noqa: SIM115  (closed by KeyLock.release)
         except PermissionError:  # another user's lock file in a shared cache
             fh = open(path, "rb")  # noqa: SIM115
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait:
-                    on_wait()
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        return KeyLock(fh)
 
     # ------------------------------------------------------------ manage
 

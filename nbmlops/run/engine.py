@@ -128,7 +128,7 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
     def papermill_execute_cells(self) -> None:
         self._execute_steps()
         if self.kc is not None:  # the run ended (or a step failed): the last saves
-            self.session.objects_saved(self.kernel_call("flush()")["saved"])
+            self.session.objects_saved(self.kernel_call("flush()")["saved"])  # the last entries
 
     def _execute_steps(self) -> None:
         session = self.session
@@ -145,43 +145,43 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
         order = list(steps)
         for name, cells in steps.items():
             key, entry = session.lookup(name)
-            with contextlib.ExitStack() as lock:
-                if entry is None:
-                    lock.enter_context(
-                        session.cache.computing(
-                            key,
-                            on_wait=lambda name=name: session.reporter.warn(  # type: ignore[misc]
-                                f"step {name!r} is being computed by another run: "
-                                "waiting to reuse it"
-                            ),
-                        )
-                    )
-                    key, entry = session.lookup(name)  # another run may have computed it
+            if entry is None:
+                lock = session.cache.lock(
+                    key,
+                    on_wait=lambda name=name: session.reporter.warn(  # type: ignore[misc]
+                        f"step {name!r} is being computed by another run: waiting to reuse it"
+                    ),
+                )
+                key, entry = session.lookup(name)  # another run may have computed it
                 if entry is not None:
-                    self._show_cached(cells, entry)
-                    session.step_hit(name, entry, self.nb)
-                    skipped.append({"outputs": entry.outputs, "rng": entry.rng})
-                    first_hit = first_hit or entry
-                    continue
-                if not kernel_ready:
-                    kernel_ready = True
-                    ended = self._start_and_setup(setup)
-                    if ended == STOPPED:
-                        session.pipeline_stopped(None, order[order.index(name) :])
-                    if ended != OK:
-                        return
-                if skipped:
-                    self.kernel_call(f"restore({skipped!r})")
-                    skipped = []
-                watched, _ = session.watched_names(name)
-                self.kernel_call(f"begin_step({name!r}, {watched!r})")
-                session.step_started(name)
-                ended = self._run_cells(cells)
-                self._end_step(name, failed=ended == FAILED, stopped=ended == STOPPED)
+                    lock.release()
+                else:
+                    session.hold(name, lock)  # released once its entry is written
+            if entry is not None:
+                self._show_cached(cells, entry)
+                session.step_hit(name, entry, self.nb)
+                skipped.append({"outputs": entry.outputs, "rng": entry.rng})
+                first_hit = first_hit or entry
+                continue
+            if not kernel_ready:
+                kernel_ready = True
+                ended = self._start_and_setup(setup)
                 if ended == STOPPED:
-                    session.pipeline_stopped(name, order[order.index(name) + 1 :])
+                    session.pipeline_stopped(None, order[order.index(name) :])
                 if ended != OK:
                     return
+            if skipped:
+                self.kernel_call(f"restore({skipped!r})")
+                skipped = []
+            watched, _ = session.watched_names(name)
+            self.kernel_call(f"begin_step({name!r}, {watched!r})")
+            session.step_started(name)
+            ended = self._run_cells(cells)
+            self._end_step(name, failed=ended == FAILED, stopped=ended == STOPPED)
+            if ended == STOPPED:
+                session.pipeline_stopped(name, order[order.index(name) + 1 :])
+            if ended != OK:
+                return
         if not kernel_ready and first_hit is not None:
             self._show_cached(setup, first_hit, setup=True)
         elif not steps:  # nothing but setup cells: run them
@@ -235,6 +235,9 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
         watched, writes = self.session.watched_names(step)
         result = self.kernel_call(f"end_step({watched!r}, {writes!r}, failed={failed})")
         self.session.step_finished(step, self.nb, result, failed=failed, stopped=stopped)
+        unsealed = self.session.unsealed(step)
+        if unsealed:  # the kernel seals the entry once the step's objects are saved
+            self.kernel_call(f"seal_when_saved({step!r}, {unsealed[0]!r}, {unsealed[1]!r})")
 
     def process_message(self, *args: Any, **kwargs: Any) -> Any:
         output = super().process_message(*args, **kwargs)

@@ -323,13 +323,38 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     if _state.observer is not None:
         _state.observer.begin()  # what runs between steps belongs to no step: not recorded
         _state.observer.active = False
-    saved = _saver().done()
+    saved = _saver().report()
     return json.dumps({"outputs": outputs, "unsaved": unsaved, "rng": rng, "saved": saved, **files})
 
 
+def seal_when_saved(step: str, body: str, cache_root: str) -> str:
+    """Once the step's objects are saved (the saving thread takes its tasks in order),
+    fill in their MACs and write the step's cache entry, sealed: a run killed later still
+    finds it."""
+    from nbmlops.cache.store import Entry, StepCache
+
+    saver = _saver()
+
+    def seal() -> str:
+        entry = Entry(**json.loads(Path(body).read_text()))
+        outputs = []
+        for out in entry.outputs:
+            result = saver.result_of(out["digest"])
+            if result is None or "problem" in result:
+                why = result["problem"] if result else "not saved"
+                return f"cannot save variable {out['name']!r} ({why})"
+            outputs.append({**out, **result})
+        entry.outputs = outputs
+        StepCache(Path(cache_root)).put(entry)
+        return ""
+
+    saver.then(step, seal)
+    return "{}"
+
+
 def flush() -> str:
-    """Wait for the outputs still being saved; what ``end_step`` reports as ``saved``."""
-    return json.dumps({"saved": _saver().done(wait=True)})
+    """Wait for the saving thread; what ``end_step`` reports as ``saved``."""
+    return json.dumps({"saved": _saver().report(wait=True)})
 
 
 def _saver() -> store.Saver:

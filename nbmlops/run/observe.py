@@ -30,11 +30,15 @@ import site
 import sys
 import sysconfig
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbmlops.capture.hashing import hash_file, listing_digest
+
+if TYPE_CHECKING:  # the kernel imports this module: nothing heavy at run time
+    from nbmlops.notebook.pipeline import Pipeline, Step
 
 SKIPPED_PARTS = frozenset(("__pycache__", ".git", ".ipynb_checkpoints", "mlruns", "mlartifacts"))
 SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/", "/lib/", "/lib64/", "/bin/", "/run/")
@@ -81,6 +85,26 @@ NATIVE_CLASSES = {
 }
 
 
+# Libraries that read files in native code nbmlops does not wrap: a step that uses one is
+# not cached (its reads cannot be seen), with a warning naming it.
+UNOBSERVED_READERS = frozenset(
+    ("polars", "duckdb", "h5py", "tables", "netCDF4", "xarray", "zarr", "cv2", "pyspark")
+)
+
+
+def unobserved_readers(step: Step, pipeline: Pipeline) -> list[str]:
+    """The libraries of :data:`UNOBSERVED_READERS` that ``step`` uses: imported by its own
+    code, or bound by an import of the setup cells or an earlier step to a name it reads."""
+    found: set[str] = {i.module.split(".")[0] for i in step.analysis.imports}
+    earlier = [pipeline.setup_analysis] + [
+        s.analysis for s in pipeline.steps[: pipeline.steps.index(step)]
+    ]
+    for analysis in earlier:
+        for name in step.reads:
+            found.update(i.module.split(".")[0] for i in analysis.imported.get(name, []))
+    return sorted(found & UNOBSERVED_READERS)
+
+
 class Observer:
     """Records, while :attr:`active`, the file reads, writes and listings of the kernel."""
 
@@ -101,8 +125,7 @@ class Observer:
         self.writes: set[str] = set()
         self.listings: dict[str, str] = {}  # folder or glob pattern -> digest of the names
         self.unseen: list[str] = []  # calls whose reads cannot be seen
-        self._busy = False
-        self._caller: Any = None
+        self._local = threading.local()  # per thread: busy (inside the hook), caller
         self._digests: dict[tuple[str, int, int], str] = {}
 
     # ---------------------------------------------------------------- the step's record
@@ -128,7 +151,8 @@ class Observer:
 
     def hook(self, event: str, args: tuple[Any, ...], caller: Any) -> None:
         """One audit event; ``caller``: the frame that made the audited call."""
-        if not self.active or self._busy:
+        local = self._local
+        if not self.active or getattr(local, "busy", False):
             return
         if event == "open":
             handler: Callable[..., None] = self._open
@@ -144,18 +168,17 @@ class Observer:
             handler = self._subprocess
         else:
             return
-        self._busy = True
-        self._caller = caller
+        local.busy, local.caller = True, caller
         try:
             handler(event, *args)
         except Exception:  # never break the user's code
             pass
         finally:
-            self._busy = False
+            local.busy = False
 
     def _open(self, event: str, path: Any, mode: Any, flags: Any = 0, *_: Any) -> None:
         target = self._watched(path)
-        if target is None or self._caller.f_code.co_filename.startswith("<frozen importlib"):
+        if target is None or self._local.caller.f_code.co_filename.startswith("<frozen importlib"):
             return  # imports: the project's modules are part of the key (cache/modules.py)
         if mode is None:  # os.open: flags only
             access = flags & os.O_ACCMODE
@@ -196,7 +219,7 @@ class Observer:
             self.writes.discard(target)
 
     def _listing(self, event: str, path: Any = None, *rest: Any) -> None:
-        if not _from_user_code(self._caller, listing=True):
+        if not _from_user_code(self._local.caller, listing=True):
             return  # the import system's caches, a library looking around
         if event == "glob.glob/2":
             pattern, root_dir = path, rest[1] if len(rest) > 1 else None
@@ -221,7 +244,7 @@ class Observer:
             self.writes.add(target)
 
     def _subprocess(self, event: str, *args: Any) -> None:
-        if not _from_user_code(self._caller):
+        if not _from_user_code(self._local.caller):
             return  # a library's own helper process (MLflow's requirement inference, ...)
         command = args[1] if event == "subprocess.Popen" else args[0]
         if isinstance(command, list | tuple):
@@ -261,16 +284,16 @@ class Observer:
 
     def native(self, target: str, way: str) -> None:
         """A native reader (``way="r"``) or writer was called with ``target``."""
-        if not self.active or self._busy:
+        if not self.active or getattr(self._local, "busy", False):
             return
-        self._busy = True
+        self._local.busy = True
         try:
             if way == "r":
                 self.read_tree(target)
             else:
                 self.write_tree(target)
         finally:
-            self._busy = False
+            self._local.busy = False
 
     def read_tree(self, target: str) -> None:
         """A file, or every file of a folder (a dataset), as read; the folder as listed."""

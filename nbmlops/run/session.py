@@ -10,6 +10,7 @@ session updates its bookkeeping, so an interruption never loses what was already
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from nbclient.exceptions import CellExecutionError
 from nbmlops import project
 from nbmlops.cache import status as cache_status
 from nbmlops.cache.keys import SETUP_RNG, KeyContext, inert
-from nbmlops.cache.store import Entry, StepCache, changed_files
+from nbmlops.cache.store import Entry, KeyLock, StepCache, changed_files
 from nbmlops.capture import orphans, schema
 from nbmlops.capture import tracking as t
 from nbmlops.capture.environment import Environment
@@ -106,8 +107,9 @@ class Session:
     _keys: dict[str, str] = field(default_factory=dict)  # step -> its cache key
     _parts: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> its key's parts
     _reasons: dict[str, list[str]] = field(default_factory=dict)  # step -> why it executes
-    _unsealed: list[Entry] = field(default_factory=list)  # entries whose objects are saving
-    _saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> its save
+    _unsealed: dict[str, Path] = field(default_factory=dict)  # step -> its entry, unsealed
+    _sealing_rng: dict[str, str] = field(default_factory=dict)  # step -> rng digest after it
+    _locks: dict[str, KeyLock] = field(default_factory=dict)  # step -> its key's lock, held
     _events_offset: int = 0  # how far the notebook API's events were read
     _current_cell: Any = None
     _nb: Any = None  # the notebook papermill is executing (for notebooks of killed steps)
@@ -367,6 +369,8 @@ class Session:
                 )
             )
             self._remember(name, record.outputs, self.rng, uncacheable=why)
+        if name not in self._unsealed:
+            self._release(name)  # not stored: nothing for a waiting run to find
         self.objects_saved(result.get("saved", {}))
         self.reporter.step_finished(name, status, record.seconds)
 
@@ -527,37 +531,38 @@ class Session:
             written=record.io.get("written", []),
             listings=record.io.get("listings", {}),
         )
-        self._unsealed.append(entry)  # written once the kernel has saved its objects
+        body = self.run_dir / "steps" / f"{name}.entry.json"
+        write_atomic(body, json.dumps(entry.to_json(), default=str).encode())
+        self._unsealed[name] = body  # sealed by the kernel once it has saved the objects
+        self._sealing_rng[name] = rng.get("digest", "")
 
-    def objects_saved(self, saved: dict[str, dict[str, Any]]) -> None:
-        """The kernel saved these objects (``saved``: digest -> format, MAC, size, or the
-        problem): write the entries all of whose objects are saved now."""
-        self._saved.update(saved)
-        waiting = []
-        for entry in self._unsealed:
-            found = [self._saved.get(o["digest"]) for o in entry.outputs]
-            if any(f is None for f in found):
-                waiting.append(entry)
+    def unsealed(self, name: str) -> tuple[str, str] | None:
+        """(the entry's body, the cache folder) of a step the kernel is to seal, once its
+        objects are saved (``kernel.seal_when_saved``), or None."""
+        body = self._unsealed.get(name)
+        return (str(body), str(self.cache.root)) if body else None
+
+    def hold(self, name: str, lock: KeyLock) -> None:
+        """Keep the lock of the step's key until its entry is written: a run waiting for
+        it then finds the entry."""
+        self._locks[name] = lock
+
+    def _release(self, name: str) -> None:
+        lock = self._locks.pop(name, None)
+        if lock is not None:
+            lock.release()
+
+    def objects_saved(self, report: dict[str, Any]) -> None:
+        """What the kernel's saving thread finished (``report["entries"]``: step -> "" for
+        an entry written, else why not): release those keys' locks."""
+        for name, problem in report.get("entries", {}).items():
+            if self._unsealed.pop(name, None) is None:
                 continue
-            problems = [
-                f"{o['name']}: {f['problem']}"
-                for o, f in zip(entry.outputs, found, strict=True)
-                if f and "problem" in f
-            ]
-            if problems:
-                self.reporter.warn(
-                    f"step {entry.step!r}: cannot save {'; '.join(problems)}; it is not cached"
-                )
+            self._release(name)
+            if problem:
+                self.reporter.warn(f"step {name!r}: {problem}; it is not cached")
                 continue
-            # new dicts: the step's own outputs may be being written to MLflow meanwhile
-            entry.outputs = [{**o, **(f or {})} for o, f in zip(entry.outputs, found, strict=True)]
-            try:
-                self.cache.put(entry)
-            except OSError as exc:
-                self.reporter.warn(f"step {entry.step!r}: cannot write its cache entry ({exc})")
-                continue
-            self._remember(entry.step, entry.outputs, entry.rng.get("digest", ""))
-        self._unsealed = waiting
+            self._remember(name, self.steps[name].outputs, self._sealing_rng.pop(name, ""))
 
     # ------------------------------------------------------------ run end
 
@@ -566,6 +571,8 @@ class Session:
 
         Returns the errors of the MLflow writes. A run whose pipeline run was never queued
         (``start()`` did not get that far) records nothing."""
+        for name in list(self._locks):  # entries never written (Ctrl-C, a dead kernel)
+            self._release(name)
         if self.parent_id is None:
             return self.tracker.flush()
         parent_id = self.parent_id
