@@ -36,6 +36,7 @@ from nbmlops.capture.environment import Environment
 from nbmlops.capture.hashing import write_atomic
 from nbmlops.notebook.pipeline import PAPERMILL_INJECTED_TAG, Pipeline, user_cells
 from nbmlops.run.events import read_json_lines
+from nbmlops.run.observe import unobserved_readers
 from nbmlops.run.plan import RunPlan
 from nbmlops.run.progress import Reporter
 
@@ -338,6 +339,10 @@ class Session:
             *(
                 f"it called {c}, whose file reads nbmlops cannot see"
                 for c in result.get("unseen", [])
+            ),
+            *(
+                f"it uses {lib}, whose file reads nbmlops cannot see"
+                for lib in unobserved_readers(self.pipeline.step(name), self.pipeline)
             ),
         ]
         for why in unseen:
