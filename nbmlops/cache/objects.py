@@ -101,14 +101,6 @@ def format_of(value: Any) -> str:
     return "pickle"
 
 
-def encode(value: Any) -> tuple[str, Any]:
-    """(format, bytes-like payload) of a step output."""
-    fmt = format_of(value)
-    buf = io.BytesIO()
-    _write(fmt, value, buf)
-    return fmt, buf.getbuffer()
-
-
 def _write(fmt: str, value: Any, fh: Any) -> None:
     """Write ``value`` in format ``fmt`` to the binary file ``fh``."""
     if fmt == "npy":
