@@ -306,3 +306,43 @@ def test_a_file_added_to_a_globbed_folder_is_a_change(
     _run(nbmlops, experiment, "--seed", "7")
     assert _cache_tags(client, experiment) == {"load": "miss"}
     assert pipeline_runs(client, experiment)[0].data.metrics == {"total": 6.0}
+
+
+def test_a_resealed_entry_with_a_better_score_and_another_model_never_reaches_promote(
+    project: Path, nbmlops: Any, client: Any, experiment: str
+) -> None:
+    write_notebook(project / "pipe.ipynb", classifier())
+    _run(nbmlops, experiment)
+    honest = pipeline_runs(client, experiment)[0]
+    cache = project / ".nbmlops"
+    entries = _entries(cache)
+    # The attacker points the cached train step at another model and the cached evaluate
+    # step at a better score, and re-seals both the only way they can: without the key.
+    path, doc = entries["train"]
+    for event in doc["entry"]["events"]:
+        if event.get("kind") == "model":
+            event["uri"] = "models:/m-0123456789abcdef0123456789abcdef"
+    _reseal_unkeyed(path, doc)
+    path, doc = entries["evaluate"]
+    for event in doc["entry"]["events"]:
+        if event.get("name") == "score":
+            event["value"] = 0.99
+    _reseal_unkeyed(path, doc)
+    _run(nbmlops, experiment)
+    assert _cache_tags(client, experiment) == {
+        "load": "hit",
+        "split": "hit",
+        "train": "miss",
+        "evaluate": "miss",
+    }
+    result = nbmlops(
+        "promote", "--experiment", experiment, "--metric", "score", "--model-name", experiment
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = pipeline_runs(client, experiment)
+    assert [r.data.metrics["score"] for r in runs] == [0.9, 0.9]
+    champion = client.get_model_version_by_alias(experiment, "champion")
+    assert champion.run_id in {r.info.run_id for r in runs}
+    uris = {r.data.tags["nbmlops.model_uri"] for r in runs}
+    assert "models:/m-0123456789abcdef0123456789abcdef" not in uris
+    assert honest.data.tags["nbmlops.model_uri"] in uris
