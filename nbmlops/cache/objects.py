@@ -220,6 +220,10 @@ class Saver:
             )
         return fmt
 
+    def close(self) -> None:
+        """Finish the saves under way and stop the thread (a kernel kept for another run)."""
+        self._pool.shutdown(wait=True)
+
     def result_of(self, digest: str) -> dict[str, Any] | None:
         """What saving ``digest`` gave, waiting for it (safe on the saving thread: report()
         records a result before it forgets the future)."""

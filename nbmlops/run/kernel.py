@@ -144,6 +144,8 @@ def _reset_for_next_run() -> None:
     if plt is not None:
         plt.close("all")
     get_ipython().reset(new_session=True)  # the namespace, history and execution count
+    if _state.saver is not None:
+        _state.saver.close()
     _state.__init__()  # type: ignore[misc]
 
 
