@@ -76,6 +76,29 @@ def _delete(relative: str) -> Callable[[Path], None]:
     return delete
 
 
+def _both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
+    def change(root: Path) -> None:
+        for c in changes:
+            c(root)
+
+    return change
+
+
+def _ipc(relative: str, values: list[float]) -> Callable[[Path], None]:
+    def write(root: Path) -> None:
+        import pyarrow as pa
+
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"x": values})
+        with (
+            pa.OSFile(str(root / relative), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema) as w,
+        ):
+            w.write_table(table)
+
+    return write
+
+
 def _metric(source: str) -> str:
     return f"nbmlops.log_metric('result', float({source}))"
 
@@ -223,6 +246,86 @@ SCENARIOS = [
         ],
         change=_delete("interim.csv"),
         untouched=("steady", "write", "read"),
+    ),
+]
+
+
+SCENARIOS += [
+    Scenario(
+        "a file appended to through a computed path",
+        [
+            SETUP,
+            STEADY,
+            code(
+                "log = os.path.join(DATA_DIR, 'log.csv')\n"
+                "pd.DataFrame({'x': [1]}).to_csv(log, mode='a', header=False, index=False)",
+                "step:append",
+            ),
+            code("rows = len(pd.read_csv(log))\n" + _metric("rows"), "step:count"),
+        ],
+        files={"data/log.csv": _write("data/log.csv", "x\n5\n")},
+        change=_write("data/log.csv", "x\n5\n6\n7\n8\n"),
+    ),
+    Scenario(
+        "a file the step looked for and did not find, created before the re-run",
+        [
+            SETUP,
+            STEADY,
+            code(
+                "try:\n    with open(os.path.join(DATA_DIR, 'overrides.json')) as fh:\n"
+                "        extra = json.load(fh)['extra']\nexcept FileNotFoundError:\n    extra = 0\n"
+                + _metric("extra"),
+                "step:configure",
+            ),
+        ],
+        files={"data/keep.txt": _write("data/keep.txt", "")},
+        change=_write("data/overrides.json", '{"extra": 3}'),
+    ),
+    Scenario(
+        "an empty folder made by one step, gone before the next step runs again",
+        [
+            SETUP,
+            STEADY,
+            code("os.makedirs('figures', exist_ok=True)", "step:prepare"),
+            code(
+                "with open(os.path.join(DATA_DIR, 'v.txt')) as fh:\n    v = fh.read()\n"
+                "with open(os.path.join('figures', 'v.txt'), 'w') as fh:\n    fh.write(v)\n"
+                + _metric("v"),
+                "step:plot",
+            ),
+        ],
+        files={"data/v.txt": _write("data/v.txt", "1")},
+        change=_both(_delete("figures"), _write("data/v.txt", "2")),
+        untouched=("steady", "prepare"),
+    ),
+    Scenario(
+        "categories changed by a parameter",
+        [
+            SETUP,
+            code("cats = 'S,M,L'", "parameters"),
+            STEADY,
+            code(
+                "df = pd.DataFrame({'size': pd.Categorical(['S', 'M'], categories=cats.split(','))})",
+                "step:prep",
+            ),
+            code(_metric("pd.get_dummies(df['size']).shape[1]"), "step:features"),
+        ],
+        parameters=("cats=S,M,L,XL",),
+    ),
+    Scenario(
+        "an Arrow IPC file read through pyarrow.ipc",
+        [
+            SETUP,
+            code("import pyarrow as pa"),
+            STEADY,
+            code(
+                "table = pa.ipc.open_file(os.path.join(DATA_DIR, 'part.arrow')).read_all()\n"
+                + _metric("table.num_rows"),
+                "step:load",
+            ),
+        ],
+        files={"data/part.arrow": _ipc("data/part.arrow", [1.0, 2.0])},
+        change=_ipc("data/part.arrow", [1.0, 2.0, 3.0]),
     ),
 ]
 

@@ -310,6 +310,8 @@ def _arrow_safe(value: Any) -> bool:
     index = frame.index
     if isinstance(index, pd.MultiIndex) or not (index.name is None or isinstance(index.name, str)):
         return False
+    if getattr(index, "freq", None) is not None or frame.columns.name is not None:
+        return False  # what Arrow does not keep
     dtypes = [*frame.dtypes, index.dtype]
     return all(
         (isinstance(t, np.dtype) and t.kind in _ARROW_KINDS) or isinstance(t, pd.DatetimeTZDtype)

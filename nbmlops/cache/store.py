@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nbmlops.cache import objects as o
-from nbmlops.capture.hashing import listing_digest, write_atomic
+from nbmlops.capture.hashing import ABSENT, listing_digest, write_atomic
 
 log = logging.getLogger("nbmlops.cache")
 MAX_SIZE_ENV = "NBMLOPS_CACHE_MAX_SIZE"
@@ -175,6 +175,9 @@ class StepCache:
         each copied from the store, its MAC checked, then renamed into place."""
         for ref in entry.written:
             dest = root / ref["path"]
+            if ref.get("format") == "dir":  # a folder it made (and left empty, maybe)
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
             with contextlib.suppress(OSError):
                 if dest.stat().st_size == ref["size"] and o.seal_file(dest) == ref["blob"]:
                     continue  # already there
@@ -345,6 +348,10 @@ def changed_files(entry: Entry, digest: Callable[[str], str]) -> list[str]:
     then. ``digest(path)`` hashes a file."""
     changed = []
     for path, recorded in entry.files.items():
+        if recorded == ABSENT:  # it looked for the file: one there now is a change
+            if os.path.exists(path):
+                changed.append(path)
+            continue
         try:
             if digest(path) != recorded:
                 changed.append(path)

@@ -20,6 +20,7 @@ from typing import Any
 import blake3
 
 DIGEST_BYTES = 16  # 128 bits, 32 hex characters
+ABSENT = "absent"  # the recorded digest of a file a step tried to read that did not exist
 
 
 def _umask() -> int:
@@ -135,14 +136,15 @@ def hash_data(obj: Any) -> str:
     if isinstance(obj, np.ndarray):
         _update_array(h, obj)
     elif isinstance(obj, pd.Series):
-        h.update(repr((obj.name, str(obj.dtype))).encode())
+        h.update(repr((obj.name, repr(obj.dtype))).encode())
         _update_column(h, obj)
-        _update_column(h, obj.index.to_series())
+        _update_index(h, obj.index)
     elif isinstance(obj, pd.DataFrame):
-        h.update(repr([(str(c), str(t)) for c, t in obj.dtypes.items()]).encode())
+        h.update(repr([(str(c), repr(t)) for c, t in obj.dtypes.items()]).encode())
+        h.update(repr(list(obj.columns.names)).encode())
         for i in range(obj.shape[1]):
             _update_column(h, obj.iloc[:, i])
-        _update_column(h, obj.index.to_series())
+        _update_index(h, obj.index)
     else:
         raise TypeError(f"not a DataFrame, Series or ndarray: {type(obj).__name__}")
     return h.hexdigest(length=DIGEST_BYTES)
@@ -154,6 +156,15 @@ def _update_array(h: blake3.blake3, a: Any) -> None:
         _update_objects(h, a.ravel().tolist())
     else:
         h.update(_bytes_view(a))
+
+
+def _update_index(h: blake3.blake3, index: Any) -> None:
+    """An index's values, and what else it carries: names, dtype (categories, time
+    zone), frequency."""
+    h.update(
+        repr((list(index.names), repr(index.dtype), str(getattr(index, "freq", None)))).encode()
+    )
+    _update_column(h, index.to_series())
 
 
 def _update_column(h: blake3.blake3, s: Any) -> None:

@@ -146,7 +146,16 @@ def _reset_for_next_run() -> None:
     get_ipython().reset(new_session=True)  # the namespace, history and execution count
     if _state.saver is not None:
         _state.saver.close()
+    _forget_project_modules()  # their module-level state (caches of files read) goes too
     _state.__init__()  # type: ignore[misc]
+
+
+def _forget_project_modules() -> None:
+    project = os.path.join(os.environ.get("NBMLOPS_PROJECT") or os.getcwd(), "")
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(project) and f"{os.sep}site-packages{os.sep}" not in path:
+            del sys.modules[name]
 
 
 def _seed_module(name: str, seed: int) -> None:
@@ -285,7 +294,10 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     produced = rebound | set(writes)
     outputs: list[dict[str, Any]] = []
     unsaved: list[dict[str, str]] = []
-    for n in sorted(rebound | {n for n in names if n in ns}):
+    # What the step's code names, and every earlier output: one may have changed through
+    # another name (``clf = pipe[-1]`` in one step, ``pipe.fit()`` in the next).
+    watched = {n for n in names if n in ns} | {n for n in _state.hashes if n in ns}
+    for n in sorted(rebound | watched):
         value = ns[n]
         digest, payload, problem = _digest(value)
         if problem or digest is None:
@@ -382,6 +394,7 @@ def _files(io: dict[str, Any], failed: bool) -> dict[str, Any]:
         "reads": {**setup.get("reads", {}), **io.get("reads", {})},
         "listings": {**setup.get("listings", {}), **io.get("listings", {})},
         "written": written,
+        "folders": [os.path.relpath(p, project) for p in io.get("folders", [])],
         "outside": io.get("outside", []),
         "unseen": [*setup.get("unseen", []), *io.get("unseen", [])],
     }

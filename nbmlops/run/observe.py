@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbmlops.capture.hashing import hash_file, listing_digest
+from nbmlops.capture.hashing import ABSENT, hash_file, listing_digest
 
 if TYPE_CHECKING:  # the kernel imports this module: nothing heavy at run time
     from nbmlops.notebook.pipeline import Pipeline, Step
@@ -47,7 +47,7 @@ SUBPROCESS_EVENTS = frozenset(
 )
 LISTING_EVENTS = frozenset(("os.listdir", "os.scandir", "glob.glob/2"))
 OBSERVED_EVENTS = (
-    frozenset(("open", "os.rename", "os.replace", "os.remove", "sqlite3.connect"))
+    frozenset(("open", "os.rename", "os.replace", "os.remove", "os.mkdir", "sqlite3.connect"))
     | SUBPROCESS_EVENTS
     | LISTING_EVENTS
 )
@@ -74,6 +74,12 @@ NATIVE: dict[str, dict[str, tuple[int, str, str]]] = {
         "write_feather": (1, "dest", "w"),
     },
     "pyarrow.csv": {"read_csv": (0, "input_file", "r"), "write_csv": (1, "output_file", "w")},
+    "pyarrow.ipc": {
+        "open_file": (0, "source", "r"),
+        "open_stream": (0, "source", "r"),
+        "new_file": (0, "sink", "w"),
+        "new_stream": (0, "sink", "w"),
+    },
     "pyarrow.json": {"read_json": (0, "input_file", "r")},
     "pyarrow.dataset": {"dataset": (0, "source", "r"), "write_dataset": (1, "base_dir", "w")},
     "pyarrow.orc": {"read_table": (0, "source", "r"), "write_table": (1, "where", "w")},
@@ -123,6 +129,7 @@ class Observer:
         self.active = False
         self.reads: dict[str, str] = {}  # path -> content digest when first read
         self.writes: set[str] = set()
+        self.folders: set[str] = set()  # folders it created
         self.listings: dict[str, str] = {}  # folder or glob pattern -> digest of the names
         self.unseen: list[str] = []  # calls whose reads cannot be seen
         self._local = threading.local()  # per thread: busy (inside the hook), caller
@@ -132,6 +139,7 @@ class Observer:
 
     def begin(self) -> None:
         self.reads, self.writes, self.listings, self.unseen = {}, set(), {}, []
+        self.folders = set()
         self.active = True
 
     def end(self) -> dict[str, Any]:
@@ -142,6 +150,9 @@ class Observer:
         return {
             "reads": dict(sorted(self.reads.items())),  # read before written: an input too
             "written": inside,
+            "folders": sorted(
+                p for p in self.folders if p.startswith(self.project) and os.path.isdir(p)
+            ),
             "outside": [p for p in written if not p.startswith(self.project)],
             "listings": dict(sorted(self.listings.items())),
             "unseen": self.unseen,
@@ -160,6 +171,8 @@ class Observer:
             handler = self._rename
         elif event == "os.remove":
             handler = self._remove
+        elif event == "os.mkdir":
+            handler = self._mkdir
         elif event in LISTING_EVENTS:
             handler = self._listing
         elif event == "sqlite3.connect":
@@ -184,7 +197,7 @@ class Observer:
             access = flags & os.O_ACCMODE
             reading, writing = access != os.O_WRONLY, access != os.O_RDONLY
         else:
-            reading = "r" in mode or "+" in mode
+            reading = any(c in mode for c in "ra+")  # appending keeps what was there
             writing = any(c in mode for c in "wax+")
         if reading:
             self.read(target)
@@ -192,10 +205,15 @@ class Observer:
             self.writes.add(target)
 
     def read(self, target: str) -> None:
+        """Record ``target`` as read, with its digest now (:data:`ABSENT` if there is no such
+        file: creating it later is a change too)."""
         if target in self.reads or target in self.writes:
             return
         try:
             st = os.stat(target)
+        except FileNotFoundError:
+            self.reads[target] = ABSENT
+            return
         except OSError:
             return
         if not os.path.isfile(target):
@@ -213,14 +231,19 @@ class Observer:
         if target is not None:
             self.writes.add(target)
 
+    def _mkdir(self, event: str, path: Any, *_: Any) -> None:
+        target = self._watched(path)
+        if target is not None:
+            self.folders.add(target)
+
     def _remove(self, event: str, path: Any, *_: Any) -> None:
         target = self._watched(path)
         if target is not None:
             self.writes.discard(target)
 
     def _listing(self, event: str, path: Any = None, *rest: Any) -> None:
-        if not _from_user_code(self._local.caller, listing=True):
-            return  # the import system's caches, a library looking around
+        if _from_import_system(self._local.caller):
+            return  # the import system filling its caches
         if event == "glob.glob/2":
             pattern, root_dir = path, rest[1] if len(rest) > 1 else None
             if isinstance(pattern, bytes):
@@ -401,20 +424,27 @@ def _places() -> tuple[str, tuple[str, ...]]:
     return stdlib, libraries
 
 
-def _from_user_code(frame: Any, listing: bool = False) -> bool:
-    """Whether a call comes from the notebook's own code (a cell, a project module, ``!``,
-    a shell magic), through the standard library at most, rather than from a library it
-    called (MLflow inferring requirements, the import system filling its caches)."""
+def _from_import_system(frame: Any) -> bool:
+    """Whether the import system (``importlib``, ``pkgutil``, ``zipimport``) is on the
+    stack: its directory listings are caches, not the step's inputs."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        top = str(frame.f_globals.get("__name__", "")).split(".")[0]
+        if filename.startswith(("<frozen importlib", "<frozen zipimport")) or top in _NOT_LISTINGS:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _from_user_code(frame: Any) -> bool:
+    """Whether a process start comes from the notebook's own code (a cell, a project
+    module, ``!``, a shell magic), through the standard library at most, rather than from a
+    library it called (MLflow inferring requirements, joblib's workers)."""
     stdlib, libraries = _places()
     while frame is not None:
         filename = frame.f_code.co_filename
-        module = str(frame.f_globals.get("__name__", ""))
-        top = module.split(".")[0]
-        if filename.startswith(("<frozen importlib", "<frozen zipimport")) or (
-            listing and top in _NOT_LISTINGS
-        ):
-            return False
-        if filename.startswith("<frozen") or (not listing and top in _LIBRARY_HELPERS):
+        top = str(frame.f_globals.get("__name__", "")).split(".")[0]
+        if filename.startswith("<frozen") or top in _LIBRARY_HELPERS:
             frame = frame.f_back
             continue
         real = os.path.realpath(filename)

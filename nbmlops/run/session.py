@@ -325,7 +325,8 @@ class Session:
         record.outputs = result.get("outputs", [])
         record.unsaved = result.get("unsaved", [])
         record.io = {k: result.get(k) or {} for k in ("reads", "listings")}
-        record.io["written"] = result.get("written", [])
+        folders = [{"path": f, "format": "dir"} for f in result.get("folders", [])]
+        record.io["written"] = folders + result.get("written", [])
         for u in record.unsaved:
             self.reporter.warn(
                 f"step {name!r}: variable {u['name']!r} ({u['type']}) cannot be saved "
