@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,20 @@ FAILS = [
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> dict[str, Any]:
-    """The server's root: notebooks with unique names (their experiments), one run of TRAIN."""
+def project(
+    tmp_path_factory: pytest.TempPathFactory, tracking_uri: str
+) -> Iterator[dict[str, Any]]:
+    """The server's root: notebooks with unique names (their experiments), one run of TRAIN.
+
+    pytest-jupyter gives the server a HOME of its own, where a user's own cache key would
+    differ from the one the first run used: the module runs under one team key instead,
+    as a server started by the same user shares the user's key."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NBMLOPS_CACHE_KEY", "the key of the jupyter tests")
+        yield _project(tmp_path_factory, tracking_uri)
+
+
+def _project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("jupyter-root")
     tag = uuid.uuid4().hex[:8]
     names = {k: f"{k}_{tag}.ipynb" for k in ("train", "fails", "broken")}

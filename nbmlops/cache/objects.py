@@ -56,17 +56,29 @@ def _key(team: str | None, path: str) -> bytes:
     if team:
         return blake3.blake3(team.encode(), derive_key_context="nbmlops cache key v1").digest()
     try:
-        return bytes.fromhex(Path(path).read_text().strip())
+        return _read_key(path)
     except FileNotFoundError:
         pass
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    key = secrets.token_bytes(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first
-        return bytes.fromhex(Path(path).read_text().strip())
+    # Written whole under another name, then linked into place: a process starting at the
+    # same moment (the kernel beside its driver) sees no key or the whole key, never half.
+    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
+        fh.write(secrets.token_bytes(32).hex() + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another process made it first: theirs counts
+        pass
+    finally:
+        os.unlink(tmp)
+    return _read_key(path)
+
+
+def _read_key(path: str) -> bytes:
+    key = bytes.fromhex(Path(path).read_text().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte key (hex); remove it to make a new one")
     return key
 
 
