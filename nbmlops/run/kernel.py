@@ -97,6 +97,8 @@ def start(run_dir: str, objects: str, seed: int) -> str:
     """
     if _state.active:
         _reset_for_next_run()
+    else:
+        _BEFORE_FIRST_RUN.update(sys.modules)
     _state.active = True
     _state.run_dir = Path(run_dir)
     _state.events = _state.run_dir / "events.jsonl"
@@ -151,11 +153,21 @@ def _reset_for_next_run() -> None:
 
 
 def _forget_project_modules() -> None:
+    """Unload the modules the notebook imported from the project (not nbmlops' own, nor
+    anything loaded before the first run: nbmlops may live in the project it runs)."""
     project = os.path.join(os.environ.get("NBMLOPS_PROJECT") or os.getcwd(), "")
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None) or ""
-        if path.startswith(project) and f"{os.sep}site-packages{os.sep}" not in path:
+        if (
+            name not in _BEFORE_FIRST_RUN
+            and name.split(".")[0] != "nbmlops"
+            and path.startswith(project)
+            and f"{os.sep}site-packages{os.sep}" not in path
+        ):
             del sys.modules[name]
+
+
+_BEFORE_FIRST_RUN: set[str] = set()  # the modules loaded when the kernel's first run began
 
 
 def _seed_module(name: str, seed: int) -> None:
