@@ -306,9 +306,12 @@ def end_step(names: list[str], writes: list[str], failed: bool = False) -> str:
     produced = rebound | set(writes)
     outputs: list[dict[str, Any]] = []
     unsaved: list[dict[str, str]] = []
-    # What the step's code names, and every earlier output: one may have changed through
-    # another name (``clf = pipe[-1]`` in one step, ``pipe.fit()`` in the next).
-    watched = {n for n in names if n in ns} | {n for n in _state.hashes if n in ns}
+    # What the step's code names, and every earlier output that is an object (not plain
+    # data): one may have changed through another name (``clf = pipe[-1]`` in one step,
+    # ``pipe.fit()`` in the next). Frames are copy-on-write: another name cannot change them.
+    watched = {n for n in names if n in ns} | {
+        n for n in _state.hashes if n in ns and not data_kind(ns[n])
+    }
     for n in sorted(rebound | watched):
         value = ns[n]
         digest, payload, problem = _digest(value)
