@@ -219,15 +219,60 @@ def test_model_lineage_health_and_metrics(served: Served) -> None:
 
 
 def test_requests_are_read_back_from_the_monitor_logs(served: Served) -> None:
+    import mlflow
+
     row = {"a": 0.123456, "b": 7, "c": -3.5}
     answer = httpx.post(served.url + "/predict", json={"records": [row, ROW]}, timeout=60).json()
+    ids = answer["request_ids"]
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
+    given = httpx.post(
+        served.url + "/predict",
+        json={"records": [ROW, row], "request_ids": ["mine-1", "mine-2"]},
+        timeout=60,
+    ).json()
+    assert given["request_ids"] == ["mine-1", "mine-2"]
+
     logs = read_monitor_logs(served.monitor_dir)
-    assert list(logs.columns) == ["request_id", "timestamp", "a", "b", "c", "prediction"]
-    mine = logs[logs["request_id"].astype(str) == answer["request_id"]]
-    assert mine[["a", "b", "c"]].to_dict(orient="records") == [row, ROW]
-    assert mine["prediction"].tolist() == answer["predictions"]
-    assert pd.api.types.is_datetime64_any_dtype(logs["timestamp"])
+    assert list(logs.columns) == [
+        "request_id",
+        "timestamp",
+        "latency_ms",
+        "a",
+        "b",
+        "c",
+        "prediction",
+        "proba_0",
+        "proba_1",
+    ]
+    mine = logs.set_index("request_id").loc[[*ids, "mine-1", "mine-2"]]
+    assert mine[["a", "b", "c"]].to_dict(orient="records") == [row, ROW, ROW, row]
+    assert mine["prediction"].tolist() == answer["predictions"] + given["predictions"]
+    # The classifier's probabilities, as the model gives them.
+    tree = mlflow.sklearn.load_model(f"models:/{served.name}/1")
+    expected = tree.predict_proba(pd.DataFrame([row, ROW, ROW, row]))
+    assert mine[["proba_0", "proba_1"]].to_numpy().tolist() == expected.tolist()
+    assert (mine["latency_ms"] > 0).all()
+    assert mine.loc["mine-1", "latency_ms"] == mine.loc["mine-2", "latency_ms"]
+    assert str(logs["timestamp"].dtype) == "datetime64[us, UTC]"
     assert not logs["timestamp"].isna().any()
+    assert logs["timestamp"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize(
+    ("ids", "named"),
+    [
+        (["only-one"], "request_ids: 1 ids for 2 records"),
+        (["a", 7], "request_ids[1]: expected a non-empty string"),
+        (["a", "x" * 129], "request_ids[1]: 129 characters; at most 128"),
+        ("a,b", "request_ids: expected a list of strings"),
+    ],
+)
+def test_wrong_request_ids_get_400_naming_them(served: Served, ids: Any, named: str) -> None:
+    answer = httpx.post(
+        served.url + "/predict", json={"records": [ROW, ROW], "request_ids": ids}, timeout=60
+    )
+    assert answer.status_code == 400, answer.text
+    assert named in answer.json()["error"]
 
 
 def test_skew_replays_training_rows_and_flags_another_version(served: Served) -> None:

@@ -12,7 +12,15 @@ batchable ``Model.predict_batch`` of its dependency, whose process groups concur
 requests into batches (BentoML's adaptive batching) before one ``predict`` call.
 
 Environment: ``NBMLOPS_MONITOR=0`` turns monitoring off; ``NBMLOPS_MONITOR_DIR`` is where
-the monitor logs go (default ``./monitoring``).
+the monitor logs go (default ``./monitoring``); ``NBMLOPS_MONITOR_MAX_BYTES``,
+``NBMLOPS_MONITOR_FILES`` and ``NBMLOPS_MONITOR_MAX_DAYS`` bound them (each worker keeps at
+most that many files of that size, none older than that many days).
+
+The monitor log: JSON lines, one per predicted record, under
+``<monitor dir>/<monitor name>/data/data.<worker>.log`` (rotated to ``.log.1``, ``.log.2``...):
+``timestamp`` (ISO 8601 UTC), ``request_id`` (the caller's, else generated), ``latency_ms``
+(the request's), the features, ``prediction`` and, for a classifier with
+``predict_proba``, ``proba`` (``{"<class>": p}``). ``nbmlops.serve.monitoring`` reads it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ import hashlib
 import json
 import math
 import os
+import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +56,10 @@ MONITOR_DIR = os.environ.get("NBMLOPS_MONITOR_DIR", "monitoring")
 MONITOR_NAME = CONFIG["monitor_name"]
 ACCESS_LOG = os.environ.get("NBMLOPS_ACCESS_LOG", "1").lower() not in ("0", "false", "off", "no")
 MAX_RECORDS = int(CONFIG.get("max_records", 10000))
+MAX_ID_LENGTH = 128
+LOG_MAX_BYTES = int(os.environ.get("NBMLOPS_MONITOR_MAX_BYTES", 10_000_000))
+LOG_FILES = int(os.environ.get("NBMLOPS_MONITOR_FILES", 10))
+LOG_MAX_DAYS = float(os.environ.get("NBMLOPS_MONITOR_MAX_DAYS", 7))
 _DTYPES = {
     "double": "float64",
     "float": "float32",
@@ -63,7 +78,6 @@ _TYPE_WORDS = {
     "string": "a string",
     "datetime": "an ISO 8601 date-time string",
 }
-_NUMERIC = ("double", "float", "long", "integer")
 _INT_LIMITS = {"long": 2**63, "integer": 2**31}
 
 
@@ -89,6 +103,12 @@ _RECORDS_SCHEMA: dict[str, Any] = {
 RECORDS_FIELD = Field(
     description="The rows to predict: [{column: value, ...}, ...]",
     json_schema_extra=_RECORDS_SCHEMA,
+)
+IDS_FIELD = Field(
+    None,
+    description="Your id of each record (strings of at most 128 characters), returned and "
+    "logged with its prediction; generated when absent",
+    json_schema_extra={"type": "array", "items": {"type": "string", "maxLength": 128}},
 )
 
 
@@ -210,6 +230,23 @@ def validate(records: list[Any]) -> list[str]:
     return problems[:20]
 
 
+def validate_ids(request_ids: Any, count: int) -> list[str]:
+    """The problems of the caller's ``request_ids``: one string (at most 128 characters)
+    per record."""
+    if request_ids is None:
+        return []
+    if not isinstance(request_ids, list):
+        return ["request_ids: expected a list of strings, one per record"]
+    if len(request_ids) != count:
+        return [f"request_ids: {len(request_ids)} ids for {count} records; give one per record"]
+    for i, rid in enumerate(request_ids):
+        if not isinstance(rid, str) or not rid:
+            return [f"request_ids[{i}]: expected a non-empty string"]
+        if len(rid) > MAX_ID_LENGTH:
+            return [f"request_ids[{i}]: {len(rid)} characters; at most {MAX_ID_LENGTH}"]
+    return []
+
+
 def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     for column in COLUMNS:
@@ -243,6 +280,7 @@ class Model:
     def __init__(self) -> None:
         verify_model_files(Path(self.bento_model.path_of("mlflow_model")), CONFIG["files"], LABEL)
         self.model = bentoml.mlflow.load_model(self.bento_model)
+        self.classifier = _classifier(self.model)
 
     # _bentoml_sdk, where bentoml.api lives, ships no type information (no py.typed).
     @bentoml.api(  # type: ignore[untyped-decorator]
@@ -251,10 +289,38 @@ class Model:
         max_latency_ms=int(CONFIG.get("max_latency_ms", 10000)),
     )
     def predict_batch(self, records: list[dict[str, Any]]) -> list[Any]:
-        result = self.model.predict(to_frame(records))
+        """``[prediction, proba or None]`` per record."""
+        frame = to_frame(records)
+        result = self.model.predict(frame)
         if isinstance(result, pd.DataFrame):
             result = result.to_numpy() if result.shape[1] > 1 else result.iloc[:, 0].to_numpy()
-        return [_jsonable(p) for p in np.asarray(result)]
+        predictions = [_jsonable(p) for p in np.asarray(result)]
+        probas: list[dict[str, float] | None] = [None] * len(predictions)
+        if self.classifier is not None:
+            probas = list(_probabilities(self.classifier, frame))
+        return [list(pair) for pair in zip(predictions, probas, strict=True)]
+
+
+def _classifier(model: Any) -> Any | None:
+    """The model's underlying estimator if it gives class probabilities (``predict_proba``
+    and ``classes_``, as scikit-learn classifiers), else None."""
+    try:
+        raw = model.get_raw_model()
+    except (NotImplementedError, AttributeError):
+        return None
+    has_proba = callable(getattr(raw, "predict_proba", None))
+    return raw if has_proba and getattr(raw, "classes_", None) is not None else None
+
+
+def _probabilities(classifier: Any, frame: pd.DataFrame) -> list[dict[str, float]]:
+    labels = [str(_jsonable(c)) for c in classifier.classes_]
+    return [
+        dict(zip(labels, row, strict=True))
+        for row in np.asarray(classifier.predict_proba(frame), dtype=float).tolist()
+    ]
+
+
+BODY_FIELDS = frozenset({"records", "request_ids"})
 
 
 class PredictGuard:
@@ -293,9 +359,11 @@ class PredictGuard:
             data = json.loads(body) if body else {}
         except (ValueError, UnicodeDecodeError):
             data = None  # BentoML answers 400 "Invalid JSON" with the position
-        if isinstance(data, dict) and data.keys() - {"records"}:
-            extra = ", ".join(repr(k) for k in sorted(data.keys() - {"records"}))
-            await _reply(send, 400, f"unknown field {extra}: the body has one field, 'records'")
+        if isinstance(data, dict) and data.keys() - BODY_FIELDS:
+            extra = ", ".join(repr(k) for k in sorted(data.keys() - BODY_FIELDS))
+            await _reply(
+                send, 400, f"unknown field {extra}: the body has 'records' (and 'request_ids')"
+            )
             return
         replayed = False
 
@@ -358,19 +426,24 @@ class Api:
         _keep_session(self.model)
 
     @bentoml.api(route="/predict")  # type: ignore[untyped-decorator]
-    async def predict(self, records: list[Any] = RECORDS_FIELD) -> dict[str, Any]:
-        problems = validate(records)
+    async def predict(
+        self, records: list[Any] = RECORDS_FIELD, request_ids: Any = IDS_FIELD
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        problems = validate(records) or validate_ids(request_ids, len(records))
         if problems:
             return JSONResponse(  # type: ignore[return-value]
                 {"error": "; ".join(problems[:5]), "problems": problems}, status_code=400
             )
-        predictions = await _call_model(self.model, records)
-        request_id = _log(records, predictions)
+        ids = request_ids or [uuid.uuid4().hex for _ in records]
+        answers = await _call_model(self.model, records)
+        predictions = [a[0] for a in answers]
+        log_records(records, answers, ids, (time.perf_counter() - started) * 1000)
         return {
             "predictions": predictions,
+            "request_ids": ids,
             "model": CONFIG["name"],
             "version": str(CONFIG["version"]),
-            "request_id": request_id,
         }
 
 
@@ -400,28 +473,92 @@ async def _call_model(proxy: Any, records: list[dict[str, Any]]) -> list[Any]:
     return list(result)
 
 
-def _log(records: list[dict[str, Any]], predictions: list[Any]) -> str | None:
-    """Every record's features and prediction to the monitor (one row per record)."""
-    from bentoml._internal.context import trace_context
+class MonitorLog:
+    """This worker's monitor log file: JSON lines, rotated when it reaches ``max_bytes``
+    or is a day old (``data.N.log`` becomes ``data.N.log.1``, ``.1`` becomes ``.2``...);
+    at most ``files`` files are kept, none older than ``max_days``."""
 
-    request_id = trace_context.request_id
+    def __init__(self, path: Path, max_bytes: int, files: int, max_days: float) -> None:
+        self.path, self.max_bytes, self.files = path, max(1, max_bytes), max(1, files)
+        self.max_age = max_days * 86400
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.stream = open(self.path, "ab")  # noqa: SIM115 (kept open: one file per worker)
+        self.size = self.stream.tell()
+        self.opened = time.time()
+        self._prune()
+
+    def write(self, lines: list[bytes]) -> None:
+        """Append ``lines`` (each ending in a newline), rotating where the size says."""
+        if time.time() - self.opened > min(86400.0, self.max_age):
+            self._rotate()
+        chunk: list[bytes] = []
+        size = self.size
+        for line in lines:
+            if size + len(line) > self.max_bytes and (chunk or size):
+                self._append(chunk)
+                self._rotate()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        self._append(chunk)
+
+    def _append(self, chunk: list[bytes]) -> None:
+        data = b"".join(chunk)
+        self.stream.write(data)
+        self.stream.flush()
+        self.size += len(data)
+
+    def _rotate(self) -> None:
+        self.stream.close()
+        for i in range(self.files - 1, 0, -1):
+            older = self._numbered(i)
+            if older.exists():
+                if i + 1 < self.files:
+                    older.replace(self._numbered(i + 1))
+                else:
+                    older.unlink()
+        if self.files > 1:
+            self.path.replace(self._numbered(1))
+        else:
+            self.path.unlink(missing_ok=True)
+        self.stream = open(self.path, "ab")  # noqa: SIM115
+        self.size, self.opened = 0, time.time()
+        self._prune()
+
+    def _numbered(self, i: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{i}")
+
+    def _prune(self) -> None:
+        """Remove rotated files older than ``max_days`` and beyond ``files``."""
+        cutoff = time.time() - self.max_age
+        for old in self.path.parent.glob(self.path.name + ".*"):
+            suffix = old.name.rsplit(".", 1)[1]
+            if not suffix.isdigit() or int(suffix) >= self.files or old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+
+
+_monitor_log: MonitorLog | None = None
+
+
+def log_records(
+    records: list[dict[str, Any]], answers: list[Any], ids: list[str], latency_ms: float
+) -> None:
+    """One JSON line per predicted record to the monitor log (the one place records are
+    written: the format is in this module's docstring)."""
+    global _monitor_log
     if not MONITOR:
-        return None if request_id is None else str(request_id)
-    with bentoml.monitor(
-        MONITOR_NAME, monitor_class="default", monitor_options={"log_path": MONITOR_DIR}
-    ) as mon:
-        for column in COLUMNS:
-            kind = TYPES[column]
-            mon.log_batch(
-                [record.get(column) for record in records],
-                name=column,
-                role="feature",
-                data_type="numerical" if kind in _NUMERIC else "categorical",
-            )
-        mon.log_batch(
-            predictions,
-            name="prediction",
-            role="prediction",
-            data_type="numerical" if isinstance(predictions[0], float) else "categorical",
-        )
-    return None if request_id is None else str(request_id)
+        return
+    if _monitor_log is None:
+        worker = bentoml.server_context.worker_index or 0
+        path = Path(MONITOR_DIR) / MONITOR_NAME / "data" / f"data.{worker}.log"
+        _monitor_log = MonitorLog(path, LOG_MAX_BYTES, LOG_FILES, LOG_MAX_DAYS)
+    stamp = datetime.now(UTC).isoformat(timespec="microseconds")
+    latency = round(latency_ms, 3)
+    lines = []
+    for record, (prediction, proba), rid in zip(records, answers, ids, strict=True):
+        line = {"timestamp": stamp, "request_id": rid, "latency_ms": latency, **record}
+        line["prediction"] = prediction
+        if proba is not None:
+            line["proba"] = proba
+        lines.append((json.dumps(line) + "\n").encode())
+    _monitor_log.write(lines)
