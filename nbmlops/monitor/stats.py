@@ -1,5 +1,6 @@
-"""The drift statistics, on plain numpy arrays: PSI, two-sample Kolmogorov-Smirnov,
-chi-square and Jensen-Shannon.
+"""The drift statistics, on plain numpy arrays: Wasserstein distance, two-sample
+Kolmogorov-Smirnov, chi-square, Jensen-Shannon, PSI, the two-proportion test of the
+missing-value shares, and Holm's correction of a family of p-values.
 
 The KS statistic equals ``scipy.stats.ks_2samp``'s bit for bit: the same set of points
 (every distinct value of either sample), the same integer counts divided by the sizes.
@@ -136,3 +137,51 @@ def categorical_test(reference_counts: np.ndarray, current_counts: np.ndarray) -
         return CategoricalResult(0.0, 1.0, 0, js)
     res = chi2_contingency(np.vstack([ref, cur]))
     return CategoricalResult(float(res.statistic), float(res.pvalue), int(res.dof), js)
+
+
+def wasserstein(reference_means: np.ndarray, current_means: np.ndarray) -> float:
+    """The 1-Wasserstein distance ``integral over (0, 1) of |Q_ref(u) - Q_cur(u)| du`` from
+    both quantile functions' slice means
+    (:func:`nbmlops.capture.profile.quantile_means`, the same slices).
+
+    It is ``mean_k |m_ref[k] - m_cur[k]|``: exact where the two quantile functions do not
+    cross inside a slice, a little lower where they do (by at most the slice's share of the
+    crossing). With 1,000 slices it is within 0.003 reference standard deviations of
+    ``scipy.stats.wasserstein_distance`` on the raw values (tests/test_drift_rule.py).
+    """
+    if not len(reference_means) or not len(current_means):
+        return float("nan")
+    return float(np.mean(np.abs(reference_means - current_means)))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (the family-wise error rate across all of them).
+
+    Sorted ascending, the i-th smallest (from 0) is multiplied by ``m - i``; each adjusted
+    value is the running maximum of these, capped at 1. A test is significant at level
+    alpha when its adjusted p-value is below alpha, exactly Holm's procedure.
+    """
+    m = len(pvalues)
+    if not m:
+        return []
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
+    adjusted = np.empty(m)
+    adjusted[order] = scaled
+    return [float(v) for v in adjusted]
+
+
+def two_proportions(x1: int, n1: int, x2: int, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z test of ``x1/n1`` against ``x2/n2``
+    (1 when either sample is empty or the pooled share is 0 or 1: nothing to tell apart)."""
+    from scipy.special import ndtr
+
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    pooled = (x1 + x2) / (n1 + n2)
+    if pooled <= 0 or pooled >= 1:
+        return 1.0
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = abs(x1 / n1 - x2 / n2) / se
+    return float(2 * ndtr(-z))
