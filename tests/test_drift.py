@@ -504,3 +504,19 @@ def test_ks_statistic_equals_scipy_on_many_tied_and_untied_samples() -> None:
         # method="asymp" keeps the raw statistic; "exact" rounds it to h / lcm(n1, n2)
         expected = stats.ks_2samp(a, b, method="asymp").statistic
         assert ks_statistic(np.sort(a), np.sort(b)) == expected, (a, b)
+
+
+def test_ks_statistic_equals_scipy_across_search_blocks() -> None:
+    """Samples larger than a search block (tied and untied): the blocks' seams change
+    nothing."""
+    from nbmlops.monitor.stats import KS_BLOCK, ks_statistic
+
+    rng = np.random.default_rng(12)
+    n = 3 * KS_BLOCK + 17
+    for a, b in [
+        (rng.normal(size=n), rng.normal(0.01, 1, n + 5)),
+        (rng.integers(0, 50_000, n).astype(float), rng.integers(0, 60_000, 2 * n) * 1.0),
+        (rng.normal(size=2 * n), rng.normal(size=40)),
+    ]:
+        expected = stats.ks_2samp(a, b, method="asymp").statistic
+        assert ks_statistic(np.sort(a), np.sort(b)) == expected

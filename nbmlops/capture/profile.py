@@ -156,19 +156,24 @@ def quantile_means(sorted_values: np.ndarray, slices: int = QUANTILE_SLICES) -> 
     """The mean of the empirical quantile function over each of ``slices`` equal slices of
     (0, 1): slice k is ``slices * integral of Q(u) du over [k/slices, (k+1)/slices]``.
 
-    For n sorted values ``Q(u)`` is ``x[floor(u n)]``, so the integral up to ``u`` is a
-    cumulative sum plus a fraction of the next value: one pass over the values, exact.
-    A slice holding several values is their mean, a slice inside one value is that value.
+    For n sorted values ``Q(u)`` is ``x[floor(u n)]``: a slice holds the values whose whole
+    interval lies inside it, and fractions of the one or two values it shares with its
+    neighbours. One pass over the values (``np.add.reduceat``), exact.
     """
     n = len(sorted_values)
     if n == 0:
         return np.empty(0)
-    total = np.empty(n + 1)
-    total[0] = 0.0
-    np.cumsum(sorted_values, out=total[1:])
-    x = np.arange(slices + 1) * (n / slices)
+    x = np.arange(slices + 1) * (n / slices)  # slice boundaries, in values
     whole = np.minimum(x.astype(np.int64), n - 1)
-    integral = (total[whole] + (x - whole) * sorted_values[whole]) / n
+    frac = x - whole  # the share of value whole[k] below boundary k
+    frac[-1] = 0.0  # the last boundary is past every value: the total below it
+    # reduceat sums whole[k] .. whole[k+1]-1 (the last: to the end); an empty range
+    # (equal starts) gives the value itself instead of 0
+    starts = whole[:-1]
+    sums = np.add.reduceat(sorted_values, starts)
+    sums[:-1][starts[1:] == starts[:-1]] = 0.0
+    below = np.concatenate(([0.0], np.cumsum(sums)))  # the sum of x[0 .. whole[k]-1]
+    integral = (below + frac * sorted_values[whole]) / n
     means: np.ndarray = np.diff(integral) * slices
     return means
 
