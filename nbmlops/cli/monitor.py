@@ -74,8 +74,8 @@ when a feature drifted, 2 on bad input.
     type=float,
     default=DEFAULT_PVALUE,
     show_default=True,
-    help="...and only when its test's p-value (KS, chi-square, two-proportion), corrected "
-    "by Holm across all features, is below this.",
+    help="A feature drifts only if its test's p-value (KS, chi-square, two-proportion), "
+    "corrected by Holm across all features, is also below this.",
 )
 @click.option(
     "--allow-missing-columns",
