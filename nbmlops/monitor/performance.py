@@ -137,16 +137,13 @@ def metrics(labelled: pd.DataFrame, kind: str, classes: list[str]) -> dict[str, 
         if not len(err):
             return {}
         return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
-    from sklearn.metrics import f1_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     y = as_classes(labelled[LABEL])
     pred = as_classes(labelled["prediction"])
     out = {"accuracy": float(np.mean(y == pred))}
     labels = classes or sorted(set(y) | set(pred))
-    if len(labels) == 2:
-        out["f1"] = float(f1_score(y, pred, pos_label=labels[-1], labels=labels, zero_division=0))
-    else:
-        out["f1"] = float(f1_score(y, pred, average="macro", labels=labels, zero_division=0))
+    out["f1"] = f1(y, pred, labels[-1:] if len(labels) == 2 else labels)
     if classes and len(set(y)) > 1 and set(y) <= set(classes):
         proba = labelled[[f"proba_{c}" for c in classes]].to_numpy(dtype=np.float64)
         if len(classes) == 2:
@@ -155,6 +152,17 @@ def metrics(labelled: pd.DataFrame, kind: str, classes: list[str]) -> dict[str, 
             proba = proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
             out["roc_auc"] = float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
     return out
+
+
+def f1(y: np.ndarray, pred: np.ndarray, positives: list[str]) -> float:
+    """F1 of ``positives[0]`` (binary), else the mean F1 over ``positives`` (macro)."""
+    scores = []
+    for c in positives:
+        is_c, said_c = y == c, pred == c
+        tp = int(np.sum(is_c & said_c))
+        wrong = int(np.sum(is_c != said_c))
+        scores.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    return float(np.mean(scores))
 
 
 def evaluate(
