@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import code, pipeline_runs, write_notebook
 from mlflow import MlflowClient
 from test_promote import Trained, make_cli, train
 
@@ -52,13 +53,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
         for key, value in env.items():
             mp.setenv(key, value)
         trained = train(root, tracking_uri, {"v1": ["depth=3"]})
-        trained.cli = make_cli(root, env)
+        monitor_dir = root / "monitoring"
+        trained.cli = make_cli(root, {**env, "NBMLOPS_MONITOR_DIR": str(monitor_dir)})
         name = f"perf-{trained.experiment}"
         promote(trained.experiment, "accuracy", model_name=name, run_id=trained.runs["v1"])
         built = trained.cli("build", name)
         assert built.returncode == 0, built.stderr
         tag = bento_tags(resolve_model(name, tracking_uri))[0]
-        monitor_dir = root / "monitoring"
         log = root / "server.log"
         proc = server.start(
             server.serve_command(tag, port := server.free_port()),
@@ -209,6 +210,61 @@ def test_labels_from_the_service_and_a_file_give_performance_then_an_alert_retra
     assert len(frame) == len(served.ids)
     assert {"request_id", "a", "b", "c", "prediction", "label"} <= set(frame.columns)
     assert "digest " in exported.stdout
+
+
+def test_a_notebook_reads_production_data_as_a_recorded_dataset(
+    served: Served, tmp_path: Path
+) -> None:
+    root = served.trained.root
+    write_notebook(
+        root / "fromprod.ipynb",
+        [
+            code("import nbmlops"),
+            code("model_name = ''\nmonitor_dir = ''", "parameters"),
+            code(
+                "df = nbmlops.read_production(model_name, monitor_dir=monitor_dir)\n"
+                "nbmlops.log_metric('rows', len(df))",
+                "step:load",
+            ),
+        ],
+    )
+    experiment = f"{served.trained.experiment}-prod"
+    ran = served.trained.cli(
+        "run", "fromprod.ipynb", "-q", "--experiment", experiment,
+        "-p", f"model_name={served.name}", "-p", f"monitor_dir={served.monitor_dir}",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    out = tmp_path / "prod.parquet"
+    exported = served.cli("monitor", "export", served.name, str(out))
+    digest = exported.stdout.split("digest ")[1].rstrip(")\n")
+    client = MlflowClient(served.trained.tracking_uri)
+    parent = pipeline_runs(client, experiment)[0]
+    assert parent.data.metrics["rows"] == len(served.ids)
+    inputs = {(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs}
+    assert (f"production:{served.name}/v1", digest) in inputs
+
+
+def test_ci_on_performance_retrains_the_models_pipeline_on_an_alert(served: Served) -> None:
+    root = served.trained.root
+    (root / "pyproject.toml").write_text(
+        f"""[tool.nbmlops.pipelines.train]
+notebook = "train.ipynb"
+experiment = "{served.trained.experiment}"
+promote = {{ metric = "accuracy", model_name = "{served.name}" }}
+monitor = {{ performance = "accuracy>=0.5", segments = ["b"] }}
+"""
+    )
+    flipped = [
+        {"request_id": i, "label": 1 - y} for i, y in zip(served.ids, served.truth, strict=True)
+    ]
+    assert feedback(served, flipped).status_code == 200
+    got = served.trained.cli("ci", "--on-performance", served.name)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert f"performance check of {served.name}@champion: performance alert" in got.stdout
+    assert "retraining: pipeline train" in got.stdout
+    runs = pipeline_runs(MlflowClient(served.trained.tracking_uri), served.trained.experiment)
+    assert runs[0].data.tags[schema.RETRAIN_CAUSE] == "performance"
+    (root / "pyproject.toml").unlink()
 
 
 def test_bad_input_exits_2_naming_the_fix(served: Served) -> None:

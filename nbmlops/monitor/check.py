@@ -215,6 +215,7 @@ def check_performance(
     on_checked: Callable[[PerformanceOutcome], None] | None = None,
     experiment: str | None = None,
     reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
     project_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> PerformanceOutcome:
@@ -268,6 +269,7 @@ def check_performance(
                 tracking_uri=tracking_uri,
                 experiment=experiment,
                 reporter=reporter,
+                tags=tags,
                 project_dir=project_dir,
                 cache_dir=cache_dir,
                 cause="performance",
