@@ -84,6 +84,11 @@ def test_join_reports_unknown_ids_duplicates_and_repeated_predictions(tmp_path: 
     )
 
 
+def test_labels_of_mixed_types_are_read(tmp_path: Path) -> None:
+    write_feedback(tmp_path, pd.DataFrame({"request_id": ["a", "b"], "label": ["yes", 1]}))
+    assert read_feedback(tmp_path)["label"].tolist() == ["yes", 1]
+
+
 def test_no_feedback_yet_is_an_empty_table(tmp_path: Path) -> None:
     assert read_feedback(tmp_path).empty
 

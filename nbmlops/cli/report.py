@@ -34,6 +34,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page of MODEL over time: drift per feature per window,
     predictions, traffic and latency, realised and estimated performance, segments."""
+    from nbmlops.monitor.errors import MonitorInputError
     from nbmlops.monitor.export import production
     from nbmlops.monitor.feedback import load_joined
     from nbmlops.monitor.performance import evaluate, since_time
@@ -46,7 +47,11 @@ def report(
     found = production(model, monitor_dir, tracking_uri)
     joined = load_joined(found.folder, since_time(since))
     if joined.frame.empty:
-        raise click.ClickException(f"no predictions of {found.label} in the last {since}")
+        raise MonitorInputError(
+            str(found.folder),
+            f"no predictions of {found.label} in the last {since}",
+            "give a longer --since, or send requests to the service first",
+        )
     try:
         reference = load_reference(found.ref, tracking_uri)
     except PromoteError:

@@ -87,29 +87,27 @@ def to_utc(values: pd.Series) -> pd.Series:
 def read_json_lines(files: list[Path]) -> pd.DataFrame:
     """The JSON objects of ``files`` (one per line) as one frame; nested objects become
     ``parent.child`` columns."""
-    import pyarrow as pa
-
-    tables = [_table(file) for file in files]
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
+    frames = [frame for frame in map(_frame, files) if len(frame)]
+    if not frames:
         return pd.DataFrame()
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return table.to_pandas()
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def _table(file: Path) -> Any:
+def _frame(file: Path) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.json as pj
 
     data = file.read_bytes()
     if not data.strip():
-        return pa.table({})
+        return pd.DataFrame()
     try:
         table = pj.read_json(io.BytesIO(data))
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
         rows = [row for row in _rows(data) if isinstance(row, dict)]
-        table = pa.Table.from_pylist(rows) if rows else pa.table({})
-    return table.flatten() if any(pa.types.is_struct(f.type) for f in table.schema) else table
+        return pd.json_normalize(rows, max_level=1) if rows else pd.DataFrame()
+    flat = table.flatten() if any(pa.types.is_struct(f.type) for f in table.schema) else table
+    frame: pd.DataFrame = flat.to_pandas()
+    return frame
 
 
 def _rows(data: bytes) -> list[Any]:
