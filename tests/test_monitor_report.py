@@ -138,3 +138,31 @@ def test_without_a_reference_the_report_says_so(logged: tuple[Path, pd.DataFrame
     page = render_html(build_timeline(frame, model="m/1", window="12h"))
     assert "no reference profile: drift is not shown" in page
     assert page.count("data:image/svg+xml;base64,") == 2
+
+
+def test_a_regressor_gets_rmse_and_mae_and_a_rise_in_rmse_alerts() -> None:
+    stamps = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.arange(200) * 600, "s")
+    rng = np.random.default_rng(5)
+    truth = rng.normal(10, 2, 200)
+    frame = pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(200)],
+            "timestamp": stamps,
+            "x": rng.normal(size=200),
+            "prediction": truth + rng.normal(0, 1, 200),
+            "label": truth,
+        }
+    )
+    result = evaluate(
+        frame, model="r/1", training={"rmse": 0.5, "accuracy": 0.9}, rule=Rule(max_drop=0.2)
+    )
+    assert result.kind == "regressor" and result.training == {"rmse": 0.5}
+    first = result.windows[0].realised
+    assert set(first) == {"rmse", "mae"} and 0.7 < first["rmse"] < 1.3
+    assert first["mae"] < first["rmse"] and not result.windows[0].estimated
+    assert (
+        result.alert and "rmse" in result.alerts[0] and "worse than at training" in result.alerts[0]
+    )
+    line = build_timeline(frame, model="r/1", performance=result)
+    assert set(line.predictions) == {"p10", "p50", "p90"}
+    assert render_html(line).count("data:image/svg+xml;base64,") == 3

@@ -23,6 +23,7 @@ import pandas as pd
 
 from nbmlops.monitor.errors import MonitorInputError
 from nbmlops.monitor.estimate import (
+    MAX_CALIBRATION,
     Calibration,
     as_classes,
     classes_of,
@@ -183,14 +184,19 @@ def evaluate(
     classes = classes_of(frame)
     windows: list[Window] = []
     if not frame.empty:
+        if not frame["timestamp"].is_monotonic_increasing:
+            frame = frame.sort_values("timestamp", kind="stable")
         stamps = frame["timestamp"]
         origin = stamps.min().floor("D") if size >= pd.Timedelta("1D") else stamps.min().floor(size)
         slot = ((stamps - origin) // size).to_numpy()
         has_label = frame[LABEL].notna().to_numpy()
+        labelled_all, labelled_slot = frame[has_label], slot[has_label]  # in time order
         for k in np.unique(slot):
-            part = frame[slot == k]
+            lo, hi = np.searchsorted(slot, [k, k + 1])
+            part = frame.iloc[lo:hi]
             start = origin + int(k) * size
-            labelled = part[part[LABEL].notna()]
+            below, until = np.searchsorted(labelled_slot, [k, k + 1])
+            labelled = labelled_all.iloc[below:until]
             win = Window(
                 start.isoformat(),
                 (start + size).isoformat(),
@@ -199,7 +205,7 @@ def evaluate(
                 realised=metrics(labelled, kind, classes),
             )
             if classes:
-                earlier = frame[(slot < k) & has_label]
+                earlier = labelled_all.iloc[max(0, below - MAX_CALIBRATION) : below]
                 calibration: Calibration = fit_calibration(earlier, classes)
                 win.estimated = estimate(part, calibration)
                 win.calibrated_on = calibration.rows
