@@ -149,7 +149,8 @@ def test_labels_from_the_service_and_a_file_give_performance_then_an_alert_retra
     assert "at training" in ok.stdout
     assert f"{accuracy:.4f}" in ok.stdout  # the realised accuracy over the 240 labels
     assert "240" in ok.stdout and "est. accuracy" in ok.stdout
-    assert "segment b:" in ok.stdout and "largest gap: b" in ok.stdout
+    assert "segment b" in ok.stdout and "share predicted 1" in ok.stdout
+    assert "largest gap: b" in ok.stdout
     assert "performance ok" in ok.stdout
 
     # new labels for the same ids (the latest counts): the truth flipped

@@ -155,11 +155,18 @@ def _show(checked: Any) -> None:
             f"labels: {result.unknown_ids} unknown ids, {result.duplicate_labels} duplicates"
         )
     for seg in checked.segments.segments if checked.segments else []:
-        groups = ", ".join(
-            f"{g.value}: {seg.metric} {_num(g.metric)} ({g.labelled} labels), rate {g.rate:.3f}"
-            for g in seg.groups
-        )
-        console.print(escape(f"segment {seg.column}: {groups}"))
+        groups = Table(box=None, header_style="bold", pad_edge=False)
+        for col in (f"segment {seg.column}", "predictions", seg.rate, "labels", seg.metric):
+            groups.add_column(col, justify="left" if col.startswith("segment") else "right")
+        for g in seg.groups:
+            groups.add_row(
+                escape(g.value),
+                str(g.predictions),
+                f"{g.rate:.3f}",
+                str(g.labelled),
+                _num(g.metric),
+            )
+        console.print(groups)
     largest = checked.segments.largest if checked.segments else None
     if largest is not None:
         console.print(
