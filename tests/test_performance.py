@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from test_promote import Trained, make_cli, train
 
 from nbmlops.capture import schema
+from nbmlops.config import ConfigError, load
 from nbmlops.monitor.feedback import read_feedback
 from nbmlops.promote import promote, resolve_model
 from nbmlops.serve import server
@@ -60,6 +61,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
         built = trained.cli("build", name)
         assert built.returncode == 0, built.stderr
         tag = bento_tags(resolve_model(name, tracking_uri))[0]
+        import bentoml
+
+        source = Path(bentoml.bentos.get(tag).path) / "src"
+        assert {"service.py", "nbmlops_feedback.py"} <= {p.name for p in source.iterdir()}
         log = root / "server.log"
         proc = server.start(
             server.serve_command(tag, port := server.free_port()),
@@ -282,3 +287,44 @@ def _offline(served: Served) -> list[int]:
 
     model = mlflow.pyfunc.load_model(f"models:/{served.name}/1")
     return [int(p) for p in model.predict(pd.DataFrame(served.rows))]
+
+
+MONITOR_CONFIG = """[project]
+name = "x"
+[tool.nbmlops.pipelines.clf]
+notebook = "train.ipynb"
+"""
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "words"),
+    [
+        ('{ performance = "f1 => 0.9" }', "performance", "METRIC OP NUMBER"),
+        ("{ max_drop = -1 }", "max_drop", "out of range"),
+        ('{ segmets = ["plan"] }', "segmets", "did you mean 'segments'"),
+        ('{ segments = "plan" }', "segments", "not a list of strings"),
+    ],
+)
+def test_monitor_configuration_errors_name_the_key(
+    tmp_path: Path, table: str, key: str, words: str
+) -> None:
+    write_notebook(tmp_path / "train.ipynb", [code("x = 1")])
+    (tmp_path / "pyproject.toml").write_text(MONITOR_CONFIG + f"monitor = {table}\n")
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path)
+    assert str(err.value).startswith(f"pyproject.toml: tool.nbmlops.pipelines.clf.monitor.{key}")
+    assert words in str(err.value) and "fix:" in str(err.value)
+
+
+def test_the_monitor_table_is_read(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "train.ipynb", [code("x = 1")])
+    (tmp_path / "pyproject.toml").write_text(
+        MONITOR_CONFIG
+        + 'monitor = { performance = "f1>=0.9", max_drop = 0.05, segments = ["plan"] }\n'
+    )
+    monitor = load(tmp_path).pipelines["clf"].monitor
+    assert (str(monitor.performance), monitor.max_drop, monitor.segments) == (
+        "f1>=0.9",
+        0.05,
+        ("plan",),
+    )
