@@ -14,6 +14,7 @@ unknown key (a typo must not pass silently) raises :class:`ConfigError` naming t
     tests = ["pytest tests/model_checks.py"]     # shell commands run after the pipeline
     promote = { metric = "f1", mode = "max", alias = "champion", model_name = "breast_cancer" }
     drift = { wasserstein = 0.1, js = 0.1, pvalue = 0.01, data_parameter = "data", target = "target" }
+    monitor = { performance = "f1>=0.9", max_drop = 0.05, segments = ["plan", "region"] }
 
 A top-level ``[tool.nbmlops.drift]`` table sets the drift defaults of every pipeline.
 """
@@ -45,7 +46,11 @@ NBMLOPS_TOML = "nbmlops.toml"
 DOCS = "docs/ci.md"
 
 TOP_KEYS = ("pipelines", "drift")
-PIPELINE_KEYS = ("notebook", "experiment", "parameters", "gates", "tests", "promote", "drift")
+PIPELINE_KEYS = (
+    *("notebook", "experiment", "parameters", "gates", "tests", "promote", "drift"),
+    "monitor",
+)
+MONITOR_KEYS = ("performance", "max_drop", "segments")
 PROMOTE_KEYS = ("metric", "mode", "alias", "model_name", "build")
 DRIFT_KEYS = (
     *("wasserstein", "js", "missing", "pvalue"),
@@ -99,6 +104,15 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class Monitor:
+    """``nbmlops monitor performance``'s rule and segments for a pipeline's model."""
+
+    performance: Gate | None = None  # e.g. f1>=0.9 on the latest labelled window
+    max_drop: float | None = None  # at most this much worse than at training
+    segments: tuple[str, ...] = ()  # columns whose values are compared (bias)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     name: str
     key: str  # where it is configured: "tool.nbmlops.pipelines.<name>"
@@ -109,6 +123,7 @@ class PipelineConfig:
     tests: tuple[str, ...] = ()
     promote: PromoteRule | None = None
     drift: Drift = Drift()
+    monitor: Monitor = Monitor()
 
     @property
     def model_name(self) -> str:
@@ -339,6 +354,22 @@ class _Checker:
             tests=tuple(tests),
             promote=promote,
             drift=drift,
+            monitor=self.monitor(body.get("monitor", {}), f"{key}.monitor"),
+        )
+
+    def monitor(self, body: Any, key: str) -> Monitor:
+        body = self.table(body, key, MONITOR_KEYS)
+        gate = None
+        if "performance" in body:
+            try:
+                gate = parse_gate(self.text(body["performance"], f"{key}.performance"))
+            except GateSyntaxError as exc:
+                raise self.fail(f"{key}.performance", exc.problem, 'write e.g. "f1>=0.9"') from None
+        drop = body.get("max_drop")
+        return Monitor(
+            performance=gate,
+            max_drop=None if drop is None else self.number(drop, f"{key}.max_drop", 0, None, 0.05),
+            segments=tuple(self.texts(body.get("segments", []), f"{key}.segments")),
         )
 
     def promotion(self, body: Any, key: str) -> PromoteRule:
