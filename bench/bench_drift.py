@@ -16,7 +16,8 @@
    PSI of both must agree to 1e-9. Target: under 2 s.
 
     .venv/bin/python bench/bench_drift.py [--samples 200] [--evidently-samples 10]
-        [--no-evidently] [--skip-rates] [--skip-timing] [--rows N] [--rounds R]
+        [--configs 3000x8,...] [--no-evidently] [--skip-rates] [--skip-timing]
+        [--rows N] [--rounds R]
 
 Evidently 0.7 does not import with nbmlops' pandas 3.1: it runs in its own virtual
 environment (``$NBMLOPS_BENCH_EVIDENTLY_VENV`` or ``/tmp/nbmlops-bench-evidently``), in a
@@ -133,7 +134,9 @@ class Evidently:
         self.proc.wait()
 
 
-def rates(samples: int, evidently_samples: int, use_evidently: bool) -> None:
+def rates(
+    samples: int, evidently_samples: int, use_evidently: bool, configs: list[tuple[int, int]]
+) -> None:
     evidently = Evidently() if use_evidently else None
     header = f"{'current rows':>12} {'features':>8} {'case':<14} {'nbmlops':>8}"
     if evidently:
@@ -143,7 +146,7 @@ def rates(samples: int, evidently_samples: int, use_evidently: bool) -> None:
     print(header)
     times: dict[tuple[int, int], dict[str, list[float]]] = {}
     try:
-        for rows, features in CONFIGS:
+        for rows, features in configs:
             names = [f"f{i}" for i in range(features)]
             ref = Reference.from_frame(pd.DataFrame(reference_data(features), columns=names))
             spent: dict[str, list[float]] = {"nbmlops": [], "evidently": []}
@@ -244,6 +247,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--evidently-samples", type=int, default=10)
     parser.add_argument("--no-evidently", action="store_true", help="nbmlops' rates only.")
+    parser.add_argument(
+        "--configs",
+        default=",".join(f"{r}x{f}" for r, f in CONFIGS),
+        help="rates: ROWSxFEATURES,... (default: all four)",
+    )
     parser.add_argument("--skip-rates", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--rows", type=int, default=1_000_000, help="timing: rows")
@@ -251,7 +259,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timing: rounds")
     args = parser.parse_args()
     if not args.skip_rates:
-        rates(args.samples, min(args.evidently_samples, args.samples), not args.no_evidently)
+        configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
+        k = min(args.evidently_samples, args.samples)
+        rates(args.samples, k, not args.no_evidently, configs)  # type: ignore[arg-type]
     if not args.skip_timing:
         timing(args.rows, args.features, args.rounds)
 

@@ -58,7 +58,7 @@ VERDICTS = ("none", "small", "drift")
 
 
 @dataclass
-class Test:
+class FeatureTest:
     """One test of the Holm family: a feature's values or its missing share."""
 
     what: str  # "values" or "missing"
@@ -93,7 +93,7 @@ class FeatureDrift:
     reasons: list[str]  # how much and why, e.g. "Wasserstein 0.31 sd >= 0.1, KS p ... < 0.01"
     stats: dict[str, Any]
     plot: dict[str, Any]  # compact data the report draws (histogram/ECDF or category shares)
-    tests: list[Test] = field(default_factory=list)
+    tests: list[FeatureTest] = field(default_factory=list)
 
     def decide(self, alpha: float) -> None:
         """The verdict from the tests' Holm-adjusted p-values (set by :func:`check_drift`)."""
@@ -250,13 +250,13 @@ def check_drift(
 
 def missing_test(
     ref_missing: int, ref_rows: int, cur_missing: int, cur_rows: int, th: Thresholds
-) -> list[Test]:
+) -> list[FeatureTest]:
     """The missing-share test, when either side has missing values (else none)."""
     if not (ref_missing or cur_missing) or not ref_rows or not cur_rows:
         return []
     change = abs(cur_missing / cur_rows - ref_missing / ref_rows)
     p = stats.two_proportions(ref_missing, ref_rows, cur_missing, cur_rows)
-    return [Test("missing", "two-proportion", "missing share change", change, th.missing, p)]
+    return [FeatureTest("missing", "two-proportion", "missing share change", change, th.missing, p)]
 
 
 def numeric_values(name: str, series: pd.Series, source: str) -> np.ndarray:
@@ -301,7 +301,7 @@ def numeric_drift(
     n_ref = int(ref.summary.get("count", 0))
     tests = []
     if ks is not None and np.isfinite(distance):
-        tests.append(Test("values", "KS", "Wasserstein", scaled, th.wasserstein, ks.pvalue))
+        tests.append(FeatureTest("values", "KS", "Wasserstein", scaled, th.wasserstein, ks.pvalue))
     tests += missing_test(ref.missing, n_ref + ref.missing, cur_missing, len(current), th)
     values = {
         "wasserstein": distance if np.isfinite(distance) else None,
@@ -391,7 +391,9 @@ def categorical_drift(
     )
     result = stats.categorical_test(ref_counts, cur_counts)
     ref_rows, cur_rows = int(ref_counts.sum()), len(series)
-    tests = [Test("values", "chi-square", "JS", result.js_distance, th.js, result.chi2_pvalue)]
+    tests = [
+        FeatureTest("values", "chi-square", "JS", result.js_distance, th.js, result.chi2_pvalue)
+    ]
     tests += missing_test(ref.missing, ref_rows, cur_missing, cur_rows, th)
     values = {
         "js_distance": result.js_distance,
