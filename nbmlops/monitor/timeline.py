@@ -2,7 +2,7 @@
 
 Per window (``1d`` by default) over the logged predictions: input drift of each feature
 against the model's reference profile (:func:`nbmlops.monitor.drift.check_drift` per
-window; a heat map of PSI for numeric features, Jensen-Shannon distance for categorical
+window; a heat map of Wasserstein distance (in reference sds) for numeric features, Jensen-Shannon distance for categorical
 ones, drifted windows marked), the prediction distribution, traffic and latency (the
 logged request latency), realised and CBPE-estimated performance beside the training
 figures, and the segments. Every plot is drawn by matplotlib and inlined as base64 SVG,
@@ -124,7 +124,7 @@ def _drift(
         for name in features:
             found = by_name.get(name)
             stats = found.stats if found else {}
-            score = stats.get("psi", stats.get("js_distance"))
+            score = stats.get("wasserstein_sd", stats.get("js_distance"))
             line.drift[name].append(float(score) if score is not None else None)
             line.drifted[name].append(bool(found and found.drifted))
     if small:
@@ -256,7 +256,7 @@ def _heatmap(line: Timeline, plt: Any) -> Any:
                 ax.text(j, i, "●", ha="center", va="center", color="black", fontsize=7)
     ax.set_yticks(range(len(names)), names)
     _ticks(ax, _labels(line))
-    fig.colorbar(image, ax=ax, label="PSI (numeric) / JS distance (categorical)")
+    fig.colorbar(image, ax=ax, label="Wasserstein, ref. sds (numeric) / JS distance (categorical)")
     ax.set_title("drift per feature and window (● drifted)")
     return fig
 
