@@ -155,6 +155,7 @@ def closeness(name: str, diffs: list[float]) -> str:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=3_000_000)
     parser.add_argument("--days", type=int, default=30)
@@ -190,7 +191,10 @@ def main() -> None:
             f"median {statistics.median(whole):.2f} s ({len(page) / 1e6:.1f} MB page)"
         )
         assert perf is not None
-        print(f"CBPE estimate minus realised over {len(perf.windows)} daily windows:")
+        print(
+            f"CBPE estimate minus realised over {len(perf.windows) - 1} daily windows "
+            "(all but the first, which has no earlier labels to calibrate on):"
+        )
         joined = join_labels(read_monitor_logs(folder), read_feedback(folder))
         raw = Calibration(["0", "1"])
         for metric in ("accuracy", "f1"):

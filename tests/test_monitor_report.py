@@ -123,7 +123,7 @@ def test_the_report_shows_drift_from_the_day_the_inputs_shifted(
     assert line.traffic == [PER_DAY] * DAYS
     assert line.latency_p50 == [2.0 + d for d in range(DAYS)]
     assert all(line.drifted["x0"][5:])  # flagged from the shift on (flags before it are the
-    # drift rule's false alarms, not the report's); its PSI is many times the unshifted one
+    # drift rule's false alarms, not the report's); its effect size is many times the unshifted one
     early, late = line.drift["x0"][:5], line.drift["x0"][5:]
     assert min(v or 0.0 for v in late) > 5 * max(v or 0.0 for v in early)
     assert set(line.predictions) == {"0", "1"}

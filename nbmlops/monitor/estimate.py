@@ -31,16 +31,20 @@ MAX_CALIBRATION = 50_000  # the latest labelled records a calibration is fitted 
 
 def as_classes(values: pd.Series) -> np.ndarray:
     """Class labels as text, as the logged probabilities name them: ``1.0`` (an integer
-    label through a column with missing values) is ``1``; ``True`` stays ``True``."""
+    label through a column with missing values) is ``1``; a missing one is ``""``."""
     if pd.api.types.is_float_dtype(values):
         numbers = values.to_numpy(dtype=np.float64)
-        whole = np.isfinite(numbers) & (numbers == np.round(numbers))
-        if whole[~np.isnan(numbers)].all():
-            return np.array(
-                [str(int(v)) if ok else "" for v, ok in zip(numbers, whole, strict=True)]
-            )
-    text: np.ndarray = values.astype(str).to_numpy()
-    return text
+        missing = np.isnan(numbers)
+        present = numbers[~missing]
+        if np.array_equal(present, np.round(present)):
+            text: np.ndarray = np.where(missing, 0, numbers).astype(np.int64).astype(str)
+            text[missing] = ""
+            return text
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        numeric: np.ndarray = values.to_numpy().astype(str)
+        return numeric
+    strings: np.ndarray = values.astype(str).to_numpy()
+    return strings
 
 
 def proba_columns(frame: pd.DataFrame) -> list[str]:

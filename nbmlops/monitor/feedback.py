@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nbmlops.monitor.errors import MonitorInputError
@@ -126,19 +127,25 @@ def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> Joined:
     """``predictions`` (``read_monitor_logs``) with a ``label`` and ``labelled_at`` column
     from ``labels`` (``read_feedback``): the latest label of each id."""
     labels = labels.sort_values("timestamp", kind="stable") if "timestamp" in labels else labels
-    counts = labels["request_id"].value_counts()
-    duplicates = sorted(counts.index[counts > 1].astype(str))
-    latest = labels.drop_duplicates("request_id", keep="last").set_index("request_id")
-    ids = predictions["request_id"].astype(str)
-    repeated = sorted(ids[ids.duplicated()].unique())
-    known = set(ids)
-    unknown = sorted(i for i in latest.index if i not in known)
+    # object arrays: pandas hashes them in C (its Arrow strings loop in Python for isin)
+    label_ids = pd.Index(labels["request_id"].astype(str).to_numpy(dtype=object), dtype=object)
+    ids = pd.Index(predictions["request_id"].astype(str).to_numpy(dtype=object), dtype=object)
+    repeat = label_ids.duplicated(keep="last")
+    duplicates = sorted(set(label_ids[label_ids.duplicated(keep=False)]))
+    latest = labels[~repeat]
+    latest_ids = label_ids[~repeat]
+    unknown = sorted(latest_ids[~latest_ids.isin(ids)])
+    repeated = sorted(set(ids[ids.duplicated()]))
     frame = predictions.copy()
-    frame[LABEL] = ids.map(latest[LABEL]).to_numpy()
-    stamps = (
-        latest["timestamp"] if "timestamp" in latest else pd.Series(dtype="datetime64[ns, UTC]")
-    )
-    frame[LABELLED_AT] = ids.map(stamps).to_numpy()
+    if len(latest):
+        where = latest_ids.get_indexer(ids)
+        found = pd.Series(where >= 0, index=frame.index)
+        take = np.maximum(where, 0)
+        for column, name in ((LABEL, LABEL), ("timestamp", LABELLED_AT)):
+            values = latest[column].to_numpy() if column in latest else np.full(len(latest), None)
+            frame[name] = pd.Series(values[take], index=frame.index).where(found)
+    else:
+        frame[LABEL], frame[LABELLED_AT] = np.nan, pd.NaT
     matched = int(frame[LABEL].notna().sum())
     return Joined(frame, matched, unknown, duplicates, repeated)
 
