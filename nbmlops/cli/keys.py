@@ -52,5 +52,8 @@ def show() -> None:
         else "missing"
     )
     click.echo(f"signing key: {private} ({state})")
-    for key_id, _key in signing.trusted_keys().items():
-        click.echo(f"trusted:     {key_id}")
+    trusted = signing.trusted_keys()
+    if not trusted:
+        click.echo("trusted:     none (nbmlops keys init, or [tool.nbmlops.signing] trusted_keys)")
+    for key_id in trusted:
+        click.echo(f"trusted:     key {key_id}")
