@@ -1,4 +1,5 @@
-"""sha256 of every file of a model, recorded at promotion and checked before use.
+"""sha256 of every file of a model: taken when it is logged, checked at promotion, signed
+then (``signing.py``), and checked against the signed manifest before every use.
 
 The manifest maps each file's path (relative to the model folder, ``/``-separated) to its
 sha256; the total digest is the sha256 of the manifest's canonical JSON.
