@@ -28,6 +28,8 @@ from test_promote import Trained, make_cli, train
 
 import nbmlops
 from nbmlops.capture import schema as s
+from nbmlops.config import ConfigError
+from nbmlops.config import load as load_config
 from nbmlops.promote import integrity, promote, resolve_model, signing
 from nbmlops.promote.errors import IntegrityError, SignatureError, SigningKeyError
 from nbmlops.serve.build import bento_tags
@@ -336,3 +338,13 @@ def test_a_bad_signing_table_is_named(tmp_path: Path) -> None:
         signing.trusted_keys()
     assert absent.value.problem == f"the trusted public key {tmp_path / 'k.pub'} does not exist"
     assert os.environ[signing.KEY_ENV]  # the session's key is untouched
+    # `nbmlops ci` reads the same table with the rest of the configuration.
+    (tmp_path / "nb.ipynb").write_text("{}")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.nbmlops.pipelines.p]\nnotebook = "nb.ipynb"\n'
+        '[tool.nbmlops.signing]\ntrusted_keys = "k.pub"\n'
+    )
+    with pytest.raises(ConfigError) as config:
+        load_config(tmp_path)
+    assert config.value.key == "tool.nbmlops.signing.trusted_keys"
+    assert config.value.problem.endswith("is not a list of paths")

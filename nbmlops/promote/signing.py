@@ -165,7 +165,8 @@ def parse_signing_table(table: Any, where: Path, key: str) -> list[Path]:
 
 def trusted_key_paths(root: Path | None = None) -> list[Path]:
     """The configured trusted public keys, else the one next to the private key."""
-    folder = root or project.project_root()
+    env = os.environ.get("NBMLOPS_PROJECT")  # a notebook's kernel under nbmlops run
+    folder = root or (Path(env) if env else project.project_root())
     for name, prefix in (("pyproject.toml", ("tool", "nbmlops")), ("nbmlops.toml", ())):
         file = folder / name
         if not file.is_file():
