@@ -252,6 +252,20 @@ def test_a_version_signed_by_an_untrusted_key_is_refused_until_its_key_is_truste
         config.unlink()
 
 
+def test_a_signature_copied_from_another_version_is_refused(project: Project) -> None:
+    first, second = promoted(project, "a"), promoted(project, "b")
+    client = MlflowClient(project.trained.tracking_uri)
+    tags = resolve_model(first, project.trained.tracking_uri).tags
+    for tag in (s.SIGNED_MANIFEST, s.SIGNATURE, s.SIGNATURE_KEY, s.FILES, s.DIGEST):
+        client.set_model_version_tag(second, "1", tag, tags[tag])
+    with pytest.raises(SignatureError) as copied:
+        nbmlops.load_model(second, project.trained.tracking_uri)
+    assert copied.value.problem == (
+        f"model {second} v1 (@champion): {s.SIGNED_MANIFEST} was signed for name "
+        f"{first!r}, not {second!r}: refusing to use it"
+    )
+
+
 def test_an_unsigned_version_is_refused_by_every_reader(project: Project) -> None:
     name = promoted(project)
     client = MlflowClient(project.trained.tracking_uri)
