@@ -361,19 +361,9 @@ def _check_logged(run: Any, model_uri: str, files: dict[str, str]) -> None:
             f"{model_uri}: its files cannot be checked",
             "run the notebook again (nbmlops.log_model records them), then promote that run",
         )
-    logged: dict[str, str] = json.loads(raw)
-    for path in sorted(set(logged) | set(files)):
-        if logged.get(path) != files.get(path):
-            problem = (
-                "is missing"
-                if path not in files
-                else "was added"
-                if path not in logged
-                else "has changed"
-            )
-            raise IntegrityError(
-                f"{model_uri} of run {run.info.run_id}", path, problem, since="training"
-            )
+    found = integrity.difference(json.loads(raw), files)
+    if found is not None:
+        raise IntegrityError(f"{model_uri} of run {run.info.run_id}", *found, since="training")
 
 
 def _ensure_registered_model(client: Any, name: str) -> None:

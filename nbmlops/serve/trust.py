@@ -71,14 +71,7 @@ def verify_bento(bento: Any, model: Any, model_path: str | Path) -> None:
 
 
 def _compare(what: str, actual: dict[str, str], signed: Any, prefix: str, fix: str) -> None:
-    expected: dict[str, str] = signed if isinstance(signed, dict) else {}
-    for name in sorted(set(actual) | set(expected)):
-        if actual.get(name) != expected.get(name):
-            problem = (
-                "is missing"
-                if name not in actual
-                else "was added"
-                if name not in expected
-                else "has changed"
-            )
-            raise SignatureError(what, f"{prefix}{name}", f"{problem} since it was built", fix)
+    found = integrity.difference(signed if isinstance(signed, dict) else {}, actual)
+    if found is not None:
+        path, problem = found
+        raise SignatureError(what, f"{prefix}{path}", f"{problem} since it was built", fix)
