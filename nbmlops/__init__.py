@@ -20,6 +20,7 @@ from nbmlops.api import (
     log_params,
     read_csv,
     read_parquet,
+    read_production,
     track_data,
 )
 from nbmlops.exceptions import NbmlopsError
@@ -36,5 +37,6 @@ __all__ = [
     "load_model",
     "read_csv",
     "read_parquet",
+    "read_production",
     "track_data",
 ]
