@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/nbmlops sweep notebooks/breast_cancer.ipynb -g n_estimators=50,100 -g max_depth=4,8 --metric f1
 	$(BIN)/nbmlops run notebooks/diabetes.ipynb
 	$(BIN)/nbmlops show last --experiment breast_cancer
+	test -f $(HOME)/.nbmlops/keys/signing.key || $(BIN)/nbmlops keys init   # signs promoted versions
 	$(BIN)/nbmlops promote --experiment breast_cancer --metric f1 --gate "f1>=0.9"
 	$(BIN)/nbmlops build breast_cancer
 	$(BIN)/nbmlops serve breast_cancer --check

@@ -6,11 +6,13 @@ In a notebook::
     df = nbmlops.read_csv("data/train.csv")      # hashed over its full content
     nbmlops.log_metric("accuracy", acc)          # on the step run and the pipeline run
     nbmlops.log_model(model, input_example=X)    # an MLflow model with its signature
+    model = nbmlops.load_model("name@champion")  # signature and files checked first
 
 From a shell: ``nbmlops run notebooks/breast_cancer.ipynb -p n_estimators=200``.
 """
 
 from nbmlops.api import (
+    load_model,
     log_metric,
     log_metrics,
     log_model,
@@ -32,6 +34,7 @@ __all__ = [
     "log_model",
     "log_param",
     "log_params",
+    "load_model",
     "read_csv",
     "read_parquet",
     "read_production",

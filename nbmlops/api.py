@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import warnings
@@ -222,16 +223,45 @@ def log_model(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
         info = module.log_model(model, name=name, input_example=example, **kwargs)
+    files = _logged_files(str(info.model_uri))
     event = {
         "kind": "model",
         "name": name,
         "uri": info.model_uri,
         "model_id": getattr(info, "model_id", None),
         "flavor": module.__name__,
+        "files": files,
     }
     if _kernel.active():
         _kernel.emit(event)
+    else:
+        from nbmlops.capture import schema
+
+        mlflow.set_tags({schema.MODEL_URI: info.model_uri, schema.MODEL_FILES: files})
     return str(info.model_uri)
+
+
+def _logged_files(model_uri: str) -> str:
+    """The sha256 manifest (JSON) of the model just logged: promotion checks against it."""
+    import tempfile
+
+    import mlflow
+
+    from nbmlops.promote import integrity
+
+    with tempfile.TemporaryDirectory(prefix="nbmlops-logged-") as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return json.dumps(integrity.manifest(path), sort_keys=True, separators=(",", ":"))
+
+
+def load_model(model: str, tracking_uri: str | None = None) -> Any:
+    """The registered model ``model`` (``NAME``: its @champion, ``NAME@ALIAS`` or
+    ``NAME/VERSION``) as an MLflow pyfunc, loaded only once its signature was checked with
+    a trusted key and every file against the signed manifest (docs/security.md)."""
+    from nbmlops.promote.registry import resolve_model
+    from nbmlops.serve.skew import load_offline
+
+    return load_offline(resolve_model(model, tracking_uri), tracking_uri)
 
 
 def _flavor_module(model: Any, flavor: str | None) -> Any:

@@ -16,7 +16,9 @@ unknown key (a typo must not pass silently) raises :class:`ConfigError` naming t
     drift = { wasserstein = 0.1, js = 0.1, pvalue = 0.01, data_parameter = "data", target = "target" }
     monitor = { performance = "f1>=0.9", max_drop = 0.05, segments = ["plan", "region"] }
 
-A top-level ``[tool.nbmlops.drift]`` table sets the drift defaults of every pipeline.
+A top-level ``[tool.nbmlops.drift]`` table sets the drift defaults of every pipeline;
+``[tool.nbmlops.signing] trusted_keys = ["keys/release.pub"]`` names the public keys whose
+signatures ``build``, ``serve`` and ``load_model`` accept (``docs/security.md``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from nbmlops.monitor.thresholds import (
 from nbmlops.project import experiment_name
 from nbmlops.promote.errors import GateSyntaxError
 from nbmlops.promote.gates import Gate, parse_gate
+from nbmlops.promote.signing import parse_signing_table
 
 PYPROJECT = "pyproject.toml"
 NBMLOPS_TOML = "nbmlops.toml"
 DOCS = "docs/ci.md"
 
-TOP_KEYS = ("pipelines", "drift")
+TOP_KEYS = ("pipelines", "drift", "signing")
 PIPELINE_KEYS = (
     *("notebook", "experiment", "parameters", "gates", "tests", "promote", "drift"),
     "monitor",
@@ -139,6 +142,7 @@ class ProjectConfig:
     path: Path  # the file it was read from
     prefix: str  # "tool.nbmlops" in pyproject.toml, "" in nbmlops.toml
     pipelines: dict[str, PipelineConfig]
+    trusted_keys: tuple[Path, ...] = ()  # [signing] trusted_keys, resolved
 
     @property
     def root(self) -> Path:
@@ -303,7 +307,7 @@ class _Checker:
             name: self.pipeline(name, body, f"{key}.{name}", defaults)
             for name, body in tables.items()
         }
-        return ProjectConfig(self.path, self.prefix, pipelines)
+        return ProjectConfig(self.path, self.prefix, pipelines, self.signing(top))
 
     def pipeline(
         self, name: str, body: Any, key: str, drift_defaults: dict[str, Any]
@@ -392,6 +396,16 @@ class _Checker:
             else "",
             build=self.flag(body.get("build", True), f"{key}.build"),
         )
+
+    def signing(self, top: dict[str, Any]) -> tuple[Path, ...]:
+        if "signing" not in top:
+            return ()
+        try:
+            return tuple(
+                parse_signing_table(top["signing"], self.path, _join(self.prefix, "signing"))
+            )
+        except ValueError as exc:
+            raise self.fail(*exc.args) from None
 
     def drift_table(self, value: Any, key: str) -> dict[str, Any]:
         """A ``drift`` table; a key the rule no longer has names its replacement."""

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,23 @@ CLASSIFIER = [
         "step:evaluate",
     ),
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real ed25519 key pair for the session, in ``$NBMLOPS_SIGNING_KEY`` (so promotion
+    and build sign with it, in this process and in the commands tests start); its public
+    key, next to it, is the trusted key by default. Returns the private key's path."""
+    from nbmlops.promote.signing import KEY_ENV, init_keys
+
+    private, _public, _id = init_keys(tmp_path_factory.mktemp("keys"))
+    saved = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = str(private)
+    yield private
+    if saved is None:
+        os.environ.pop(KEY_ENV, None)
+    else:
+        os.environ[KEY_ENV] = saved
 
 
 @pytest.fixture(scope="session")

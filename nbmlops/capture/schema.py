@@ -45,6 +45,7 @@ KINDS = (PIPELINE, STEP_KIND, SWEEP_KIND, INTERACTIVE)
 NOTEBOOK = "nbmlops.notebook"  # the notebook, relative to the git root or the project
 SETUP_HASH = "nbmlops.setup_hash"  # code hash of the setup cells
 MODEL_URI = "nbmlops.model_uri"  # the model nbmlops.log_model logged (models:/m-...)
+MODEL_FILES = "nbmlops.model_files"  # JSON: file -> sha256 of that model, taken at log time
 DATA_PREFIX = "nbmlops.data."  # + data name: its full-content BLAKE3 digest
 ERROR = "nbmlops.error"  # why the run failed, or why its record is incomplete
 # The process that writes a run, so a later command can tell a run whose driver died from
@@ -153,6 +154,9 @@ CODE_HASH_PREFIX = "nbmlops.code_hash."  # + step name
 METRIC_PREFIX = "nbmlops.metric."  # + metric name: the run's metrics, as promoted
 FILES = "nbmlops.integrity.files"  # JSON: file -> sha256, the model's manifest
 DIGEST = "nbmlops.integrity.sha256"  # sha256 of the manifest
+SIGNED_MANIFEST = "nbmlops.signature.manifest"  # canonical JSON: name, version, run id, files
+SIGNATURE = "nbmlops.signature"  # base64 ed25519 signature of the signed manifest
+SIGNATURE_KEY = "nbmlops.signature.key"  # id of the key that signed it (sha256 prefix)
 REFERENCE = "nbmlops.reference"  # runs:/ URI of the training data's reference profile
 REFERENCE_DATA = "nbmlops.reference.data"  # "<variable> <digest>" it was built from
 FORCED = "nbmlops.forced"  # the refusals --force overrode
@@ -463,8 +467,12 @@ class Lineage:
 
 
 def lineage_labels(tags: Mapping[str, str]) -> dict[str, str]:
-    """A model version's nbmlops tags without its manifest (what the served model shows)."""
-    return {k: v for k, v in sorted(tags.items()) if k.startswith(PREFIX) and k != FILES}
+    """A model version's nbmlops tags without its manifests (what the served model shows)."""
+    return {
+        k: v
+        for k, v in sorted(tags.items())
+        if k.startswith(PREFIX) and k not in (FILES, SIGNED_MANIFEST)
+    }
 
 
 def metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:

@@ -140,5 +140,8 @@ cache_dir_option = click.option(
 # Commands register themselves on ``cli`` when their module is imported.
 from nbmlops.cli import cache, ci, monitor, performance, promote, report, run, serve, server, sweep  # noqa: E402,F401  # noqa: E402,F401
 
+# isort: split
+from nbmlops.cli import keys  # noqa: E402,F401
+
 if __name__ == "__main__":
     main()

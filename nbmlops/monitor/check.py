@@ -144,8 +144,10 @@ def compare(
     label: str | None = None
     if model is not None:
         from nbmlops.promote.registry import load_reference, resolve_model
+        from nbmlops.promote.signing import verified_files
 
         ref = resolve_model(model, tracking_uri)
+        verified_files(ref)  # an unsigned or re-signed version is refused here too
         ref_data: Any = load_reference(ref, tracking_uri)
         label = f"{ref.name}@{ref.alias}" if ref.alias else f"{ref.name}/{ref.version}"
         source = f"{ref} reference profile"

@@ -7,8 +7,9 @@
 2. :func:`gate`: which of the gates the run fails;
 3. :func:`compare`: whether it is at least as good as the version holding the alias;
 4. :func:`register`: the run's model as a version (the version of the same model if there
-   is one) with its lineage, the sha256 of its files, its metrics and a reference profile
-   of its training data;
+   is one) with its lineage, the sha256 of its files (checked against the manifest taken
+   when the model was logged), their ed25519 signature (:mod:`nbmlops.promote.signing`),
+   its metrics and a reference profile of its training data;
 5. :func:`move`: the alias to that version, and the move recorded.
 
 A refusal (a failed gate, a worse candidate) raises :class:`PromotionRefused` after step 3,
@@ -29,7 +30,7 @@ from typing import Any
 from nbmlops.capture import schema as s
 from nbmlops.capture.records import step_runs
 from nbmlops.capture.tracking import _user
-from nbmlops.promote import integrity, reference
+from nbmlops.promote import integrity, reference, signing
 from nbmlops.promote import registry as r
 from nbmlops.promote.errors import (
     IntegrityError,
@@ -107,7 +108,8 @@ def promote(
             holder=against.holder.version if against.holder else None,
         )
 
-    registered = register(client, name, run, tracking_uri, forced="; ".join(refusals))
+    key = signing.load_private_key()  # before anything is written
+    registered = register(client, name, run, tracking_uri, forced="; ".join(refusals), key=key)
     promotion = Promotion(
         model_name=name,
         version=registered.version,
@@ -311,23 +313,34 @@ class Registered:
 
 
 def register(
-    client: Any, name: str, run: Any, tracking_uri: str | None, forced: str = ""
+    client: Any,
+    name: str,
+    run: Any,
+    tracking_uri: str | None,
+    forced: str = "",
+    key: Any | None = None,
 ) -> Registered:
     """Register ``run``'s model as a version of ``name`` (reusing the version of the same
-    model), tag it with the run's metrics and ``forced`` (the refusals overridden), and
-    store a reference profile of its training data unless the version has one."""
+    model) once its files match the manifest taken when it was logged, sign it with ``key``
+    (default: :func:`~nbmlops.promote.signing.load_private_key`), tag it with the run's
+    metrics and ``forced`` (the refusals overridden), and store a reference profile of its
+    training data unless the version has one."""
+    key = key if key is not None else signing.load_private_key()
     model_uri = run.data.tags[s.MODEL_URI]
     files, columns = _model_files(model_uri, tracking_uri)
+    _check_logged(run, model_uri, files)
     _ensure_registered_model(client, name)
     version = _existing_version(client, name, model_uri, files)
     reused = version is not None
     if version is None:
         version = _create_version(client, name, run, model_uri, files, tracking_uri)
-    tags = s.metric_tags(run.data.metrics)
+    signed_run = client.get_model_version(name, version).run_id  # a reused version's run
+    document = signing.version_document(name, version, signed_run, files)
+    tags = signing.version_tags(signing.sign(document, key)) | s.metric_tags(run.data.metrics)
     if forced:
         tags[s.FORCED] = forced
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    for tag, value in tags.items():
+        client.set_model_version_tag(name, version, tag, value)
 
     done = Registered(
         version, reused, (client.get_model_version(name, version).tags or {}).get(s.REFERENCE)
@@ -337,6 +350,20 @@ def register(
         if warning:
             done.warnings.append(warning)
     return done
+
+
+def _check_logged(run: Any, model_uri: str, files: dict[str, str]) -> None:
+    """Refuse a model whose files differ from the manifest its run took at log time."""
+    raw = run.data.tags.get(s.MODEL_FILES)
+    if not raw:
+        raise PromoteError(
+            f"run {run.info.run_id} recorded no sha256 of its model's files when it logged "
+            f"{model_uri}: its files cannot be checked",
+            "run the notebook again (nbmlops.log_model records them), then promote that run",
+        )
+    found = integrity.difference(json.loads(raw), files)
+    if found is not None:
+        raise IntegrityError(f"{model_uri} of run {run.info.run_id}", *found, since="training")
 
 
 def _ensure_registered_model(client: Any, name: str) -> None:

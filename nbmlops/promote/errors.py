@@ -55,7 +55,7 @@ class PromotionRefused(PromoteError):
 
 
 class IntegrityError(PromoteError):
-    """A model's files changed since it was promoted.
+    """A model's files changed since it was promoted (or, at promotion, since training).
 
     The Bento's service (``serve/bento_service.py``, which cannot import nbmlops) raises
     its standalone twin of the same name and message when it checks the files at start.
@@ -63,9 +63,9 @@ class IntegrityError(PromoteError):
 
     exit_code = 1
 
-    def __init__(self, model: str, path: str, problem: str) -> None:
+    def __init__(self, model: str, path: str, problem: str, since: str = "promotion") -> None:
         super().__init__(
-            f"model {model}: {path} {problem} since promotion: refusing to use it",
+            f"model {model}: {path} {problem} since {since}: refusing to use it",
             "re-train and promote again, or restore the file from a backup; "
             "never edit a registered model's files",
         )
@@ -74,3 +74,22 @@ class IntegrityError(PromoteError):
 
     def details(self) -> dict[str, Any]:
         return {"model": self.model, "path": self.path}
+
+
+class SignatureError(PromoteError):
+    """A model version or Bento whose signature is missing, from an untrusted key, or does
+    not match what it signs (``path``: the tag or file that was checked)."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, path: str, problem: str, fix: str) -> None:
+        super().__init__(f"{what}: {path} {problem}: refusing to use it", fix)
+        self.what = what
+        self.path = path
+
+    def details(self) -> dict[str, Any]:
+        return {"model": self.what, "path": self.path}
+
+
+class SigningKeyError(PromoteError):
+    """The signing key or a trusted public key is missing or unreadable."""

@@ -1,4 +1,5 @@
-"""sha256 of every file of a model, recorded at promotion and checked before use.
+"""sha256 of every file of a model: taken when it is logged, checked at promotion, signed
+then (``signing.py``), and checked against the signed manifest before every use.
 
 The manifest maps each file's path (relative to the model folder, ``/``-separated) to its
 sha256; the total digest is the sha256 of the manifest's canonical JSON.
@@ -44,16 +45,20 @@ def total_digest(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def verify(folder: str | Path, expected: dict[str, str], model: str) -> None:
-    """Raise :class:`IntegrityError` naming the first file that differs from ``expected``."""
-    actual = manifest(folder)
-    for path, digest in expected.items():
-        if path in IGNORED:
+def difference(expected: dict[str, str], actual: dict[str, str]) -> tuple[str, str] | None:
+    """The first file (by name) where two manifests differ, and how: ``is missing``,
+    ``has changed`` or ``was added``; None if they agree."""
+    for path in sorted(set(expected) | set(actual)):
+        if path in IGNORED or expected.get(path) == actual.get(path):
             continue
         if path not in actual:
-            raise IntegrityError(model, path, "is missing")
-        if actual[path] != digest:
-            raise IntegrityError(model, path, "has changed")
-    for path in actual:
-        if path not in expected:
-            raise IntegrityError(model, path, "was added")
+            return path, "is missing"
+        return path, "was added" if path not in expected else "has changed"
+    return None
+
+
+def verify(folder: str | Path, expected: dict[str, str], model: str) -> None:
+    """Raise :class:`IntegrityError` naming the first file that differs from ``expected``."""
+    found = difference(expected, manifest(folder))
+    if found is not None:
+        raise IntegrityError(model, *found)

@@ -663,7 +663,10 @@ class Session:
                 t.log_tags(client, runs, {schema.data_tag(d["name"]): d["digest"] for d in data})
             for m in models:
                 self.model_uri = m["uri"]
-                t.log_tags(client, runs, {schema.MODEL_URI: m["uri"]})
+                tags = {schema.MODEL_URI: m["uri"]}
+                if m.get("files"):
+                    tags[schema.MODEL_FILES] = m["files"]
+                t.log_tags(client, runs, tags)
 
     def _write_step_notebook(self, name: str, nb: nbformat.NotebookNode) -> Path:
         """The step's own notebook: setup cells and the step's cells, as executed."""

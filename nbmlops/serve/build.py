@@ -1,10 +1,12 @@
 """``nbmlops build``: a registered model version as a Bento.
 
-The model version's files are downloaded from the registry and checked against the sha256
-manifest recorded at promotion (a changed file is refused, by name), imported into the
-BentoML model store with ``bentoml.mlflow.import_model``, and packaged with the service
-(``bento_service.py``, copied as ``service.py``) and its settings (``nbmlops_service.json``:
-schema from the MLflow signature, lineage, manifest). The Bento's labels carry the lineage.
+The version's signature is checked with a trusted key (``promote/signing.py``) before
+anything is read; its files are downloaded from the registry and checked against the signed
+sha256 manifest (a changed file is refused, by name), imported into the BentoML model store
+with ``bentoml.mlflow.import_model``, and packaged with the service (``bento_service.py``,
+copied as ``service.py``) and its settings (``nbmlops_service.json``: schema from the MLflow
+signature, lineage, manifest). The Bento's labels carry the lineage. The Bento and its
+model are then signed (``serve/trust.py``) and checked again before each serve.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 
 from nbmlops import project
 from nbmlops.capture import schema as s
-from nbmlops.promote import integrity
+from nbmlops.promote import integrity, signing
 from nbmlops.promote import registry as r
 from nbmlops.promote.errors import IntegrityError
+from nbmlops.serve import trust
 from nbmlops.serve.errors import ServeError
 
 SERVICE_TEMPLATE = Path(__file__).with_name("bento_service.py")
@@ -58,14 +61,8 @@ def bento_tags(model: r.ModelRef) -> tuple[str, str]:
 
 
 def manifest_of(model: r.ModelRef) -> dict[str, str]:
-    raw = model.tags.get(s.FILES)
-    if not raw:
-        raise ServeError(
-            f"model {model} has no sha256 manifest: it was not registered by nbmlops promote",
-            f"promote its run with: nbmlops promote --experiment NAME --metric M --model-name {model.name}",
-        )
-    files: dict[str, str] = json.loads(raw)
-    return files
+    """The sha256 manifest ``model`` was signed with at promotion (signature checked)."""
+    return signing.verified_files(model)
 
 
 def build(ref: str, tracking_uri: str | None = None) -> Built:
@@ -73,6 +70,7 @@ def build(ref: str, tracking_uri: str | None = None) -> Built:
     store = project.tracking_uri(tracking_uri)
     model = r.resolve_model(ref, tracking_uri)
     files = manifest_of(model)
+    key = signing.load_private_key()  # the Bento is signed: fail before building
     schema = signature_schema(model, store, files)
     bento_tag, model_tag = bento_tags(model)
     reused = _import_model(model, model_tag, store, files)
@@ -81,6 +79,7 @@ def build(ref: str, tracking_uri: str | None = None) -> Built:
     # (.nbmlops), and the Bento store keeps its own copy.
     with tempfile.TemporaryDirectory(prefix="nbmlops-bento-") as tmp:
         bento = _build_bento(model, bento_tag, model_tag, schema, files, Path(tmp))
+    trust.sign_bento(bento, model, _stored_model(model_tag).path, key)
     return Built(str(bento.tag), model_tag, model, reused)
 
 
@@ -258,15 +257,24 @@ def ensure_bento(ref: str, tracking_uri: str | None = None, rebuild: bool = Fals
     bento = None if rebuild else find_bento(model)
     if bento is None:
         return Servable(model, build(ref, tracking_uri).bento_tag, built=True)
-    verify_bento_model(model)
+    stored = verify_bento_model(model)
+    trust.verify_bento(bento, model, stored.path)
     return Servable(model, str(bento.tag), built=False)
 
 
-def verify_bento_model(model: r.ModelRef) -> None:
-    """Check the BentoML model store's copy of ``model`` against its manifest."""
+def _stored_model(tag: str) -> Any:
+    import bentoml
+
+    return bentoml.models.get(tag)
+
+
+def verify_bento_model(model: r.ModelRef) -> Any:
+    """Check the BentoML model store's copy of ``model`` against its signed manifest;
+    returns that ``bentoml.Model``."""
     import bentoml
 
     tag = bento_tags(model)[1]
+    files = manifest_of(model)
     try:
         stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
@@ -274,6 +282,5 @@ def verify_bento_model(model: r.ModelRef) -> None:
             f"BentoML model {tag} of {model} is not in the model store",
             f"build it again: nbmlops build {model.name}/{model.version}",
         ) from None
-    integrity.verify(
-        stored.path_of("mlflow_model"), manifest_of(model), f"{model} (BentoML copy {tag})"
-    )
+    integrity.verify(stored.path_of("mlflow_model"), files, f"{model} (BentoML copy {tag})")
+    return stored

@@ -38,6 +38,7 @@ def serve_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[st
 
 def server_env(monitor_dir: str | Path | None = None, monitoring: bool = True) -> dict[str, str]:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the signed Bento (serve/trust.py)
     env["NBMLOPS_MONITOR"] = "1" if monitoring else "0"
     if monitor_dir is not None:
         env["NBMLOPS_MONITOR_DIR"] = str(Path(monitor_dir).resolve())
