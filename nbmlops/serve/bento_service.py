@@ -47,6 +47,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -313,15 +314,27 @@ def validate_ids(request_ids: Any, count: int) -> list[str]:
     return []
 
 
+# Every column a float of one dtype (a null is NaN): the frame is built as one array.
+_FLOAT_DTYPES = {_DTYPES[TYPES[c]] for c in COLUMNS}
+_ONE_FLOAT = _FLOAT_DTYPES.pop() if _FLOAT_DTYPES in ({"float64"}, {"float32"}) else None
+
+
 def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+    """Checked records as the frame the signature describes (its columns and dtypes)."""
+    if _ONE_FLOAT is not None:
+        rows = [[record.get(c) for c in COLUMNS] for record in records]
+        return pd.DataFrame(np.array(rows, dtype=_ONE_FLOAT), columns=COLUMNS)
+    columns: dict[str, Any] = {}
     for column in COLUMNS:
-        dtype = _DTYPES.get(TYPES[column])
+        values = [record.get(column) for record in records]
+        dtype = _DTYPES[TYPES[column]]
         if dtype == "datetime64[ns]":
-            frame[column] = pd.to_datetime(frame[column])
-        elif dtype and not (frame[column].isna().any() and dtype.startswith(("int", "bool"))):
-            frame[column] = frame[column].astype(dtype)
-    return frame
+            columns[column] = pd.to_datetime(pd.Series(values, dtype=object))
+        elif None in values and dtype.startswith(("int", "bool")):
+            columns[column] = pd.Series(values)  # as pandas infers it: NaN for a null
+        else:
+            columns[column] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(columns, columns=COLUMNS)
 
 
 def _jsonable(value: Any) -> Any:
@@ -471,10 +484,11 @@ class PredictGuard:
             body = await _read_body(headers, receive)
             if body is None:
                 return  # the client went away
-            data = parse_body(body)
-            problems = validate(data["records"]) or validate_ids(
-                data.get("request_ids"), len(data["records"])
-            )
+            # A large body is checked on a thread: the requests behind it keep being served.
+            if len(body) > 65536:
+                problems = await asyncio.to_thread(check_body, body)
+            else:
+                problems = check_body(body)
         except BadRequest as exc:
             await _reply(send, exc.status, exc.message)
             return
@@ -491,6 +505,14 @@ class PredictGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def check_body(body: bytes) -> list[str]:
+    """The problems of a body :func:`parse_body` accepts: its records' and ids' fields."""
+    data = parse_body(body)
+    records = data["records"]
+    problems = validate(records)
+    return problems or validate_ids(data.get("request_ids"), len(records))
 
 
 def _authorized(headers: dict[bytes, bytes]) -> bool:
@@ -664,18 +686,21 @@ class Monitor:
         atexit.register(self.close)
 
     async def log(
-        self, records: list[dict[str, Any]], predictions: list[Any], ids: list[str], ms: float
+        self, records: list[dict[str, Any]], answers: list[Any], ids: list[str], ms: float
     ) -> None:
-        item = (records, predictions, ids, ms)
+        """Queue a request's lines: its records, ``(prediction, proba or None)`` of each,
+        its ids and latency."""
+        item = (records, answers, ids, ms)
         try:
             self.queue.put_nowait(item)
         except queue.Full:
             await asyncio.get_running_loop().run_in_executor(None, self.queue.put, item)
 
     def close(self) -> None:
-        """Write what is queued, then stop (at exit)."""
-        self.queue.put(None)
-        self.thread.join(timeout=10)
+        """Write what is queued, then stop (at shutdown or exit; once)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
@@ -698,11 +723,12 @@ class Monitor:
     def _write(self, items: list[tuple[Any, ...]]) -> None:
         try:
             records = [record for item in items for record in item[0]]
-            probas: list[dict[str, float] | None] = [None] * len(records)
+            probas = [proba for item in items for _, proba in item[1]]
             if self.classifier is not None:
                 probas = list(_probabilities(self.classifier, to_frame(records)))
             start = 0
-            for recs, predictions, ids, ms in items:
+            for recs, answers, ids, ms in items:
+                predictions = [prediction for prediction, _ in answers]
                 log_records(recs, predictions, probas[start : start + len(recs)], ids, ms)
                 start += len(recs)
         except Exception:  # a monitoring failure must not stop the service
@@ -721,11 +747,40 @@ def _classifier(model: Any) -> Any | None:
 
 
 def _probabilities(classifier: Any, frame: pd.DataFrame) -> list[dict[str, float]]:
+    return _probability_rows(classifier, np.asarray(classifier.predict_proba(frame), dtype=float))
+
+
+def _probability_rows(classifier: Any, proba: np.ndarray[Any, Any]) -> list[dict[str, float]]:
     labels = [str(_jsonable(c)) for c in classifier.classes_]
-    return [
-        dict(zip(labels, row, strict=True))
-        for row in np.asarray(classifier.predict_proba(frame), dtype=float).tolist()
-    ]
+    return [dict(zip(labels, row, strict=True)) for row in proba.tolist()]
+
+
+def _predicts_argmax(classifier: Any) -> bool:
+    """Whether the classifier's ``predict`` is the class of highest ``predict_proba``
+    (scikit-learn's forests and trees of one output): then one ``predict_proba`` call
+    gives both."""
+    try:
+        from sklearn.ensemble._forest import ForestClassifier
+        from sklearn.tree import BaseDecisionTree, DecisionTreeClassifier
+    except ImportError:
+        return False
+    kind = type(classifier)
+    exact = (issubclass(kind, ForestClassifier) and kind.predict is ForestClassifier.predict) or (
+        issubclass(kind, DecisionTreeClassifier) and kind.predict is BaseDecisionTree.predict
+    )
+    return exact and getattr(classifier, "n_outputs_", 0) == 1
+
+
+def _sklearn_model(model: Any) -> Any | None:
+    """The scikit-learn estimator of an MLflow sklearn model (its ``predict`` is what the
+    pyfunc calls, without the signature enforcement the service has done), else None."""
+    if "sklearn" not in getattr(model.metadata, "flavors", {}):
+        return None
+    try:
+        raw = model.get_raw_model()
+    except (NotImplementedError, AttributeError):
+        return None
+    return raw if callable(getattr(raw, "predict", None)) else None
 
 
 def probe_number_limit(predict: Callable[[list[dict[str, Any]]], list[Any]]) -> float:
@@ -737,8 +792,10 @@ def probe_number_limit(predict: Callable[[list[dict[str, Any]]], list[Any]]) -> 
         return FLOAT32_MAX
     record = {c: zeros[TYPES[c]] for c in COLUMNS}
     try:
-        predict([record])
-        predict([{c: 1e308 if TYPES[c] == "double" else v for c, v in record.items()}])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's overflow in the cast to float32
+            predict([record])
+            predict([{c: 1e308 if TYPES[c] == "double" else v for c, v in record.items()}])
     except Exception:
         return FLOAT32_MAX
     return FLOAT64_MAX
@@ -787,16 +844,36 @@ class Api:
     def __init__(self) -> None:
         verify_model_files(Path(self.bento_model.path_of("mlflow_model")), CONFIG["files"], LABEL)
         self.model = bentoml.mlflow.load_model(self.bento_model)
+        self.estimator = _sklearn_model(self.model) or self.model
+        classifier = _classifier(self.model)
+        # A forest's predict_proba gives its predictions too: the model runs once.
+        self.argmax = (
+            classifier if classifier is not None and _predicts_argmax(classifier) else None
+        )
         NUMBER_LIMITS["double"] = probe_number_limit(self.predict_records)
         self.batcher = Batcher(self.predict_records, MAX_BATCH_SIZE)
-        self.monitor = Monitor(_classifier(self.model)) if MONITOR else None
+        later = classifier if self.argmax is None else None  # probabilities still to compute
+        self.monitor = Monitor(later) if MONITOR else None
+
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
+    def close(self) -> None:
+        """The monitor log's last lines are written before the worker stops."""
+        if self.monitor is not None:
+            self.monitor.close()
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
-        """The model's prediction of each record (checked already)."""
-        result = self.model.predict(to_frame(records))
-        if isinstance(result, pd.DataFrame):
-            result = result.to_numpy() if result.shape[1] > 1 else result.iloc[:, 0].to_numpy()
-        return [_jsonable(p) for p in np.asarray(result)]
+        """``(prediction, class probabilities or None)`` of each record (checked already)."""
+        frame = to_frame(records)
+        if self.argmax is not None:
+            proba = np.asarray(self.argmax.predict_proba(frame), dtype=float)
+            labels = self.argmax.classes_.take(proba.argmax(axis=1))
+            probas: list[Any] = _probability_rows(self.argmax, proba)
+        else:
+            result = self.estimator.predict(frame)
+            if isinstance(result, pd.DataFrame):
+                result = result.to_numpy() if result.shape[1] > 1 else result.iloc[:, 0].to_numpy()
+            labels, probas = np.asarray(result), [None] * len(frame)
+        return [(_jsonable(p), q) for p, q in zip(labels, probas, strict=True)]
 
     # _bentoml_sdk, where bentoml.api lives, ships no type information (no py.typed).
     @bentoml.api(route="/predict")  # type: ignore[untyped-decorator]
@@ -807,16 +884,16 @@ class Api:
         started = time.perf_counter()
         ids = request_ids or [uuid.uuid4().hex for _ in records]
         try:
-            predictions = await self.batcher(records)
+            answers = await self.batcher(records)
         except PredictFailed as exc:
             message = f"records: the model could not predict them ({exc})"
             return JSONResponse(  # type: ignore[return-value]
                 {"error": message, "problems": [message]}, status_code=400
             )
+        predictions = [prediction for prediction, _ in answers]
         if self.monitor is not None:
-            await self.monitor.log(
-                records, predictions, ids, (time.perf_counter() - started) * 1000
-            )
+            ms = (time.perf_counter() - started) * 1000
+            await self.monitor.log(records, answers, ids, ms)
         return {
             "predictions": predictions,
             "request_ids": ids,
