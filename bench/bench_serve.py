@@ -243,6 +243,7 @@ def main() -> None:
                 f"request: {status} in {took * 1000:.0f} ms; then p50 {then['p50']:.2f} ms",
                 flush=True,
             )
+        metrics = httpx.get(nb.url.replace("/predict", "/metrics"), timeout=30).text
     finally:
         for proc in procs:
             server.stop(proc)
@@ -280,11 +281,23 @@ def main() -> None:
         f"({(1 - auth['rps'] / on['rps']) * 100:.1f}% lower; target at most 5%); "
         f"p99 {auth['p99'] / on['p99']:.3f}"
     )
+    print(f"mean records per predict call (nbmlops):  {mean_batch(metrics):.1f}")
     b, a = statistics.median(before), statistics.median(after)
     print(
         f"1-client p50 after / before a 10,000-record request: {a:.2f} / {b:.2f} ms = "
         f"{a / b:.2f} (target <= 1.5)"
     )
+
+
+def mean_batch(metrics: str) -> float:
+    """The mean of the service's ``nbmlops_batch_size`` histogram."""
+    total = count = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("nbmlops_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("nbmlops_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total / count if count else float("nan")
 
 
 def report(what: str, label: str, result: dict[str, float]) -> None:

@@ -216,6 +216,7 @@ def test_model_lineage_health_and_metrics(served: Served) -> None:
     metrics = httpx.get(served.url + "/metrics", timeout=30)
     assert metrics.status_code == 200
     assert "bentoml_service_request_total" in metrics.text
+    assert "nbmlops_batch_size_count" in metrics.text  # the micro-batcher's predict calls
 
 
 def test_requests_are_read_back_from_the_monitor_logs(served: Served) -> None:

@@ -141,6 +141,16 @@ def test_every_bad_request_gets_its_4xx_naming_the_field(
     assert named in answer.json()["error"], (case, answer.text)
 
 
+@pytest.mark.parametrize(
+    "media", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_that_is_not_json_gets_415(guarded: Guarded, media: str) -> None:
+    answer, took = timed_post(guarded.url, b"[" * 100_000, {"Content-Type": media, **guarded.auth})
+    print(f"{media}: {answer.status_code} in {took * 1000:.1f} ms")
+    assert answer.status_code == 415, answer.text
+    assert media in answer.json()["error"] and "application/json" in answer.json()["error"]
+
+
 def test_a_streamed_body_over_the_limit_gets_413_before_it_is_read_whole(guarded: Guarded) -> None:
     # Chunked (no Content-Length), over a raw socket: stop sending once the answer came.
     port = int(guarded.url.rsplit(":", 1)[1])

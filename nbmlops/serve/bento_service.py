@@ -604,8 +604,13 @@ class Batcher:
     again one by one, so that only the request the model refused gets the error.
     """
 
-    def __init__(self, predict: Callable[[list[dict[str, Any]]], list[Any]], max_batch_size: int):
-        self.predict, self.max_batch_size = predict, max(1, max_batch_size)
+    def __init__(
+        self,
+        predict: Callable[[list[dict[str, Any]]], list[Any]],
+        max_batch_size: int,
+        observe: Callable[[int], None] = lambda size: None,
+    ):
+        self.predict, self.max_batch_size, self.observe = predict, max(1, max_batch_size), observe
         self.queue: deque[_Pending] = deque()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="nbmlops-predict")
         self.task: asyncio.Task[None] | None = None
@@ -643,6 +648,7 @@ class Batcher:
                 if not parts:
                     continue
                 batch = [record for _, part in parts for record in part]
+                self.observe(len(batch))
                 try:
                     answers = await loop.run_in_executor(self.executor, self.predict, batch)
                 except Exception:
@@ -851,7 +857,15 @@ class Api:
             classifier if classifier is not None and _predicts_argmax(classifier) else None
         )
         NUMBER_LIMITS["double"] = probe_number_limit(self.predict_records)
-        self.batcher = Batcher(self.predict_records, MAX_BATCH_SIZE)
+        # Created in the worker: prometheus_client must see BentoML's multiprocess folder.
+        from prometheus_client import Histogram
+
+        sizes = Histogram(
+            "nbmlops_batch_size",
+            "Records per predict call of the service's micro-batcher",
+            buckets=[2**i for i in range(max(1, MAX_BATCH_SIZE).bit_length() + 1)],
+        )
+        self.batcher = Batcher(self.predict_records, MAX_BATCH_SIZE, sizes.observe)
         later = classifier if self.argmax is None else None  # probabilities still to compute
         self.monitor = Monitor(later) if MONITOR else None
 
