@@ -65,6 +65,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
+try:  # in a Bento: copied beside this file (service.py) by nbmlops build
+    import nbmlops_feedback as feedback  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # nbmlops/serve/, where this file is read by tests and type checks
+    from nbmlops.serve import feedback
+
 CONFIG: dict[str, Any] = json.loads(
     Path(__file__).with_name("nbmlops_service.json").read_text(encoding="utf-8")
 )
@@ -830,6 +835,7 @@ _info_app = Starlette(
     routes=[
         Route("/model", _model_info, methods=["GET"]),
         Route("/docs", _docs, methods=["GET"]),
+        feedback.route(MONITOR_DIR, MONITOR_NAME, MONITOR),
     ]
 )
 
