@@ -18,7 +18,15 @@ unknown key (a typo must not pass silently) raises :class:`ConfigError` naming t
 
 A top-level ``[tool.nbmlops.drift]`` table sets the drift defaults of every pipeline;
 ``[tool.nbmlops.signing] trusted_keys = ["keys/release.pub"]`` names the public keys whose
-signatures ``build``, ``serve`` and ``load_model`` accept (``docs/security.md``).
+signatures ``build``, ``serve`` and ``load_model`` accept (``docs/security.md``);
+``[tool.nbmlops.serve]`` sets the service's limits (:func:`load_serve`)::
+
+    [tool.nbmlops.serve]
+    max_body_bytes = 16777216   # a larger body is refused with 413 before it is read
+    max_records = 10000         # records per request (413 beyond)
+    max_depth = 8               # nesting of the JSON body (400 beyond)
+    token_env = "MY_TOKEN"      # the variable holding the bearer token the service requires
+    workers = 1                 # the service's processes
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ PYPROJECT = "pyproject.toml"
 NBMLOPS_TOML = "nbmlops.toml"
 DOCS = "docs/ci.md"
 
-TOP_KEYS = ("pipelines", "drift", "signing")
+TOP_KEYS = ("pipelines", "drift", "signing", "serve")
 PIPELINE_KEYS = (
     *("notebook", "experiment", "parameters", "gates", "tests", "promote", "drift"),
     "monitor",
@@ -60,6 +68,7 @@ DRIFT_KEYS = (
     *("allow_missing_columns", "data_parameter", "target"),
 )
 RENAMED_DRIFT_KEYS = {"psi": "wasserstein"}  # old key -> its replacement (a ConfigError)
+SERVE_KEYS = ("max_body_bytes", "max_records", "max_depth", "token_env", "workers")
 
 
 class ConfigError(NbmlopsError):
@@ -176,6 +185,40 @@ class ProjectConfig:
             f"no pipeline configured in {self.path.name} trains the model {name!r}",
             f"models configured: {known}; set promote.model_name of the pipeline that trains it",
         )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``nbmlops serve``'s settings from ``[tool.nbmlops.serve]`` (all optional)."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_records: int = 10000
+    max_depth: int = 8
+    token_env: str | None = None
+    workers: int = 1
+
+
+def load_serve(root: Path | str | None = None) -> ServeConfig:
+    """The ``serve`` table of the project in ``root`` (default: the working directory);
+    the defaults when the project has no configuration or no such table."""
+    try:
+        file, prefix, table = find(Path(root or Path.cwd()).resolve())
+    except ConfigError as exc:
+        if exc.key == "" and "no nbmlops configuration" in exc.problem:
+            return ServeConfig()
+        raise
+    key = _join(prefix, "serve")
+    check = _Checker(file, prefix)
+    body = check.table(table.get("serve", {}), key, SERVE_KEYS)
+    counts = {}
+    for name in ("max_body_bytes", "max_records", "max_depth", "workers"):
+        default = getattr(ServeConfig, name)
+        value = check.number(body.get(name, default), f"{key}.{name}", 1, None, default)
+        if not value.is_integer():
+            raise check.fail(f"{key}.{name}", f"{value} is not a whole number", f"e.g. {default}")
+        counts[name] = int(value)
+    token_env = check.text(body["token_env"], f"{key}.token_env") if "token_env" in body else None
+    return ServeConfig(token_env=token_env, **counts)
 
 
 def find(root: Path) -> tuple[Path, str, dict[str, Any]]:

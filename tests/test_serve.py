@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -215,7 +216,7 @@ def test_model_lineage_health_and_metrics(served: Served) -> None:
     metrics = httpx.get(served.url + "/metrics", timeout=30)
     assert metrics.status_code == 200
     assert "bentoml_service_request_total" in metrics.text
-    assert "bentoml_service_adaptive_batch_size" in metrics.text  # the batchable inner API
+    assert "nbmlops_batch_size_count" in metrics.text  # the micro-batcher's predict calls
 
 
 def test_requests_are_read_back_from_the_monitor_logs(served: Served) -> None:
@@ -232,7 +233,7 @@ def test_requests_are_read_back_from_the_monitor_logs(served: Served) -> None:
     ).json()
     assert given["request_ids"] == ["mine-1", "mine-2"]
 
-    logs = read_monitor_logs(served.monitor_dir)
+    logs = logged(served.monitor_dir, [*ids, "mine-1", "mine-2"])
     assert list(logs.columns) == [
         "request_id",
         "timestamp",
@@ -256,6 +257,17 @@ def test_requests_are_read_back_from_the_monitor_logs(served: Served) -> None:
     assert str(logs["timestamp"].dtype) == "datetime64[us, UTC]"
     assert not logs["timestamp"].isna().any()
     assert logs["timestamp"].is_monotonic_increasing
+
+
+def logged(folder: Path, ids: list[str]) -> pd.DataFrame:
+    """The monitor logs once they hold ``ids`` (the service writes them after answering)."""
+    for _ in range(600):
+        if folder.is_dir() and any(folder.rglob("data.*.log*")):
+            logs = read_monitor_logs(folder)
+            if set(ids) <= set(logs["request_id"]):
+                return logs
+        time.sleep(0.05)
+    raise AssertionError(f"the monitor logs under {folder} never held {ids}")
 
 
 @pytest.mark.parametrize(

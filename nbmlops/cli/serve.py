@@ -42,6 +42,15 @@ def build(model: str, tracking_uri: str | None) -> None:
     is_flag=True,
     help="Start on a free port, send one prediction, show the answer and stop.",
 )
+@click.option(
+    "--token-env",
+    metavar="VAR",
+    help="Require Authorization: Bearer <the value of VAR> on every route but /livez and "
+    "/readyz (default: token_env in [tool.nbmlops.serve]; none).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Service processes (default: 1, or the config's)."
+)
 @tracking_uri_option
 @verbose_option
 def serve(
@@ -52,20 +61,37 @@ def serve(
     no_monitoring: bool,
     rebuild: bool,
     check: bool,
+    token_env: str | None,
+    workers: int | None,
     tracking_uri: str | None,
 ) -> None:
-    """Serve MODEL with `bentoml serve` (building its Bento first if needed)."""
+    """Serve MODEL with `bentoml serve` (building its Bento first if needed).
+
+    The request limits (max_body_bytes, max_records, max_depth) come from
+    [tool.nbmlops.serve] in pyproject.toml or nbmlops.toml.
+    """
     from nbmlops import project
+    from nbmlops.config import load_serve
     from nbmlops.serve import server
     from nbmlops.serve.build import ensure_bento
 
+    settings = load_serve()
+    token_env = token_env or settings.token_env
+    limits = {
+        "max_body_bytes": settings.max_body_bytes,
+        "max_records": settings.max_records,
+        "max_depth": settings.max_depth,
+        "workers": workers or settings.workers,
+    }
+    if token_env is not None:
+        server.token_value(token_env)  # refused before anything is built
     ready = ensure_bento(model, tracking_uri, rebuild=rebuild)
     ref, tag = ready.model, ready.bento_tag
     if ready.built:
         click.echo(f"built Bento {tag}")
     logs = Path(monitor_dir or project.state_dir() / "monitoring").resolve()
     if check:
-        checked = server.check(ref, tag, logs, not no_monitoring, tracking_uri)
+        checked = server.check(ref, tag, logs, not no_monitoring, tracking_uri, token_env, limits)
         if checked.status != 200:
             raise SystemExit(f"error: POST /predict answered {checked.status}: {checked.answer}")
         click.echo(f"  POST {checked.url}/predict -> {checked.status} {json.dumps(checked.answer)}")
@@ -77,8 +103,10 @@ def serve(
     click.echo(f"serving {ref} as Bento {tag} on http://{host}:{port}")
     if not no_monitoring:
         click.echo(f"  monitor logs: {logs}")
+    if token_env is not None:
+        click.echo(f"  bearer token required: the value of {token_env}")
     sys.stdout.flush()
-    env = server.server_env(logs, monitoring=not no_monitoring)
+    env = server.server_env(logs, not no_monitoring, token_env, limits)
     command = server.serve_command(tag, port, host)
     os.execve(command[0], command, env)
 

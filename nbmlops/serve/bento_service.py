@@ -7,14 +7,23 @@ version, the lineage, the labels (their names are nbmlops', so they are read fro
 never spelled), the request schema (from the MLflow signature) and the sha256 of every
 model file.
 
-Two services: ``Api`` (the HTTP front: validation, monitoring, ``GET /model``) calls the
-batchable ``Model.predict_batch`` of its dependency, whose process groups concurrent
-requests into batches (BentoML's adaptive batching) before one ``predict`` call.
+One service, ``Api``, with the model loaded in its own process: ``POST /predict`` checks
+the request (``PredictGuard``: limits before parsing, strict JSON, then every field),
+hands the records to a micro-batcher (``Batcher``: a request that finds the model idle is
+predicted at once; requests arriving while it is busy are predicted together next, at
+most ``max_batch_size`` records per ``predict`` call, a large request split into such
+batches), and answers; the monitor log is written after the answer, on a thread of its
+own. ``GET /model`` shows the lineage.
 
-Environment: ``NBMLOPS_MONITOR=0`` turns monitoring off; ``NBMLOPS_MONITOR_DIR`` is where
-the monitor logs go (default ``./monitoring``); ``NBMLOPS_MONITOR_MAX_BYTES``,
-``NBMLOPS_MONITOR_FILES`` and ``NBMLOPS_MONITOR_MAX_DAYS`` bound them (each worker keeps at
-most that many files of that size, none older than that many days).
+Environment (``nbmlops serve`` sets it from its options and ``[tool.nbmlops.serve]``):
+``NBMLOPS_WORKERS`` (processes, default 1); ``NBMLOPS_MAX_BODY_BYTES`` (default 16 MiB),
+``NBMLOPS_MAX_RECORDS`` (default 10,000), ``NBMLOPS_MAX_DEPTH`` (default 8) bound a
+request; ``NBMLOPS_TOKEN_ENV`` names the variable holding the bearer token every route
+but ``/livez``, ``/readyz`` and ``/healthz`` then requires; ``NBMLOPS_MONITOR=0`` turns
+monitoring off; ``NBMLOPS_MONITOR_DIR`` is where the monitor logs go (default
+``./monitoring``); ``NBMLOPS_MONITOR_MAX_BYTES``, ``NBMLOPS_MONITOR_FILES`` and
+``NBMLOPS_MONITOR_MAX_DAYS`` bound them (each worker keeps at most that many files of that
+size, none older than that many days).
 
 The monitor log: JSON lines, one per predicted record, under
 ``<monitor dir>/<monitor name>/data/data.<worker>.log`` (rotated to ``.log.1``, ``.log.2``...):
@@ -25,12 +34,24 @@ The monitor log: JSON lines, one per predicted record, under
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import hashlib
+import hmac
 import json
+import logging
 import math
 import os
+import queue
+import re
+import threading
 import time
 import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +62,7 @@ import pandas as pd
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 try:  # in a Bento: copied beside this file (service.py) by nbmlops build
@@ -60,11 +81,40 @@ MONITOR = os.environ.get("NBMLOPS_MONITOR", "1").lower() not in ("0", "false", "
 MONITOR_DIR = os.environ.get("NBMLOPS_MONITOR_DIR", "monitoring")
 MONITOR_NAME = CONFIG["monitor_name"]
 ACCESS_LOG = os.environ.get("NBMLOPS_ACCESS_LOG", "1").lower() not in ("0", "false", "off", "no")
-MAX_RECORDS = int(CONFIG.get("max_records", 10000))
+WORKERS = int(os.environ.get("NBMLOPS_WORKERS", "1"))
+MAX_BODY_BYTES = int(os.environ.get("NBMLOPS_MAX_BODY_BYTES", 16 * 1024 * 1024))
+MAX_RECORDS = int(os.environ.get("NBMLOPS_MAX_RECORDS", CONFIG.get("max_records", 10000)))
+MAX_DEPTH = int(os.environ.get("NBMLOPS_MAX_DEPTH", 8))
+MAX_BATCH_SIZE = int(CONFIG.get("max_batch_size", 64))
 MAX_ID_LENGTH = 128
 LOG_MAX_BYTES = int(os.environ.get("NBMLOPS_MONITOR_MAX_BYTES", 10_000_000))
 LOG_FILES = int(os.environ.get("NBMLOPS_MONITOR_FILES", 10))
 LOG_MAX_DAYS = float(os.environ.get("NBMLOPS_MONITOR_MAX_DAYS", 7))
+# Routes an orchestrator probes: open even when a token is required.
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT64_MAX = float(np.finfo(np.float64).max)
+LIMITS = "[tool.nbmlops.serve]"  # where a user raises a limit
+
+logger = logging.getLogger("nbmlops.service")
+
+
+def _token() -> bytes | None:
+    """The bearer token, from the variable ``NBMLOPS_TOKEN_ENV`` names (never logged)."""
+    name = os.environ.get("NBMLOPS_TOKEN_ENV")
+    if not name:
+        return None
+    value = os.environ.get(name, "")
+    if not value:
+        raise RuntimeError(
+            f"NBMLOPS_TOKEN_ENV names {name}, which is not set or empty: set {name} to the "
+            "service's bearer token, or unset NBMLOPS_TOKEN_ENV"
+        )
+    return value.encode()
+
+
+TOKEN = _token()
+
 _DTYPES = {
     "double": "float64",
     "float": "float32",
@@ -164,6 +214,11 @@ if _STORED is not None:
     verify_model_files(Path(_STORED.path_of("mlflow_model")), CONFIG["files"], LABEL)
 
 
+# The largest magnitude a number column takes: float32's for `float` columns; for `double`
+# columns the model's own (``probe_number_limit``: tree models compute in float32).
+NUMBER_LIMITS = {"float": FLOAT32_MAX, "double": FLOAT64_MAX}
+
+
 def _check_value(column: str, value: Any, where: str) -> str | None:
     kind = TYPES[column]
     if value is None:
@@ -172,12 +227,24 @@ def _check_value(column: str, value: Any, where: str) -> str | None:
             if column not in REQUIRED
             else f"{where}: {column!r} is null; expected {_TYPE_WORDS[kind]}"
         )
+    if isinstance(value, NonJsonNumber):
+        return (
+            f"{where}: {column!r} is {value.text}, which is not a JSON number; send a finite number"
+        )
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**64:
+        digits = len(str(abs(value)))
+        return f"{where}: {column!r} is an integer of {digits} digits; beyond any model's range"
     wrong = f"{where}: {column!r} is {json.dumps(value)[:40]}; expected {_TYPE_WORDS[kind]}"
     if kind in ("double", "float"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             return wrong
         if not math.isfinite(value):
             return f"{where}: {column!r} is {value}; expected a finite number"
+        if abs(value) > NUMBER_LIMITS[kind]:
+            return (
+                f"{where}: {column!r} is {value:g}, beyond the model's range "
+                f"(at most {NUMBER_LIMITS[kind]:.7g} in magnitude)"
+            )
         return None
     if kind in ("long", "integer"):
         if isinstance(value, bool):
@@ -200,18 +267,18 @@ def _check_value(column: str, value: Any, where: str) -> str | None:
             return wrong
         try:
             pd.Timestamp(value)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             return wrong
         return None
     return None
 
 
-def validate(records: list[Any]) -> list[str]:
+def validate(records: Any) -> list[str]:
     """Every problem of the request's records, each naming the record and the field."""
+    if not isinstance(records, list):
+        return ['records: expected a list of objects, {"records": [{column: value, ...}]}']
     if not records:
         return ["records: empty batch; send at least one record"]
-    if len(records) > MAX_RECORDS:
-        return [f"records: {len(records)} records; at most {MAX_RECORDS} per request"]
     problems: list[str] = []
     for i, record in enumerate(records):
         where = f"records[{i}]"
@@ -222,7 +289,7 @@ def validate(records: list[Any]) -> list[str]:
             f"{where}: missing column {c!r}" for c in COLUMNS if c in REQUIRED - record.keys()
         ]
         problems += [
-            f"{where}: unknown column {c!r} (the model has no such input)"
+            f"{where}: unknown column {ascii(c)} (the model has no such input)"
             for c in sorted(record.keys() - TYPES.keys())
         ]
         for column in COLUMNS:
@@ -252,15 +319,27 @@ def validate_ids(request_ids: Any, count: int) -> list[str]:
     return []
 
 
+# Every column a float of one dtype (a null is NaN): the frame is built as one array.
+_FLOAT_DTYPES = {_DTYPES[TYPES[c]] for c in COLUMNS}
+_ONE_FLOAT = _FLOAT_DTYPES.pop() if _FLOAT_DTYPES in ({"float64"}, {"float32"}) else None
+
+
 def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+    """Checked records as the frame the signature describes (its columns and dtypes)."""
+    if _ONE_FLOAT is not None:
+        rows = [[record.get(c) for c in COLUMNS] for record in records]
+        return pd.DataFrame(np.array(rows, dtype=_ONE_FLOAT), columns=COLUMNS)
+    columns: dict[str, Any] = {}
     for column in COLUMNS:
-        dtype = _DTYPES.get(TYPES[column])
+        values = [record.get(column) for record in records]
+        dtype = _DTYPES[TYPES[column]]
         if dtype == "datetime64[ns]":
-            frame[column] = pd.to_datetime(frame[column])
-        elif dtype and not (frame[column].isna().any() and dtype.startswith(("int", "bool"))):
-            frame[column] = frame[column].astype(dtype)
-    return frame
+            columns[column] = pd.to_datetime(pd.Series(values, dtype=object))
+        elif None in values and dtype.startswith(("int", "bool")):
+            columns[column] = pd.Series(values)  # as pandas infers it: NaN for a null
+        else:
+            columns[column] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(columns, columns=COLUMNS)
 
 
 def _jsonable(value: Any) -> Any:
@@ -271,39 +350,400 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@bentoml.service(
-    name=f"{CONFIG['service_name']}-model",
-    workers=int(os.environ.get("NBMLOPS_MODEL_WORKERS", "1")),
-    traffic={"timeout": 60},
-    logging={"access": {"enabled": False}},  # an internal hop: the Api logs each request
-)
-class Model:
-    """The MLflow model in its own process; concurrent requests are batched here."""
+class BadRequest(Exception):
+    """A request refused with ``status`` and a message naming the field and the fix."""
 
-    bento_model = BENTO_MODEL
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
-    def __init__(self) -> None:
-        verify_model_files(Path(self.bento_model.path_of("mlflow_model")), CONFIG["files"], LABEL)
-        self.model = bentoml.mlflow.load_model(self.bento_model)
-        self.classifier = _classifier(self.model)
 
-    # _bentoml_sdk, where bentoml.api lives, ships no type information (no py.typed).
-    @bentoml.api(  # type: ignore[untyped-decorator]
-        batchable=True,
-        max_batch_size=int(CONFIG.get("max_batch_size", 64)),
-        max_latency_ms=int(CONFIG.get("max_latency_ms", 10000)),
+@dataclass(frozen=True)
+class NonJsonNumber:
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a body (Python's json accepts them; JSON
+    does not): kept as this marker so that the check names the field it is in."""
+
+    text: str
+
+
+# A JSON string (possessive: linear time on any input), and the bytes that are not brackets.
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENS = np.frombuffer(b"[{", dtype=np.uint8)
+
+
+def scan_brackets(body: bytes) -> tuple[int, int]:
+    """``(deepest nesting, objects at the depth of a record)`` of a JSON body, counted on the
+    raw bytes (brackets inside strings left out) before anything is parsed."""
+    brackets = np.frombuffer(_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS), np.uint8)
+    if not brackets.size:
+        return 0, 0
+    opens = np.isin(brackets, _OPENS)
+    depth = np.cumsum(np.where(opens, 1, -1), dtype=np.int64)
+    # {"records": [{...}]}: a record opens at depth 3.
+    records = int(np.count_nonzero((depth == 3) & (brackets == ord("{"))))
+    return int(depth.max()), records
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest(
+                    400, f"duplicate key {ascii(key)} in an object of the body; give each key once"
+                )
+            seen.add(key)
+    return obj
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The checked JSON body of ``POST /predict``: limits first (size, nesting, records, on
+    the raw bytes), then a strict parse (duplicate keys refused, ``NaN``/``Infinity``
+    marked), then its shape (an object of ``records`` and ``request_ids``)."""
+    if not body.strip():
+        raise BadRequest(400, 'empty body: send {"records": [{column: value, ...}]}')
+    depth, count = scan_brackets(body)
+    if depth > MAX_DEPTH:
+        raise BadRequest(
+            400,
+            f"the body nests {depth} levels deep; at most {MAX_DEPTH} "
+            '({"records": [{column: value}]} nests 3)',
+        )
+    if count > MAX_RECORDS:
+        raise BadRequest(
+            413,
+            f"records: {count} records; at most {MAX_RECORDS} per request: split them "
+            f"(or raise max_records in {LIMITS})",
+        )
+    try:
+        data = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=NonJsonNumber)
+    except RecursionError:
+        raise BadRequest(400, "the body nests too deep to parse") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            400, f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except ValueError as exc:  # json.JSONDecodeError, and integers of over 4300 digits
+        raise BadRequest(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            400, f'the body is a JSON {_json_kind(data)}; send an object: {{"records": [...]}}'
+        )
+    extra = data.keys() - BODY_FIELDS
+    if extra:
+        names = ", ".join(ascii(k) for k in sorted(extra))
+        raise BadRequest(400, f"unknown field {names}: the body has 'records' (and 'request_ids')")
+    if "records" not in data:
+        raise BadRequest(400, "missing field 'records': send {\"records\": [{column: value, ...}]}")
+    records = data["records"]
+    if isinstance(records, list) and len(records) > MAX_RECORDS:
+        raise BadRequest(
+            413,
+            f"records: {len(records)} records; at most {MAX_RECORDS} per request: split them "
+            f"(or raise max_records in {LIMITS})",
+        )
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+BODY_FIELDS = frozenset({"records", "request_ids"})
+
+
+class PredictGuard:
+    """ASGI middleware: the bearer token (when one is set) on every route but the probes,
+    and every check of ``POST /predict`` before BentoML sees the request.
+
+    In order, each refusal a 4xx naming the problem: the token (401); the Content-Type
+    (415); the Content-Length, then the streamed size (413, before the body is read
+    whole); then :func:`parse_body` (nesting and records counted on the raw bytes, a
+    strict parse, the body's fields) and every record's and id's fields (400, 413).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if TOKEN is not None and scope["path"] not in OPEN_PATHS and not _authorized(headers):
+            await _reply(
+                send,
+                401,
+                "missing or wrong bearer token: send the header Authorization: Bearer <token> "
+                "(the service's token variable)",
+                [(b"www-authenticate", b'Bearer realm="nbmlops"')],
+            )
+            return
+        if scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await _read_body(headers, receive)
+            if body is None:
+                return  # the client went away
+            # A large body is checked on a thread: the requests behind it keep being served.
+            if len(body) > 65536:
+                problems = await asyncio.to_thread(check_body, body)
+            else:
+                problems = check_body(body)
+        except BadRequest as exc:
+            await _reply(send, exc.status, exc.message)
+            return
+        if problems:
+            await _reply(send, 400, "; ".join(problems[:5]), problems=problems)
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def check_body(body: bytes) -> list[str]:
+    """The problems of a body :func:`parse_body` accepts: its records' and ids' fields."""
+    data = parse_body(body)
+    records = data["records"]
+    problems = validate(records)
+    return problems or validate_ids(data.get("request_ids"), len(records))
+
+
+def _authorized(headers: dict[bytes, bytes]) -> bool:
+    scheme, _, credential = headers.get(b"authorization", b"").partition(b" ")
+    # Compared in constant time whatever the scheme, so timing tells nothing of the token.
+    same = hmac.compare_digest(credential.strip(), TOKEN or b"")
+    return same and scheme.lower() == b"bearer"
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Any) -> bytes | None:
+    """The request body, refused (413) as soon as it is known to exceed the limit."""
+    media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+    if media not in (b"application/json", b""):
+        raise BadRequest(
+            415,
+            f"Content-Type {media.decode(errors='replace')!r}: send JSON "
+            '(Content-Type: application/json) like {"records": [{...}]}',
+        )
+    too_big = (
+        f"body over {MAX_BODY_BYTES} bytes: send fewer records per request "
+        f"(or raise max_body_bytes in {LIMITS})"
     )
-    def predict_batch(self, records: list[dict[str, Any]]) -> list[Any]:
-        """``[prediction, proba or None]`` per record."""
-        frame = to_frame(records)
-        result = self.model.predict(frame)
-        if isinstance(result, pd.DataFrame):
-            result = result.to_numpy() if result.shape[1] > 1 else result.iloc[:, 0].to_numpy()
-        predictions = [_jsonable(p) for p in np.asarray(result)]
-        probas: list[dict[str, float] | None] = [None] * len(predictions)
-        if self.classifier is not None:
-            probas = list(_probabilities(self.classifier, frame))
-        return [list(pair) for pair in zip(predictions, probas, strict=True)]
+    declared = headers.get(b"content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise BadRequest(400, "Content-Length is not a number of bytes")
+        if int(declared) > MAX_BODY_BYTES:
+            raise BadRequest(413, too_big)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(413, too_big)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _reply(
+    send: Any,
+    status: int,
+    error: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    problems: list[str] | None = None,
+) -> None:
+    payload = json.dumps({"error": error, "problems": problems or [error]}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class PredictFailed(Exception):
+    """The model raised on a request's records (its message is the model's)."""
+
+
+@dataclass
+class _Pending:
+    """A request waiting for predictions: its records, the next to send, the answers."""
+
+    records: list[dict[str, Any]]
+    future: asyncio.Future[list[Any]]
+    sent: int = 0
+    answers: list[Any] = field(default_factory=list)
+
+
+class Batcher:
+    """Groups concurrent requests into ``predict`` calls of at most ``max_batch_size``
+    records, run one at a time on a thread of their own.
+
+    A request that finds the model idle is predicted at once (a lone caller waits for no
+    batch window); the requests that arrive while a ``predict`` runs are predicted together
+    next. A large request is split: each batch takes at most ``max_batch_size`` of its
+    records, and it goes back to the end of the queue, so the requests that arrived after
+    it are not held up until it is done. When a batch fails, its requests are predicted
+    again one by one, so that only the request the model refused gets the error.
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[list[dict[str, Any]]], list[Any]],
+        max_batch_size: int,
+        observe: Callable[[int], None] = lambda size: None,
+    ):
+        self.predict, self.max_batch_size, self.observe = predict, max(1, max_batch_size), observe
+        self.queue: deque[_Pending] = deque()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="nbmlops-predict")
+        self.task: asyncio.Task[None] | None = None
+
+    async def __call__(self, records: list[dict[str, Any]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(records, loop.create_future())
+        self.queue.append(pending)
+        if self.task is None:
+            self.task = loop.create_task(self._drain())
+        return await pending.future
+
+    def _take(self) -> list[tuple[_Pending, list[dict[str, Any]]]]:
+        """The next batch: ``(request, its records in this batch)``, in queue order."""
+        parts: list[tuple[_Pending, list[dict[str, Any]]]] = []
+        room, again = self.max_batch_size, []
+        while self.queue and room:
+            pending = self.queue.popleft()
+            if pending.future.done():  # cancelled: the caller went away
+                continue
+            part = pending.records[pending.sent : pending.sent + room]
+            pending.sent += len(part)
+            room -= len(part)
+            parts.append((pending, part))
+            if pending.sent < len(pending.records):
+                again.append(pending)
+        self.queue.extend(again)
+        return parts
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.queue:
+                parts = self._take()
+                if not parts:
+                    continue
+                batch = [record for _, part in parts for record in part]
+                self.observe(len(batch))
+                try:
+                    answers = await loop.run_in_executor(self.executor, self.predict, batch)
+                except Exception:
+                    await self._one_by_one(parts)
+                    continue
+                start = 0
+                for pending, part in parts:
+                    pending.answers += answers[start : start + len(part)]
+                    start += len(part)
+                    if len(pending.answers) == len(pending.records) and not pending.future.done():
+                        pending.future.set_result(pending.answers)
+        finally:
+            self.task = None
+
+    async def _one_by_one(self, parts: list[tuple[_Pending, list[dict[str, Any]]]]) -> None:
+        loop = asyncio.get_running_loop()
+        for pending, part in parts:
+            if pending.future.done():
+                continue
+            try:
+                pending.answers += await loop.run_in_executor(self.executor, self.predict, part)
+            except Exception as exc:
+                pending.future.set_exception(PredictFailed(f"{type(exc).__name__}: {exc}"[:300]))
+                continue
+            if len(pending.answers) == len(pending.records):
+                pending.future.set_result(pending.answers)
+
+
+class Monitor:
+    """Writes the monitor log on a thread of its own, after the answers are sent: each
+    turn takes every request queued (up to 10,000 records), computes their class
+    probabilities in one call, and appends their lines. The queue is bounded: when it is
+    full, requests wait for room (monitoring slows the service rather than drop records
+    or fill memory)."""
+
+    def __init__(self, classifier: Any | None) -> None:
+        self.classifier = classifier
+        self.queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=1000)
+        self.thread = threading.Thread(target=self._run, name="nbmlops-monitor", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    async def log(
+        self, records: list[dict[str, Any]], answers: list[Any], ids: list[str], ms: float
+    ) -> None:
+        """Queue a request's lines: its records, ``(prediction, proba or None)`` of each,
+        its ids and latency."""
+        item = (records, answers, ids, ms)
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            await asyncio.get_running_loop().run_in_executor(None, self.queue.put, item)
+
+    def close(self) -> None:
+        """Write what is queued, then stop (at shutdown or exit; once)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            items, size = [first], len(first[0])
+            while size < 10_000:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._write(items)
+                    return
+                items.append(item)
+                size += len(item[0])
+            self._write(items)
+
+    def _write(self, items: list[tuple[Any, ...]]) -> None:
+        try:
+            records = [record for item in items for record in item[0]]
+            probas = [proba for item in items for _, proba in item[1]]
+            if self.classifier is not None:
+                probas = list(_probabilities(self.classifier, to_frame(records)))
+            start = 0
+            for recs, answers, ids, ms in items:
+                predictions = [prediction for prediction, _ in answers]
+                log_records(recs, predictions, probas[start : start + len(recs)], ids, ms)
+                start += len(recs)
+        except Exception:  # a monitoring failure must not stop the service
+            logger.exception("nbmlops: could not write the monitor log")
 
 
 def _classifier(model: Any) -> Any | None:
@@ -318,83 +758,58 @@ def _classifier(model: Any) -> Any | None:
 
 
 def _probabilities(classifier: Any, frame: pd.DataFrame) -> list[dict[str, float]]:
+    return _probability_rows(classifier, np.asarray(classifier.predict_proba(frame), dtype=float))
+
+
+def _probability_rows(classifier: Any, proba: np.ndarray[Any, Any]) -> list[dict[str, float]]:
     labels = [str(_jsonable(c)) for c in classifier.classes_]
-    return [
-        dict(zip(labels, row, strict=True))
-        for row in np.asarray(classifier.predict_proba(frame), dtype=float).tolist()
-    ]
+    return [dict(zip(labels, row, strict=True)) for row in proba.tolist()]
 
 
-BODY_FIELDS = frozenset({"records", "request_ids"})
-
-
-class PredictGuard:
-    """ASGI middleware for ``POST /predict``: a JSON body whose only field is ``records``.
-
-    BentoML's own parsing answers 500 to some non-JSON bodies (a multipart body without a
-    boundary) and ignores unknown top-level fields; both become 4xx naming the problem.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-        if media not in (b"application/json", b""):
-            await _reply(
-                send,
-                415,
-                f"Content-Type {media.decode(errors='replace')!r}: send JSON "
-                '(Content-Type: application/json) like {"records": [{...}]}',
-            )
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        try:
-            data = json.loads(body) if body else {}
-        except (ValueError, UnicodeDecodeError):
-            data = None  # BentoML answers 400 "Invalid JSON" with the position
-        if isinstance(data, dict) and data.keys() - BODY_FIELDS:
-            extra = ", ".join(repr(k) for k in sorted(data.keys() - BODY_FIELDS))
-            await _reply(
-                send, 400, f"unknown field {extra}: the body has 'records' (and 'request_ids')"
-            )
-            return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _reply(send: Any, status: int, error: str) -> None:
-    payload = json.dumps({"error": error, "problems": [error]}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
+def _predicts_argmax(classifier: Any) -> bool:
+    """Whether the classifier's ``predict`` is the class of highest ``predict_proba``
+    (scikit-learn's forests and trees of one output): then one ``predict_proba`` call
+    gives both."""
+    try:
+        from sklearn.ensemble._forest import ForestClassifier
+        from sklearn.tree import BaseDecisionTree, DecisionTreeClassifier
+    except ImportError:
+        return False
+    kind = type(classifier)
+    exact = (issubclass(kind, ForestClassifier) and kind.predict is ForestClassifier.predict) or (
+        issubclass(kind, DecisionTreeClassifier) and kind.predict is BaseDecisionTree.predict
     )
-    await send({"type": "http.response.body", "body": payload})
+    return exact and getattr(classifier, "n_outputs_", 0) == 1
+
+
+def _sklearn_model(model: Any) -> Any | None:
+    """The scikit-learn estimator of an MLflow sklearn model (its ``predict`` is what the
+    pyfunc calls, without the signature enforcement the service has done), else None."""
+    if "sklearn" not in getattr(model.metadata, "flavors", {}):
+        return None
+    try:
+        raw = model.get_raw_model()
+    except (NotImplementedError, AttributeError):
+        return None
+    return raw if callable(getattr(raw, "predict", None)) else None
+
+
+def probe_number_limit(predict: Callable[[list[dict[str, Any]]], list[Any]]) -> float:
+    """The largest magnitude the model takes in a ``double`` column: float64's if it
+    predicts a record of zeros with 1e308 in those columns, else float32's (tree models
+    compute in float32 and raise on larger values). Without a numeric schema, float32's."""
+    zeros = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
+    if any(TYPES[c] not in zeros for c in COLUMNS) or "double" not in TYPES.values():
+        return FLOAT32_MAX
+    record = {c: zeros[TYPES[c]] for c in COLUMNS}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's overflow in the cast to float32
+            predict([record])
+            predict([{c: 1e308 if TYPES[c] == "double" else v for c, v in record.items()}])
+    except Exception:
+        return FLOAT32_MAX
+    return FLOAT64_MAX
 
 
 def _model_info(request: Request) -> JSONResponse:
@@ -411,9 +826,15 @@ def _model_info(request: Request) -> JSONResponse:
     )
 
 
+def _docs(request: Request) -> RedirectResponse:
+    """BentoML serves the OpenAPI page at ``/`` (its spec at ``/docs.json``)."""
+    return RedirectResponse("/", status_code=307)
+
+
 _info_app = Starlette(
     routes=[
         Route("/model", _model_info, methods=["GET"]),
+        Route("/docs", _docs, methods=["GET"]),
         feedback.route(MONITOR_DIR, MONITOR_NAME, MONITOR),
     ]
 )
@@ -422,33 +843,77 @@ _info_app = Starlette(
 @bentoml.asgi_app(_info_app, path="/")
 @bentoml.service(
     name=CONFIG["service_name"],
-    workers=int(os.environ.get("NBMLOPS_API_WORKERS", "1")),
+    workers=WORKERS,
     traffic={"timeout": 60},
     logging={"access": {"enabled": ACCESS_LOG}},
     labels=CONFIG["labels"],
 )
 class Api:
-    """``POST /predict``: validated records in, predictions out; ``GET /model``: lineage."""
+    """``POST /predict``: checked records in, predictions out; ``GET /model``: lineage."""
 
-    model = bentoml.depends(Model)
+    bento_model = BENTO_MODEL
 
     def __init__(self) -> None:
-        _keep_session(self.model)
+        verify_model_files(Path(self.bento_model.path_of("mlflow_model")), CONFIG["files"], LABEL)
+        self.model = bentoml.mlflow.load_model(self.bento_model)
+        self.estimator = _sklearn_model(self.model) or self.model
+        classifier = _classifier(self.model)
+        # A forest's predict_proba gives its predictions too: the model runs once.
+        self.argmax = (
+            classifier if classifier is not None and _predicts_argmax(classifier) else None
+        )
+        NUMBER_LIMITS["double"] = probe_number_limit(self.predict_records)
+        # Created in the worker: prometheus_client must see BentoML's multiprocess folder.
+        from prometheus_client import Histogram
 
+        sizes = Histogram(
+            "nbmlops_batch_size",
+            "Records per predict call of the service's micro-batcher",
+            buckets=[2**i for i in range(max(1, MAX_BATCH_SIZE).bit_length() + 1)],
+        )
+        self.batcher = Batcher(self.predict_records, MAX_BATCH_SIZE, sizes.observe)
+        later = classifier if self.argmax is None else None  # probabilities still to compute
+        self.monitor = Monitor(later) if MONITOR else None
+
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
+    def close(self) -> None:
+        """The monitor log's last lines are written before the worker stops."""
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
+        """``(prediction, class probabilities or None)`` of each record (checked already)."""
+        frame = to_frame(records)
+        if self.argmax is not None:
+            proba = np.asarray(self.argmax.predict_proba(frame), dtype=float)
+            labels = self.argmax.classes_.take(proba.argmax(axis=1))
+            probas: list[Any] = _probability_rows(self.argmax, proba)
+        else:
+            result = self.estimator.predict(frame)
+            if isinstance(result, pd.DataFrame):
+                result = result.to_numpy() if result.shape[1] > 1 else result.iloc[:, 0].to_numpy()
+            labels, probas = np.asarray(result), [None] * len(frame)
+        return [(_jsonable(p), q) for p, q in zip(labels, probas, strict=True)]
+
+    # _bentoml_sdk, where bentoml.api lives, ships no type information (no py.typed).
     @bentoml.api(route="/predict")  # type: ignore[untyped-decorator]
     async def predict(
         self, records: list[Any] = RECORDS_FIELD, request_ids: Any = IDS_FIELD
     ) -> dict[str, Any]:
+        # PredictGuard checked the body and every field before BentoML parsed it.
         started = time.perf_counter()
-        problems = validate(records) or validate_ids(request_ids, len(records))
-        if problems:
-            return JSONResponse(  # type: ignore[return-value]
-                {"error": "; ".join(problems[:5]), "problems": problems}, status_code=400
-            )
         ids = request_ids or [uuid.uuid4().hex for _ in records]
-        answers = await _call_model(self.model, records)
-        predictions = [a[0] for a in answers]
-        log_records(records, answers, ids, (time.perf_counter() - started) * 1000)
+        try:
+            answers = await self.batcher(records)
+        except PredictFailed as exc:
+            message = f"records: the model could not predict them ({exc})"
+            return JSONResponse(  # type: ignore[return-value]
+                {"error": message, "problems": [message]}, status_code=400
+            )
+        predictions = [prediction for prediction, _ in answers]
+        if self.monitor is not None:
+            ms = (time.perf_counter() - started) * 1000
+            await self.monitor.log(records, answers, ids, ms)
         return {
             "predictions": predictions,
             "request_ids": ids,
@@ -458,29 +923,6 @@ class Api:
 
 
 Api.add_asgi_middleware(PredictGuard)  # type: ignore[attr-defined]
-
-
-def _keep_session(proxy: Any) -> None:
-    """Keep the client session to the Model service open.
-
-    BentoML 1.4.31+ replaces it every 100 requests and closes the old one while other
-    requests are still in flight on it ("Server disconnected"; BentoML issue #5540).
-    """
-    manager = getattr(getattr(proxy, "to_async", None), "_session_manager", None)
-    if manager is not None and hasattr(manager, "max_requests"):
-        manager.max_requests = 2**62
-        manager.max_age = math.inf
-
-
-async def _call_model(proxy: Any, records: list[dict[str, Any]]) -> list[Any]:
-    """``Model.predict_batch``; retried once on a dropped connection (predict is idempotent)."""
-    import aiohttp
-
-    try:
-        result = await proxy.to_async.predict_batch(records)
-    except aiohttp.ClientConnectionError:
-        result = await proxy.to_async.predict_batch(records)
-    return list(result)
 
 
 class MonitorLog:
@@ -551,13 +993,15 @@ _monitor_log: MonitorLog | None = None
 
 
 def log_records(
-    records: list[dict[str, Any]], answers: list[Any], ids: list[str], latency_ms: float
+    records: list[dict[str, Any]],
+    predictions: list[Any],
+    probas: list[dict[str, float] | None],
+    ids: list[str],
+    latency_ms: float,
 ) -> None:
     """One JSON line per predicted record to the monitor log (the one place records are
     written: the format is in this module's docstring)."""
     global _monitor_log
-    if not MONITOR:
-        return
     if _monitor_log is None:
         worker = bentoml.server_context.worker_index or 0
         path = Path(MONITOR_DIR) / MONITOR_NAME / "data" / f"data.{worker}.log"
@@ -565,7 +1009,7 @@ def log_records(
     stamp = datetime.now(UTC).isoformat(timespec="microseconds")
     latency = round(latency_ms, 3)
     lines = []
-    for record, (prediction, proba), rid in zip(records, answers, ids, strict=True):
+    for record, prediction, proba, rid in zip(records, predictions, probas, ids, strict=True):
         line = {"timestamp": stamp, "request_id": rid, "latency_ms": latency, **record}
         line["prediction"] = prediction
         if proba is not None:

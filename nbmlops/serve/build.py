@@ -108,7 +108,6 @@ def _build_bento(
         "lineage": lineage(model),
         "labels": bento_model_labels(model),
         "max_batch_size": 64,
-        "max_latency_ms": 10000,
     }
     (folder / "nbmlops_service.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (folder / "requirements.txt").write_text(_requirements(model_tag), encoding="utf-8")

@@ -36,13 +36,47 @@ def serve_command(bento_tag: str, port: int, host: str = "127.0.0.1") -> list[st
     return [*bentoml_command(), "serve", bento_tag, "--host", host, "--port", str(port)]
 
 
-def server_env(monitor_dir: str | Path | None = None, monitoring: bool = True) -> dict[str, str]:
+# The service's limits (``bento_service.py``) and the variables that carry them.
+LIMIT_VARIABLES = {
+    "max_body_bytes": "NBMLOPS_MAX_BODY_BYTES",
+    "max_records": "NBMLOPS_MAX_RECORDS",
+    "max_depth": "NBMLOPS_MAX_DEPTH",
+    "workers": "NBMLOPS_WORKERS",
+}
+
+
+def server_env(
+    monitor_dir: str | Path | None = None,
+    monitoring: bool = True,
+    token_env: str | None = None,
+    limits: dict[str, int] | None = None,
+) -> dict[str, str]:
+    """The environment of ``bentoml serve``: telemetry off, monitoring, the variable that
+    holds the bearer token (``token_env``: its name, never its value), and ``limits``
+    (``max_body_bytes``, ``max_records``, ``max_depth``, ``workers``)."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the signed Bento (serve/trust.py)
     env["NBMLOPS_MONITOR"] = "1" if monitoring else "0"
     if monitor_dir is not None:
         env["NBMLOPS_MONITOR_DIR"] = str(Path(monitor_dir).resolve())
+    if token_env is not None:
+        token_value(token_env)
+        env["NBMLOPS_TOKEN_ENV"] = token_env
+    for name, value in (limits or {}).items():
+        env[LIMIT_VARIABLES[name]] = str(value)
     return env
+
+
+def token_value(token_env: str) -> str:
+    """The bearer token held by the variable ``token_env``; an error naming the variable
+    (never a value) when it is unset or empty."""
+    value = os.environ.get(token_env, "")
+    if not value:
+        raise ServeError(
+            f"the token variable {token_env} is not set or empty",
+            f"set it first (export {token_env}=<a long random secret>), or serve without a token",
+        )
+    return value
 
 
 def wait_ready(
@@ -78,10 +112,13 @@ def running(
     monitor_dir: str | Path | None = None,
     monitoring: bool = True,
     timeout: float = 120,
+    token_env: str | None = None,
+    limits: dict[str, int] | None = None,
 ) -> Iterator[str]:
     """A ``bentoml serve`` of ``bento_tag`` on a loopback port; yields its URL."""
     port = port or free_port()
-    proc = start(serve_command(bento_tag, port), server_env(monitor_dir, monitoring), log)
+    env = server_env(monitor_dir, monitoring, token_env, limits)
+    proc = start(serve_command(bento_tag, port), env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log, timeout)
@@ -106,18 +143,30 @@ def check(
     monitor_dir: str | Path | None = None,
     monitoring: bool = True,
     tracking_uri: str | None = None,
+    token_env: str | None = None,
+    limits: dict[str, int] | None = None,
 ) -> Checked:
     """Start the Bento on a free loopback port, send one training row, ask for ``/model``,
     and stop it."""
     import json
     import tempfile
 
-    from nbmlops.serve.skew import example_rows, post_json, records
+    from nbmlops.serve.skew import example_rows, records
 
     rows = records(example_rows(model, 1, tracking_uri))
+    headers = {"Content-Type": "application/json"}
+    if token_env is not None:
+        headers["Authorization"] = f"Bearer {token_value(token_env)}"
     log = Path(tempfile.mkdtemp(prefix="nbmlops-serve-")) / "server.log"
-    with running(bento_tag, log, monitor_dir=monitor_dir, monitoring=monitoring) as url:
-        status, answer = post_json(url + "/predict", {"records": rows})
-        with urllib.request.urlopen(url + "/model", timeout=10) as resp:
+    with running(bento_tag, log, None, monitor_dir, monitoring, 120, token_env, limits) as url:
+        body = json.dumps({"records": rows}).encode()
+        request = urllib.request.Request(url + "/predict", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                status, answer = resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            status, answer = exc.code, exc.read().decode(errors="replace")
+        info_request = urllib.request.Request(url + "/model", headers=headers)
+        with urllib.request.urlopen(info_request, timeout=10) as resp:
             info = json.loads(resp.read())
     return Checked(url, status, answer, info)
