@@ -8,6 +8,7 @@ import { Widget } from '@lumino/widgets';
 import { h } from './dom';
 import {
   afterOf,
+  graphProblem,
   parseUpstream,
   stepOf,
   stepsOf,
@@ -117,6 +118,16 @@ function cellTags(notebook: Notebook): string[][] {
  */
 export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolean> {
   const model = cell.model;
+  if (model.type !== 'code') {
+    await showDialog({
+      title: 'Mark as step',
+      body:
+        `This is a ${model.type} cell; a step starts with a code cell. ` +
+        'Select the first code cell of the step, then Mark as step.',
+      buttons: [Dialog.okButton({ label: 'OK' })]
+    });
+    return false;
+  }
   const current = (model.getMetadata('tags') as string[] | undefined) ?? [];
   const all = cellTags(notebook);
   const index = notebook.widgets.indexOf(cell);
@@ -155,8 +166,11 @@ export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolea
     }
     choice = result.value ?? choice;
     error = validateStep(choice.name, choice.after, others);
+    const proposed = withStepTags(tags, choice.name, choice.after);
+    // The whole notebook's graph with this cell's new tags: no loop through order or tags.
+    error = error ?? graphProblem(cellTags(notebook).map((t, i) => (i === index ? proposed : t)));
     if (!error) {
-      model.setMetadata('tags', withStepTags(tags, choice.name, choice.after));
+      model.setMetadata('tags', proposed);
       return true;
     }
   }

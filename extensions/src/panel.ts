@@ -6,6 +6,7 @@
  * failure inside itself: nothing here may get in the way of a notebook opening.
  */
 
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { Widget } from '@lumino/widgets';
@@ -42,6 +43,7 @@ interface IJobState {
   path: string;
   job: IJob | null;
   message: IMessage | null;
+  stopping?: boolean;
 }
 
 export class NbmlopsPanel extends Widget {
@@ -244,7 +246,11 @@ export class NbmlopsPanel extends Widget {
     this._renderParams();
     // Enabled once both answers are in: the runs query also creates a new MLflow store,
     // which a run started at the same moment would race.
-    this._runButton.disabled = !this._pipeline || this._loading;
+    // One run per notebook at a time: the button waits for the run under way (or Stop).
+    this._runButton.disabled = !this._pipeline || this._loading || this._running(path);
+    this._runButton.title = this._running(path)
+      ? 'A run of this notebook is under way: wait for it or stop it'
+      : 'Run the pipeline with parameters';
     this._promoteButton.disabled = !this._runsData;
     this._renderJob();
     this._renderRuns();
@@ -446,17 +452,61 @@ export class NbmlopsPanel extends Widget {
     (inputs[0] ?? form.querySelector('button'))?.focus();
   }
 
+  /** Whether a run of `path` started from this panel is under way. */
+  private _running(path: string): boolean {
+    const state = this._jobs.get(path);
+    return !!state && !state.message && (!state.job || !jobFinished(state.job));
+  }
+
+  /** Start the run; when the server says another run of the notebook goes (another tab,
+   * the command line through this server), ask before starting a second one. */
+  private async _start(path: string, parameters: Record<string, string>): Promise<string> {
+    try {
+      return (await api.startRun(path, parameters)).job_id;
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 409) {
+        throw err;
+      }
+      const answer = await showDialog({
+        title: 'A run of this notebook is under way',
+        body: `${messageText(errorMessage(err))}. Start a second run at the same time?`,
+        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Start another run' })]
+      });
+      if (!answer.button.accept) {
+        throw err;
+      }
+      return (await api.startRun(path, parameters, true)).job_id;
+    }
+  }
+
+  private async _stop(state: IJobState): Promise<void> {
+    if (!state.job) {
+      return;
+    }
+    state.stopping = true;
+    this._renderJob();
+    try {
+      state.job = await api.stopJob(state.job.job_id);
+    } catch (err) {
+      state.message = errorMessage(err);
+    }
+    this._render();
+  }
+
   private async _startRun(p: IPipeline, parameters: Record<string, string>): Promise<void> {
     const path = p.path;
+    if (this._running(path)) {
+      return; // the button is disabled meanwhile; a second submit does nothing
+    }
     const state: IJobState = { path, job: null, message: null };
     this._jobs.set(path, state);
-    this._renderJob();
+    this._render();
     try {
       const context = this._notebook?.context;
       if (context && context.path === path && context.model.dirty) {
         await context.save();
       }
-      const { job_id } = await api.startRun(path, parameters);
+      const job_id = await this._start(path, parameters);
       fill(this._runForm);
       state.job = {
         job_id,
@@ -473,7 +523,7 @@ export class NbmlopsPanel extends Widget {
       await this._poll(state, job_id);
     } catch (err) {
       state.message = errorMessage(err);
-      this._renderJob();
+      this._render();
     }
   }
 
@@ -502,6 +552,7 @@ export class NbmlopsPanel extends Widget {
       }
       if (jobFinished(state.job)) {
         if (state.path === this._path) {
+          this._render();
           void this.refresh();
         }
         return;
@@ -572,6 +623,21 @@ export class NbmlopsPanel extends Widget {
         )
       );
     }
+    let stopButton: HTMLButtonElement | null = null;
+    if (job.status === 'running') {
+      stopButton = h(
+        'button',
+        {
+          type: 'button',
+          class: 'jp-mod-styled jp-mod-warn nbmlops-button',
+          'data-nbmlops': 'stop-button',
+          title: 'Stop the run: it is recorded as KILLED; finished steps stay cached',
+          disabled: !!state.stopping
+        },
+        state.stopping ? 'Stopping…' : 'Stop'
+      );
+      stopButton.addEventListener('click', () => void this._stop(state));
+    }
     fill(
       this._runStatus,
       h(
@@ -579,6 +645,7 @@ export class NbmlopsPanel extends Widget {
         { class: `nbmlops-job nbmlops-job-${job.status}`, 'data-nbmlops': 'run-status-text' },
         jobStatusText(job, total)
       ),
+      stopButton,
       job.steps.length
         ? h(
             'ol',

@@ -8,7 +8,9 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
   cannot be parsed);
 - ``GET runs?path=&limit=``: its pipeline runs, newest first (``records.run_table``);
 - ``POST runs``: start ``nbmlops run`` as a job (``run/jobs.py``); 400 for a bad parameter;
-- ``GET jobs/<id>``: the job's progress and outcome;
+- ``GET jobs/<id>``: the job's progress and outcome; ``POST jobs/<id>/stop`` ends it as
+  KILLED; ``POST runs`` answers 409 while a run of the notebook goes, unless
+  ``"concurrent": true``;
 - ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
   ``"build": true``); 409 when refused.
 """
@@ -210,7 +212,8 @@ class RunsHandler(NbmlopsHandler):
                 "parameters must map names to Python literal source text",
                 'send {"alpha": "0.5"}, as -p alpha=0.5 on the command line',
             )
-        job = await self.blocking(self.app.jobs.start, notebook, parameters, path)
+        concurrent = body.get("concurrent") is True  # another run while one goes: asked first
+        job = await self.blocking(self.app.jobs.start, notebook, parameters, path, concurrent)
         self.reply(202, {"job_id": job.job_id})
 
 
@@ -220,6 +223,16 @@ class JobHandler(NbmlopsHandler):
     @answers
     async def get(self, job_id: str) -> None:
         self.reply(200, await self.blocking(self.app.jobs.status, job_id))
+
+
+class StopJobHandler(NbmlopsHandler):
+    """``POST jobs/<id>/stop``: end the run as KILLED (``Jobs.stop``); its status."""
+
+    @tornado.web.authenticated
+    @authorized_to("execute")
+    @answers
+    async def post(self, job_id: str) -> None:
+        self.reply(200, await self.blocking(self.app.jobs.stop, job_id))
 
 
 class PromoteHandler(NbmlopsHandler):
@@ -272,5 +285,6 @@ def routes() -> list[tuple[str, type, dict[str, Any]]]:
         (f"{api}/pipeline", PipelineHandler, {}),
         (f"{api}/runs", RunsHandler, {}),
         (rf"{api}/jobs/([A-Za-z0-9_-]+)", JobHandler, {}),
+        (rf"{api}/jobs/([A-Za-z0-9_-]+)/stop", StopJobHandler, {}),
         (f"{api}/promote", PromoteHandler, {}),
     ]

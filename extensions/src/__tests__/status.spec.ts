@@ -129,3 +129,27 @@ describe('formatStart', () => {
     expect(formatStart('not a date')).toBe('not a date');
   });
 });
+
+describe('a stopped job', () => {
+  const job = {
+    job_id: 'j',
+    path: 'a.ipynb',
+    status: 'killed' as const,
+    current_step: null,
+    steps: [
+      { name: 'load', status: 'FINISHED', seconds: 1 },
+      { name: 'wait', status: 'FAILED', seconds: 2 }
+    ],
+    run_id: null,
+    output_path: null,
+    run_url: null,
+    error: null
+  };
+
+  it('says it was recorded as KILLED and which steps stay cached', () => {
+    expect(jobStatusText(job)).toBe(
+      'stopped: the run is recorded as KILLED; 1 finished step stays cached'
+    );
+    expect(jobFinished(job)).toBe(true);
+  });
+});

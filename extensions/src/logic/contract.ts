@@ -63,7 +63,8 @@ export interface IJobError {
 export interface IJob {
   job_id: string;
   path: string;
-  status: 'running' | 'succeeded' | 'failed';
+  /** `killed`: stopped from the panel (the MLflow run is KILLED). */
+  status: 'running' | 'succeeded' | 'failed' | 'killed';
   current_step: string | null;
   steps: IJobStep[];
   run_id: string | null;

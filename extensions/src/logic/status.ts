@@ -23,6 +23,10 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
       const c = cached ? `, ${cached} cached` : '';
       return `succeeded: ${done} step${done === 1 ? '' : 's'}${c} in ${formatSeconds(seconds)}`;
     }
+    case 'killed': {
+      const kept = done ? `; ${done} finished step${done === 1 ? ' stays' : 's stay'} cached` : '';
+      return `stopped: the run is recorded as KILLED${kept}`;
+    }
     case 'failed': {
       const e = job.error;
       if (!e) {
@@ -44,7 +48,7 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
 
 /** Whether polling can stop. */
 export function jobFinished(job: IJob): boolean {
-  return job.status === 'succeeded' || job.status === 'failed';
+  return job.status !== 'running';
 }
 
 /** "0.4 s", "12 s", "3 min 05 s". */
