@@ -429,12 +429,12 @@ export class NbmlopsPanel extends Widget {
         { class: 'nbmlops-buttons' },
         h(
           'button',
-          { type: 'submit', class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'run-submit' },
+          { type: 'submit', class: 'jp-mod-styled jp-mod-accept nbmlops-button', 'data-nbmlops': 'run-submit' },
           'Run'
         ),
         h(
           'button',
-          { type: 'button', class: 'nbmlops-button', 'data-nbmlops': 'run-cancel' },
+          { type: 'button', class: 'jp-mod-styled jp-mod-reject nbmlops-button', 'data-nbmlops': 'run-cancel' },
           'Cancel'
         )
       )
@@ -720,12 +720,12 @@ export class NbmlopsPanel extends Widget {
         { class: 'nbmlops-buttons' },
         h(
           'button',
-          { type: 'submit', class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'promote-submit' },
+          { type: 'submit', class: 'jp-mod-styled jp-mod-accept nbmlops-button', 'data-nbmlops': 'promote-submit' },
           'Promote'
         ),
         h(
           'button',
-          { type: 'button', class: 'nbmlops-button', 'data-nbmlops': 'promote-cancel' },
+          { type: 'button', class: 'jp-mod-styled jp-mod-reject nbmlops-button', 'data-nbmlops': 'promote-cancel' },
           'Cancel'
         )
       )
@@ -827,12 +827,12 @@ export class NbmlopsPanel extends Widget {
   private _actions = h('div', { class: 'nbmlops-buttons nbmlops-actions' });
   private _runButton = h(
     'button',
-    { class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'run-button' },
+    { class: 'jp-mod-styled jp-mod-accept nbmlops-button', 'data-nbmlops': 'run-button' },
     'Run pipeline'
   );
   private _promoteButton = h(
     'button',
-    { class: 'nbmlops-button', 'data-nbmlops': 'promote-button' },
+    { class: 'jp-mod-styled jp-mod-reject nbmlops-button', 'data-nbmlops': 'promote-button' },
     'Promote best'
   );
   private _runForm = h('div', {});

@@ -33,7 +33,7 @@ function fmt(value) {
 function select(name, options, current, onchange) {
   return h(
     "select",
-    { "data-nbmlops": name, onchange: (e) => onchange(e.target.value) },
+    { class: "jp-mod-styled", "data-nbmlops": name, onchange: (e) => onchange(e.target.value) },
     options.map(([value, label]) =>
       h("option", { value, selected: value === current }, label),
     ),
@@ -182,12 +182,12 @@ function controls(model) {
   const busy = model.get("busy");
   const set = (key) => (value) => { model.set(key, value); model.save_changes(); };
   const gates = h("input", {
-    type: "text", placeholder: "gates, e.g. f1>=0.9", value: model.get("gates").join(", "),
+    type: "text", class: "jp-mod-styled", placeholder: "gates, e.g. f1>=0.9", value: model.get("gates").join(", "),
     "data-nbmlops": "widget-gates",
     onchange: (e) => set("gates")(e.target.value.split(",").map((g) => g.trim()).filter(Boolean)),
   });
   const alias = h("input", {
-    type: "text", value: model.get("alias"), size: 10, "data-nbmlops": "widget-alias",
+    type: "text", class: "jp-mod-styled", value: model.get("alias"), size: 10, "data-nbmlops": "widget-alias",
     onchange: (e) => set("alias")(e.target.value.trim()),
   });
   return h("div", { class: "controls" },
@@ -196,11 +196,11 @@ function controls(model) {
     h("label", {}, "mode ", select("widget-mode", model.get("modes").map((m) => [m, m]), model.get("mode"), set("mode"))),
     gates,
     h("label", {}, "alias ", alias),
-    h("button", { "data-nbmlops": "widget-promote-best", disabled: busy || !model.get("metric"),
+    h("button", { class: "jp-mod-styled jp-mod-accept", "data-nbmlops": "widget-promote-best", disabled: busy || !model.get("metric"),
       onclick: () => model.send({ action: "promote_best" }) }, "Promote best"),
-    h("button", { "data-nbmlops": "widget-promote-selected", disabled: busy || !model.get("selected_run"),
+    h("button", { class: "jp-mod-styled jp-mod-accept", "data-nbmlops": "widget-promote-selected", disabled: busy || !model.get("selected_run"),
       onclick: () => model.send({ action: "promote", run_id: model.get("selected_run") }) }, "Promote selected"),
-    h("button", { "data-nbmlops": "widget-refresh", disabled: busy, onclick: () => model.send({ action: "refresh" }) }, "Refresh"),
+    h("button", { class: "jp-mod-styled jp-mod-reject", "data-nbmlops": "widget-refresh", disabled: busy, onclick: () => model.send({ action: "refresh" }) }, "Refresh"),
   );
 }
 
