@@ -215,7 +215,7 @@ def _cell_tags(lab: Lab, notebook: str) -> list[list[str]]:
 
 
 # Every visible text of `root` against the background it is drawn on (the backgrounds of
-# its ancestors composed, an SVG node's text against its box): the texts below WCAG AA's
+# its ancestors composed, an SVG node's text against its group's box): the texts below WCAG AA's
 # 4.5:1. Disabled controls are exempt, as in WCAG.
 _CONTRAST_JS = """
 (root) => {
@@ -262,7 +262,8 @@ _CONTRAST_JS = """
     if (el instanceof SVGElement) {
       fg = parse(cs.fill);
       bg = background(el.closest('svg').parentElement);
-      const box = el.parentElement && el.parentElement.querySelector('rect');
+      const g = el.parentElement && el.parentElement.tagName.toLowerCase() === 'g';
+      const box = g ? el.parentElement.querySelector(':scope > rect') : null;
       const fill = box ? parse(getComputedStyle(box).fill) : null;
       if (fill) bg = over(fill, bg);
     } else {
@@ -376,6 +377,8 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     for step in ("load", "features", "train", "register", "evaluate"):
         expect(graph.locator(f"[data-nbmlops-step='{step}']")).to_have_count(1)
     expect(graph.locator("[data-nbmlops-edge='train->register']")).to_have_count(1)
+    expect(panel.locator("[data-nbmlops='runs-table']")).to_contain_text("No pipeline runs yet")
+    assert not (lab.root / "mlflow.db").exists()  # looking creates no store
 
     panel.locator("[data-nbmlops='run-button']").click()
     panel.locator("[data-nbmlops-param='n_estimators']").fill("50")
@@ -422,6 +425,41 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     mv = client.get_model_version("breast_cancer", "1")
     assert mv.run_id == run_id
     _screenshot(page, panel, "panel.png", tmp_path)
+
+    # A second run with more trees (load and features come from the cache), then the two
+    # side by side: the parameter that differs, metrics as bars, steps' cache and time,
+    # and which run holds @champion.
+    panel.locator("[data-nbmlops='run-button']").click()
+    panel.locator("[data-nbmlops-param='n_estimators']").fill("80")
+    panel.locator("[data-nbmlops='run-submit']").click()
+    expect(status).to_have_attribute(
+        "data-nbmlops-status", re.compile("succeeded|failed"), timeout=240_000
+    )
+    second = panel.locator("[data-nbmlops='mlflow-run-id']").inner_text().strip()
+    history = panel.locator("[data-nbmlops='runs-table']")
+    expect(history.locator(f"[data-nbmlops-run='{second}']")).to_be_visible()
+    expect(
+        history.locator(f"[data-nbmlops-run='{run_id}'] [data-nbmlops-alias='champion']")
+    ).to_be_visible()
+    history.locator(f"[data-nbmlops-run='{run_id}'] td").nth(2).click()  # the row, not the box
+    history.locator(f"[data-nbmlops-select='{second}']").check()
+    compare = panel.locator("[data-nbmlops='compare']")
+    expect(compare).to_contain_text("Compare 2 runs")
+    changed = compare.locator("[data-nbmlops-compare-param='n_estimators']")
+    expect(changed).to_have_attribute("data-nbmlops-differs", "true")
+    expect(changed).to_contain_text("50")
+    expect(changed).to_contain_text("80")
+    expect(compare.locator("[data-nbmlops-compare-param='seed']")).to_have_attribute(
+        "data-nbmlops-differs", "false"
+    )
+    expect(compare.locator(f"[data-nbmlops-bar='f1:{second}']")).to_have_count(1)
+    expect(compare.locator("[data-nbmlops-compare-step='load'] td").nth(2)).to_have_text("cached")
+    heads = compare.locator("[data-nbmlops='compare-params'] tr").first.locator("th")
+    expect(heads.nth(1).locator("[data-nbmlops-alias='champion']")).to_have_count(1)
+    expect(heads.nth(2).locator("[data-nbmlops-alias]")).to_have_count(0)
+    scroll = panel.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert scroll[0] <= scroll[1], f"the panel scrolls sideways: {scroll}"
+    _screenshot(page, panel, "panel-compare.png", tmp_path)
     _readable_in_both_themes(
         page, panel, "the panel after a run and a promotion", "panel-dark.png", tmp_path
     )

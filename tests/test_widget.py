@@ -319,3 +319,35 @@ def test_the_widget_and_log_metric_follow_a_renamed_notebook(
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_compare_shows_runs_side_by_side_and_who_holds_an_alias(
+    trained: dict[str, Any], tracking_uri: str
+) -> None:
+    """What the panel's comparison view draws (``GET compare``)."""
+    from nbmlops.capture.compare import compare
+    from nbmlops.serve.release import release
+
+    ids, experiment = trained["ids"], trained["experiment"]
+    client = MlflowClient(tracking_uri)
+    assert compare(client, experiment, [])["aliases"] == {}
+    release(experiment, "score", run_id=ids[2], tracking_uri=tracking_uri)
+    data = compare(client, experiment, [ids[2], ids[3]])
+    assert data["aliases"] == {"champion": {"version": "1", "run_id": ids[2]}}
+    assert [(r["run_id"], r["aliases"]) for r in data["runs"]] == [
+        (ids[2], ["champion"]),
+        (ids[3], []),
+    ]
+    params = {p["name"]: (p["values"], p["differs"]) for p in data["params"]}
+    assert params["depth"] == (["2", "3"], True)
+    assert params["seed"] == (["7", "7"], False)
+    metrics = {m["name"]: (m["values"], m["differs"]) for m in data["metrics"]}
+    assert metrics["score"] == ([0.8, 0.9], True)
+    steps = {st["name"]: [r["cache"] for r in st["runs"]] for st in data["steps"]}
+    assert steps == {
+        "load": ["miss", "hit"],
+        "split": ["miss", "hit"],
+        "train": ["miss", "miss"],
+        "evaluate": ["miss", "miss"],
+    }
+    assert all(r["seconds"] is not None for st in data["steps"] for r in st["runs"])

@@ -4,6 +4,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  ICompare,
   IErrorBody,
   IJob,
   IPipeline,
@@ -47,5 +48,7 @@ export const api = {
   job: (jobId: string) => request<IJob>(`jobs/${encodeURIComponent(jobId)}`),
   /** End the run as KILLED; the steps that finished stay cached. */
   stopJob: (jobId: string) => post<IJob>(`jobs/${encodeURIComponent(jobId)}/stop`, {}),
-  promote: (body: IPromoteRequest) => post<IPromotion>('promote', body)
+  promote: (body: IPromoteRequest) => post<IPromotion>('promote', body),
+  compare: (path: string, runIds: string[]) =>
+    request<ICompare>(`compare?path=${q(path)}${runIds.map(id => `&run_id=${q(id)}`).join('')}`)
 };

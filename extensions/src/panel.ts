@@ -12,9 +12,10 @@ import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { Widget } from '@lumino/widgets';
 
 import { api } from './api';
+import { compareView } from './compare';
 import { fill, h } from './dom';
 import { stepsGraph } from './graph';
-import { IJob, IPipeline, IRuns } from './logic/contract';
+import { ICompare, IJob, IPipeline, IRuns } from './logic/contract';
 import { ApiError, cellSuffix, errorMessage, IMessage, messageText } from './logic/errors';
 import {
   changedParameters,
@@ -83,7 +84,9 @@ export class NbmlopsPanel extends Widget {
       this._promoteForm,
       this._promoteResult,
       h('h3', {}, 'Recent runs'),
-      this._runs
+      h('p', { class: 'nbmlops-hint' }, 'Select runs to compare them.'),
+      this._runs,
+      this._compare
     );
     this._runButton.addEventListener('click', () => this._openRunForm());
     this._promoteButton.addEventListener('click', () => this._openPromoteForm());
@@ -107,6 +110,8 @@ export class NbmlopsPanel extends Widget {
     this._runsData = cached?.runs ?? null;
     this._pipelineError = null;
     this._runsError = null;
+    this._selected = new Set();
+    this._compareData = null;
     fill(this._runForm);
     fill(this._promoteForm);
     fill(this._promoteResult);
@@ -174,7 +179,7 @@ export class NbmlopsPanel extends Widget {
           }
         }
       );
-      await Promise.all([pipeline, runs]);
+      await Promise.all([pipeline, runs, this._loadCompare(path)]);
     } catch (err) {
       if (current()) {
         this._pipelineError = err;
@@ -184,6 +189,37 @@ export class NbmlopsPanel extends Widget {
         this._loading = false;
         this._render();
       }
+    }
+  }
+
+  /** The selected runs side by side, and who holds which alias (no selection: aliases). */
+  private async _loadCompare(path: string): Promise<void> {
+    const ids = [...this._selected];
+    try {
+      const data = await api.compare(path, ids);
+      if (path === this._path && ids.join() === [...this._selected].join()) {
+        this._compareData = data;
+        this._compareError = null;
+        this._renderRuns();
+      }
+    } catch (err) {
+      if (path === this._path) {
+        this._compareData = null;
+        this._compareError = err;
+        this._renderRuns();
+      }
+    }
+  }
+
+  private _toggle(runId: string): void {
+    if (this._selected.has(runId)) {
+      this._selected.delete(runId);
+    } else {
+      this._selected.add(runId);
+    }
+    this._renderRuns();
+    if (this._path) {
+      void this._loadCompare(this._path);
     }
   }
 
@@ -340,6 +376,7 @@ export class NbmlopsPanel extends Widget {
     const runs = this._runsData?.runs ?? [];
     if (!this._runsData) {
       fill(this._runs);
+      fill(this._compare);
       return;
     }
     if (!runs.length) {
@@ -351,8 +388,11 @@ export class NbmlopsPanel extends Widget {
           h('tr', {}, h('td', { class: 'nbmlops-hint' }, 'No pipeline runs yet.'))
         )
       );
+      fill(this._compare);
       return;
     }
+    const held = this._compareData?.aliases ?? {};
+    const aliasesOf = (runId: string) => Object.keys(held).filter(a => held[a].run_id === runId);
     fill(
       this._runs,
       h(
@@ -361,8 +401,8 @@ export class NbmlopsPanel extends Widget {
         h(
           'tr',
           {},
+          h('th', { class: 'nbmlops-select-cell' }, ''),
           h('th', {}, 'Started'),
-          h('th', {}, 'Status'),
           h('th', {}, 'Metrics'),
           h('th', { title: 'steps restored from the cache' }, 'Cache')
         ),
@@ -371,21 +411,61 @@ export class NbmlopsPanel extends Widget {
           const title = `run ${r.run_id}${
             r.duration_s !== null ? `, ${formatSeconds(r.duration_s)}` : ''
           }${r.git_commit ? `, commit ${r.git_commit.slice(0, 8)}` : ''}`;
-          return h(
+          const selected = this._selected.has(r.run_id);
+          const box = h('input', {
+            type: 'checkbox',
+            'data-nbmlops-select': r.run_id,
+            'aria-label': `compare run ${r.run_id}`,
+            checked: selected
+          });
+          const row = h(
             'tr',
-            { 'data-nbmlops-run': r.run_id },
+            {
+              'data-nbmlops-run': r.run_id,
+              class: `nbmlops-run-row${selected ? ' nbmlops-selected' : ''}`,
+              title
+            },
+            h('td', { class: 'nbmlops-select-cell' }, box),
             h(
               'td',
-              { title },
-              r.url ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, when) : when
+              {},
+              r.url ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, when) : when,
+              ' ',
+              h('span', { class: `nbmlops-run-${runStatusText(r)}` }, runStatusText(r)),
+              ...aliasesOf(r.run_id).map(a =>
+                h('span', { class: 'nbmlops-alias', 'data-nbmlops-alias': a }, `@${a}`)
+              )
             ),
-            h('td', { class: `nbmlops-run-${runStatusText(r)}` }, runStatusText(r)),
-            h('td', {}, formatMetrics(r.metrics)),
+            h('td', { class: 'nbmlops-metrics-cell' }, formatMetrics(r.metrics)),
             h('td', {}, r.cache_hits ?? '')
           );
+          // The whole row toggles the selection (a link in it still opens MLflow).
+          row.addEventListener('click', ev => {
+            if ((ev.target as HTMLElement).closest('a')) {
+              return;
+            }
+            if (ev.target !== box) {
+              ev.preventDefault();
+            }
+            this._toggle(r.run_id);
+          });
+          return row;
         })
       )
     );
+    if (this._compareError) {
+      fill(
+        this._compare,
+        messageBox(errorMessage(this._compareError), {
+          'data-nbmlops': 'compare-error',
+          title: 'Could not compare the runs'
+        })
+      );
+    } else if (this._compareData && this._selected.size) {
+      compareView(this._compareData, this._compare);
+    } else {
+      fill(this._compare);
+    }
   }
 
   // ---- run pipeline ----------------------------------------------------------------
@@ -848,6 +928,10 @@ export class NbmlopsPanel extends Widget {
     'aria-live': 'polite'
   });
   private _runs = h('div', {});
+  private _compare = h('div', { class: 'nbmlops-compare', 'data-nbmlops': 'compare' });
+  private _selected = new Set<string>();
+  private _compareData: ICompare | null = null;
+  private _compareError: unknown = null;
 }
 
 /** A problem/fix box. */

@@ -11,6 +11,7 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
 - ``GET jobs/<id>``: the job's progress and outcome; ``POST jobs/<id>/stop`` ends it as
   KILLED; ``POST runs`` answers 409 while a run of the notebook goes, unless
   ``"concurrent": true``;
+- ``GET compare?path=&run_id=...``: runs side by side, and which run holds which alias;
 - ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
   ``"build": true``); 409 when refused.
 """
@@ -191,6 +192,9 @@ class RunsHandler(NbmlopsHandler):
         if not 1 <= limit <= 1000:
             raise RequestError(400, f"limit {limit} is not between 1 and 1000", "pass limit=20")
         uri = self.app.store
+        if not _store_exists(uri):  # opening the panel creates no mlflow.db
+            self.reply(200, {"experiment": experiment_name(notebook), "metrics": [], "runs": []})
+            return
         table = await self.blocking(
             lambda: run_table(open_client(uri), experiment_name(notebook), limit, uri)
         )
@@ -233,6 +237,38 @@ class StopJobHandler(NbmlopsHandler):
     @answers
     async def post(self, job_id: str) -> None:
         self.reply(200, await self.blocking(self.app.jobs.stop, job_id))
+
+
+class CompareHandler(NbmlopsHandler):
+    """``GET compare?path=&run_id=...``: the runs side by side and who holds which alias
+    (``capture.compare``); no ``run_id``: the aliases only."""
+
+    @tornado.web.authenticated
+    @authorized
+    @answers
+    async def get(self) -> None:
+        from nbmlops.capture.compare import compare
+        from nbmlops.capture.tracking import open_client
+
+        notebook = self.notebook(self.get_query_argument("path", ""))
+        ids = self.get_query_arguments("run_id")
+        if len(ids) > 20:
+            raise RequestError(400, f"{len(ids)} runs to compare", "compare at most 20 runs")
+        if not _store_exists(self.app.store):  # looking creates no store
+            self.reply(200, {"experiment": experiment_name(notebook), "aliases": {}, "runs": []})
+            return
+        uri = self.app.store
+        self.reply(
+            200,
+            await self.blocking(lambda: compare(open_client(uri), experiment_name(notebook), ids)),
+        )
+
+
+def _store_exists(uri: str) -> bool:
+    """False for a SQLite store whose file is not there yet (the first run creates it)."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    return Path(uri.removeprefix("sqlite:///")).exists()
 
 
 class PromoteHandler(NbmlopsHandler):
@@ -287,4 +323,5 @@ def routes() -> list[tuple[str, type, dict[str, Any]]]:
         (rf"{api}/jobs/([A-Za-z0-9_-]+)", JobHandler, {}),
         (rf"{api}/jobs/([A-Za-z0-9_-]+)/stop", StopJobHandler, {}),
         (f"{api}/promote", PromoteHandler, {}),
+        (f"{api}/compare", CompareHandler, {}),
     ]
