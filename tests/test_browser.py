@@ -501,6 +501,28 @@ def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
     panel.locator("[data-nbmlops='run-submit']").click()
     expect(status).to_have_attribute("data-nbmlops-status", "succeeded", timeout=120_000)
     expect(panel.locator("[data-nbmlops-step-status='CACHED']")).to_contain_text("load")
+    expect(panel.locator("[data-nbmlops='run-status-text']")).to_contain_text(
+        re.compile(r"succeeded: 2 steps, 1 cached in \d")
+    )
+
+    # "Mark as parameters" (cell menu): refused on a step's cell; elsewhere the tag moves.
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
+    for index, refused in ((2, 'This cell starts step "load"'), (0, None)):
+        cells.nth(index).locator(".jp-InputPrompt").click(button="right")
+        page.locator(".lm-Menu-item", has_text="Mark as parameters").click()
+        if refused:
+            expect(page.locator(".jp-Dialog-content")).to_contain_text(refused)
+            page.locator(".jp-Dialog .jp-mod-accept").click()
+    page.keyboard.press("Control+s")
+    _wait_for(lambda: _cell_tags(lab, "slow.ipynb")[0] == ["parameters"], "the save")
+    assert _cell_tags(lab, "slow.ipynb")[1] == []
+
+    # The run's output notebook opens in JupyterLab and is not offered as a pipeline.
+    panel.locator("[data-nbmlops='output-link']").click()
+    expect(panel.locator("[data-nbmlops='output-notebook']")).to_contain_text(
+        "output notebook of a run"
+    )
+    expect(panel.locator("[data-nbmlops='run-button']")).to_be_hidden()
 
 
 def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) -> None:

@@ -175,3 +175,63 @@ export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolea
     }
   }
 }
+
+const PARAMETERS = 'parameters';
+
+async function refuse(title: string, body: string): Promise<false> {
+  await showDialog({ title, body, buttons: [Dialog.okButton({ label: 'OK' })] });
+  return false;
+}
+
+/**
+ * "Mark as parameters": tag the active cell `parameters` (the defaults a run overrides),
+ * moving the tag from the cell that had it; on a cell already tagged, remove it. Refused,
+ * with the reason, for a markdown cell and for a cell at or below the first step.
+ */
+export async function markAsParameters(notebook: Notebook, cell: Cell): Promise<boolean> {
+  const model = cell.model;
+  const title = 'Mark as parameters';
+  const tags = (model.getMetadata('tags') as string[] | undefined) ?? [];
+  if (tags.includes(PARAMETERS)) {
+    const left = tags.filter(t => t !== PARAMETERS);
+    if (left.length) {
+      model.setMetadata('tags', left);
+    } else {
+      model.deleteMetadata('tags');
+    }
+    return true;
+  }
+  if (model.type !== 'code') {
+    return refuse(title, `This is a ${model.type} cell; the parameters are a code cell of assignments.`);
+  }
+  const all = cellTags(notebook);
+  const index = notebook.widgets.indexOf(cell);
+  const own = stepOf(tags);
+  if (own) {
+    return refuse(
+      title,
+      `This cell starts step "${own}". Keep the parameters in their own cell above the first step.`
+    );
+  }
+  const above = all.slice(0, index).findIndex(t => stepOf(t) !== null);
+  if (above >= 0) {
+    return refuse(
+      title,
+      `Step "${stepOf(all[above])}" starts above this cell (cell ${above + 1}); ` +
+        'the parameters cell comes before the first step.'
+    );
+  }
+  all.forEach((t, i) => {
+    if (i !== index && t.includes(PARAMETERS)) {
+      const other = notebook.widgets[i].model;
+      const left = t.filter(x => x !== PARAMETERS);
+      if (left.length) {
+        other.setMetadata('tags', left);
+      } else {
+        other.deleteMetadata('tags');
+      }
+    }
+  });
+  model.setMetadata('tags', [...tags, PARAMETERS]);
+  return true;
+}

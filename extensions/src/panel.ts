@@ -17,6 +17,7 @@ import { fill, h } from './dom';
 import { stepsGraph } from './graph';
 import { ICompare, IJob, IPipeline, IRuns } from './logic/contract';
 import { ApiError, cellSuffix, errorMessage, IMessage, messageText } from './logic/errors';
+import { outputNotebookReason } from './logic/tags';
 import {
   changedParameters,
   defaultMode,
@@ -141,6 +142,9 @@ export class NbmlopsPanel extends Widget {
     try {
       await panel.context.ready;
       const path = panel.context.path;
+      if (this._outputReason(path)) {
+        return; // a run's output: nothing to ask the server
+      }
       const cache = this._cache.get(path) ?? { pipeline: null, runs: null };
       this._cache.set(path, cache);
       const pipeline = api.pipeline(path).then(
@@ -245,6 +249,16 @@ export class NbmlopsPanel extends Widget {
     }
   }
 
+  /** Why the active notebook is a run's output, not a pipeline (null: it is a pipeline). */
+  private _outputReason(path: string): string | null {
+    const cells = this._notebook?.model?.cells;
+    const metadata: Record<string, unknown>[] = [];
+    for (let i = 0; cells && i < cells.length; i++) {
+      metadata.push(cells.get(i).metadata as Record<string, unknown>);
+    }
+    return outputNotebookReason(path, metadata);
+  }
+
   private get _path(): string | null {
     return this._notebook?.context.path ?? null;
   }
@@ -263,6 +277,21 @@ export class NbmlopsPanel extends Widget {
     const path = this._path;
     if (!path) {
       fill(this._where, h('p', { class: 'nbmlops-hint' }, 'Open a notebook to see its pipeline.'));
+      fill(this._error);
+      this._body.hidden = true;
+      return;
+    }
+    const output = this._outputReason(path);
+    if (output) {
+      fill(
+        this._where,
+        h('div', { class: 'nbmlops-path', 'data-nbmlops': 'notebook-path' }, path),
+        h(
+          'p',
+          { class: 'nbmlops-hint', 'data-nbmlops': 'output-notebook' },
+          `${output} Open the notebook it was run from to see its pipeline and runs.`
+        )
+      );
       fill(this._error);
       this._body.hidden = true;
       return;

@@ -68,6 +68,18 @@ class Job:
     notebook: Path | None = field(default=None)  # resolved: one run per notebook
     experiment_id: str | None = field(default=None)
     stopped: bool = field(default=False)  # stopped on request: its end is "killed"
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = field(default=None)  # when the process exited
+
+    def reap(self) -> None:
+        """Wait for the run's process to end (no zombie), noting when it did."""
+        self.process.wait()
+        self.ended = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the run so far (kernel start and record keeping included)."""
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def events_file(self) -> Path:
@@ -138,7 +150,7 @@ class Jobs:
         process = processes.start(args, env, folder / "output.log", cwd=self.root)
         job = Job(job_id, path or str(notebook), folder, process, notebook.resolve())
         # Reap the run when it ends, whether or not anyone polls its status: no zombies.
-        threading.Thread(target=process.wait, name=f"nbmlops-job-{job_id}", daemon=True).start()
+        threading.Thread(target=job.reap, name=f"nbmlops-job-{job_id}", daemon=True).start()
         self._jobs[job_id] = job
         return job
 
@@ -184,6 +196,7 @@ class Jobs:
             "output_path": self._relative(run.output_path),
             "run_url": self._run_url(job, run.run_id) if run.run_id else None,
             "error": run.error,
+            "seconds": round(job.seconds, 1),
         }
 
     def stop_all(self, timeout: float = 30) -> None:

@@ -25,7 +25,30 @@ const job = (over: Partial<IJob>): IJob => ({
 
 describe('jobStatusText', () => {
   it('shows a starting job', () => {
-    expect(jobStatusText(job({}))).toBe('running: starting');
+    expect(jobStatusText(job({}))).toBe('running: starting (kernel and setup cells)');
+    expect(jobStatusText(job({ seconds: 12 }), 4)).toBe(
+      'running: starting (kernel and setup cells) (0 of 4 steps done, 12 s)'
+    );
+  });
+
+  it('says the run is finishing once every step is done', () => {
+    const j = job({
+      steps: [
+        { name: 'load', status: 'FINISHED', seconds: 1 },
+        { name: 'train', status: 'FINISHED', seconds: 2 }
+      ],
+      seconds: 21
+    });
+    expect(jobStatusText(j, 2)).toBe('running: finishing the run record (2 of 2 steps done, 21 s)');
+  });
+
+  it('counts the wall time of a run, not only its steps', () => {
+    const j = job({
+      status: 'succeeded',
+      steps: [{ name: 'load', status: 'CACHED', seconds: 0 }],
+      seconds: 20
+    });
+    expect(jobStatusText(j)).toBe('succeeded: 1 step, 1 cached in 20 s');
   });
 
   it('shows the current step and the steps done', () => {

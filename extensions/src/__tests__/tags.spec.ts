@@ -1,6 +1,7 @@
 import {
   afterOf,
   graphProblem,
+  outputNotebookReason,
   parseUpstream,
   stepOf,
   stepsOf,
@@ -127,5 +128,16 @@ describe('graphProblem', () => {
 
   it('reads after tags on any cell of a step', () => {
     expect(graphProblem([['step:a', 'after:b'], ['step:b'], ['after:a']])).toContain('a → b → a');
+  });
+});
+
+describe('outputNotebookReason', () => {
+  it('knows output notebooks by name, folder or the metadata a run writes', () => {
+    expect(outputNotebookReason('wine.partial.ipynb', [])).toContain('partial output');
+    expect(outputNotebookReason('.nbmlops/runs/wine-1/wine.ipynb', [])).toContain('run folders');
+    expect(outputNotebookReason('out/wine.ipynb', [{ nbmlops: { cell: 1 } }])).toContain(
+      'output notebook of a run'
+    );
+    expect(outputNotebookReason('wine.ipynb', [{ tags: ['step:load'] }])).toBeNull();
   });
 });

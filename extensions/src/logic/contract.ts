@@ -71,6 +71,8 @@ export interface IJob {
   output_path: string | null;
   run_url: string | null;
   error: IJobError | null;
+  /** Wall time so far (kernel start and record keeping included); absent: unknown. */
+  seconds?: number;
 }
 
 export interface IPromotion {

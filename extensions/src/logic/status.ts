@@ -12,12 +12,22 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
   const done = stepsDone(job);
   const total = Math.max(totalSteps ?? 0, job.steps.length);
   const cached = job.steps.filter(s => s.status === 'CACHED').length;
-  const seconds = job.steps.reduce((sum, s) => sum + (s.seconds ?? 0), 0);
+  // The wall time (kernel start and record keeping count: the user waited for them).
+  const seconds = job.seconds ?? job.steps.reduce((sum, s) => sum + (s.seconds ?? 0), 0);
+  const elapsed = job.seconds !== undefined ? `, ${formatSeconds(job.seconds)}` : '';
   switch (job.status) {
     case 'running': {
-      const where = job.current_step ? `step ${job.current_step}` : 'starting';
-      const count = total ? ` (${done} of ${total} steps done)` : '';
-      return `running: ${where}${count}`;
+      const count = total ? ` (${done} of ${total} steps done${elapsed})` : '';
+      if (job.current_step) {
+        return `running: step ${job.current_step}${count}`;
+      }
+      if (!job.steps.length) {
+        return `running: starting (kernel and setup cells)${count}`;
+      }
+      if (total && done >= total) {
+        return `running: finishing the run record${count}`;
+      }
+      return `running: between steps${count}`;
     }
     case 'succeeded': {
       const c = cached ? `, ${cached} cached` : '';

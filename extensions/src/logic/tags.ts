@@ -229,3 +229,24 @@ export function graphProblem(
   }
   return null;
 }
+
+/**
+ * Why the notebook at `path` is the output of a run rather than a pipeline (a
+ * `*.partial.ipynb`, a notebook in nbmlops' run folders, or one whose cells carry the
+ * `nbmlops` metadata a run writes), or null.
+ */
+export function outputNotebookReason(
+  path: string,
+  cellMetadata: ReadonlyArray<Record<string, unknown>>
+): string | null {
+  if (path.endsWith('.partial.ipynb')) {
+    return 'This is the partial output notebook of a run that did not finish.';
+  }
+  if (/(^|\/)\.nbmlops\//.test(path)) {
+    return "This notebook is in nbmlops' run folders: it is a run's output.";
+  }
+  if (cellMetadata.some(m => m && typeof m === 'object' && 'nbmlops' in m)) {
+    return 'This is the output notebook of a run (its cells carry the run\u2019s metadata).';
+  }
+  return null;
+}
