@@ -459,7 +459,7 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     expect(heads.nth(2).locator("[data-nbmlops-alias]")).to_have_count(0)
     scroll = panel.evaluate("el => [el.scrollWidth, el.clientWidth]")
     assert scroll[0] <= scroll[1], f"the panel scrolls sideways: {scroll}"
-    _screenshot(page, panel, "panel-compare.png", tmp_path)
+    _screenshot(page, compare, "panel-compare.png", tmp_path)
     _readable_in_both_themes(
         page, panel, "the panel after a run and a promotion", "panel-dark.png", tmp_path
     )
@@ -523,6 +523,9 @@ def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
         "output notebook of a run"
     )
     expect(panel.locator("[data-nbmlops='run-button']")).to_be_hidden()
+    # The next test opens its notebook alone (not beside the restored tabs of this one).
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+    expect(page.locator(".jp-NotebookPanel")).to_have_count(0)
 
 
 def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) -> None:

@@ -16,7 +16,14 @@ import { compareView } from './compare';
 import { fill, h } from './dom';
 import { stepsGraph } from './graph';
 import { ICompare, IJob, IPipeline, IRuns } from './logic/contract';
-import { ApiError, cellSuffix, errorMessage, IMessage, messageText } from './logic/errors';
+import {
+  ApiError,
+  cellSuffix,
+  errorMessage,
+  IMessage,
+  messageText,
+  savesKernelFirst
+} from './logic/errors';
 import { outputNotebookReason } from './logic/tags';
 import {
   changedParameters,
@@ -323,7 +330,17 @@ export class NbmlopsPanel extends Widget {
 
   private _renderError(): void {
     const parts: HTMLElement[] = [];
-    if (this._pipelineError) {
+    const unsaved = !!this._pipelineError && savesKernelFirst(errorMessage(this._pipelineError));
+    if (unsaved) {
+      // A brand-new notebook: its kernel is recorded at its first save; not an error yet.
+      parts.push(
+        h(
+          'p',
+          { class: 'nbmlops-hint', 'data-nbmlops': 'save-first' },
+          'Save the notebook once to record its kernel; the pipeline shows then.'
+        )
+      );
+    } else if (this._pipelineError) {
       const msg = errorMessage(this._pipelineError);
       const parse = this._pipelineError instanceof ApiError && this._pipelineError.status === 422;
       parts.push(
@@ -465,7 +482,15 @@ export class NbmlopsPanel extends Widget {
                 h('span', { class: 'nbmlops-alias', 'data-nbmlops-alias': a }, `@${a}`)
               )
             ),
-            h('td', { class: 'nbmlops-metrics-cell' }, formatMetrics(r.metrics)),
+            h(
+              'td',
+              { class: 'nbmlops-metrics-cell' },
+              // One metric a line: the column is narrow in the sidebar.
+              ...formatMetrics(r.metrics)
+                .split(', ')
+                .filter(Boolean)
+                .map(m => h('div', {}, m))
+            ),
             h('td', {}, r.cache_hits ?? '')
           );
           // The whole row toggles the selection (a link in it still opens MLflow).
