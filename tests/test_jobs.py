@@ -4,6 +4,8 @@ processes, a real MLflow store."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,72 @@ def test_one_run_per_notebook_and_stop_keeps_finished_steps(
         "load": "CACHED",
         "wait": "FINISHED",
     }
+
+
+# ---- through the Jupyter server extension (pytest-jupyter, a real server) ----------------
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # not there yet
+
+
+@pytest.fixture
+def jp_root_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    write_notebook(root / "slow.ipynb", CELLS)
+    return root
+
+
+@pytest.fixture
+def jp_server_config(store: str) -> dict[str, Any]:
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"nbmlops.jupyter": True},
+            "allow_unauthenticated_access": False,
+        },
+        "Nbmlops": {"tracking_uri": store},
+    }
+
+
+async def _call(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, Any]:
+    if "body" in kwargs:
+        kwargs["body"] = json.dumps(kwargs["body"])
+    answer = await jp_fetch("nbmlops", "api", *path, raise_error=False, **kwargs)
+    return answer.code, json.loads(answer.body or b"null")
+
+
+async def test_the_panel_looks_without_creating_a_store_then_runs_one_at_a_time_and_stops(
+    jp_fetch: Any, store: str, jp_root_dir: Path
+) -> None:
+    db = Path(store.removeprefix("sqlite:///"))
+    code_, runs = await _call(jp_fetch, "runs", params={"path": "slow.ipynb"})
+    assert (code_, runs["runs"]) == (200, [])
+    code_, compared = await _call(jp_fetch, "compare", params={"path": "slow.ipynb"})
+    assert (code_, compared["aliases"], compared["runs"]) == (200, {}, [])
+    assert not db.exists()  # opening the panel created no mlflow.db
+
+    start = {"method": "POST", "body": {"path": "slow.ipynb", "parameters": {}}}
+    code_, started = await _call(jp_fetch, "runs", **start)
+    assert code_ == 202
+    job_id = started["job_id"]
+    for _ in range(1500):
+        code_, job = await _call(jp_fetch, "jobs", job_id)
+        if job["current_step"] == "wait":
+            break
+        assert job["status"] == "running", job
+        await asyncio.sleep(0.2)
+    code_, again = await _call(jp_fetch, "runs", **start)
+    assert code_ == 409
+    assert again["error"]["problem"] == f"a run of slow.ipynb is under way (job {job_id})"
+    assert again["error"]["job_id"] == job_id
+
+    code_, stopped = await _call(jp_fetch, "jobs", job_id, "stop", method="POST", body={})
+    assert code_ == 200 and stopped["status"] == "killed"
+    assert stopped["seconds"] > 0
+    (killed,) = pipeline_runs(MlflowClient(store), "slow")
+    assert killed.info.status == "KILLED"
+    code_, missing = await _call(jp_fetch, "jobs", "nosuchjob", "stop", method="POST", body={})
+    assert code_ == 404 and "no job 'nosuchjob'" in missing["error"]["problem"]

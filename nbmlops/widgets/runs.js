@@ -40,9 +40,16 @@ function select(name, options, current, onchange) {
   );
 }
 
+// One time format everywhere (table, chart; the JupyterLab panel's too): "12-03 06:50",
+// the browser's local time.
+function stamp(d) {
+  const p = (n) => String(n).padStart(2, "0");
+  return `${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
 function started(iso) {
   const d = new Date(iso);
-  return isNaN(d) ? iso : d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+  return isNaN(d) ? iso : stamp(d);
 }
 
 function columns(model) {
@@ -122,7 +129,7 @@ function chart(model) {
   svg.append(s("text", { x: L - 4, y: sy(y1) + 4, "text-anchor": "end" }, fmt(y1)));
   svg.append(s("text", { x: L - 4, y: sy(y0) + 4, "text-anchor": "end" }, fmt(y0)));
   const xlabel = (v) =>
-    data.x === "start_time" ? new Date(v * 1000).toISOString().slice(5, 16).replace("T", " ") : fmt(v);
+    data.x === "start_time" ? stamp(new Date(v * 1000)) : fmt(v);
   svg.append(s("text", { x: L, y: H - B + 14, "text-anchor": "start" }, cats ? cats[0] : xlabel(x0)));
   if (x1 !== x0) {
     svg.append(s("text", { x: W - R, y: H - B + 14, "text-anchor": "end" }, cats ? cats[cats.length - 1] : xlabel(x1)));
