@@ -18,6 +18,7 @@ from nbmlops.api import (
     log_params,
     read_csv,
     read_parquet,
+    read_production,
     track_data,
 )
 from nbmlops.exceptions import NbmlopsError
@@ -33,5 +34,6 @@ __all__ = [
     "log_params",
     "read_csv",
     "read_parquet",
+    "read_production",
     "track_data",
 ]

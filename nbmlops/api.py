@@ -157,6 +157,33 @@ def _read(reader: Any, path: Any, name: str | None, kwargs: dict[str, Any]) -> A
     return frame
 
 
+def read_production(
+    model: str,
+    since: str | None = "30d",
+    *,
+    labelled_only: bool = True,
+    monitor_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+) -> Any:
+    """The served ``model``'s logged features and predictions joined with their labels
+    (``label``), from ``since`` ago on (``30d``, ``12h``; ``None``: all), as a DataFrame.
+
+    Recorded like :func:`track_data`: hashed over its full content, and an MLflow dataset
+    input (``production:<name>/v<version>``) of the run that reads it.
+    """
+    from nbmlops.monitor.export import read_production as read
+
+    frame, found = read(
+        model,
+        since,
+        labelled_only=labelled_only,
+        monitor_dir=monitor_dir,
+        tracking_uri=tracking_uri,
+    )
+    track_data(frame, f"production:{found.ref.name}/v{found.ref.version}")
+    return frame
+
+
 def log_model(
     model: Any,
     name: str = "model",

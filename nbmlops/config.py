@@ -13,7 +13,8 @@ unknown key (a typo must not pass silently) raises :class:`ConfigError` naming t
     gates = ["f1>=0.9"]                          # as nbmlops promote --gate
     tests = ["pytest tests/model_checks.py"]     # shell commands run after the pipeline
     promote = { metric = "f1", mode = "max", alias = "champion", model_name = "breast_cancer" }
-    drift = { psi = 0.2, pvalue = 0.05, js = 0.1, data_parameter = "data", target = "target" }
+    drift = { wasserstein = 0.1, js = 0.1, pvalue = 0.01, data_parameter = "data", target = "target" }
+    monitor = { performance = "f1>=0.9", max_drop = 0.05, segments = ["plan", "region"] }
 
 A top-level ``[tool.nbmlops.drift]`` table sets the drift defaults of every pipeline.
 """
@@ -29,7 +30,13 @@ from typing import Any
 
 from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.monitor.thresholds import DEFAULT_JS, DEFAULT_PSI, DEFAULT_PVALUE, Thresholds
+from nbmlops.monitor.thresholds import (
+    DEFAULT_JS,
+    DEFAULT_MISSING,
+    DEFAULT_PVALUE,
+    DEFAULT_WASSERSTEIN,
+    Thresholds,
+)
 from nbmlops.project import experiment_name
 from nbmlops.promote.errors import GateSyntaxError
 from nbmlops.promote.gates import Gate, parse_gate
@@ -39,9 +46,17 @@ NBMLOPS_TOML = "nbmlops.toml"
 DOCS = "docs/ci.md"
 
 TOP_KEYS = ("pipelines", "drift")
-PIPELINE_KEYS = ("notebook", "experiment", "parameters", "gates", "tests", "promote", "drift")
+PIPELINE_KEYS = (
+    *("notebook", "experiment", "parameters", "gates", "tests", "promote", "drift"),
+    "monitor",
+)
+MONITOR_KEYS = ("performance", "max_drop", "segments")
 PROMOTE_KEYS = ("metric", "mode", "alias", "model_name", "build")
-DRIFT_KEYS = ("psi", "pvalue", "js", "allow_missing_columns", "data_parameter", "target")
+DRIFT_KEYS = (
+    *("wasserstein", "js", "missing", "pvalue"),
+    *("allow_missing_columns", "data_parameter", "target"),
+)
+RENAMED_DRIFT_KEYS = {"psi": "wasserstein"}  # old key -> its replacement (a ConfigError)
 
 
 class ConfigError(NbmlopsError):
@@ -73,16 +88,28 @@ class Drift:
     """The drift check of a pipeline's model (``nbmlops monitor drift``'s thresholds), and
     how a retraining gets the new data."""
 
-    psi: float = DEFAULT_PSI
-    pvalue: float = DEFAULT_PVALUE
+    wasserstein: float = DEFAULT_WASSERSTEIN
     js: float = DEFAULT_JS
+    missing: float = DEFAULT_MISSING
+    pvalue: float = DEFAULT_PVALUE
     allow_missing_columns: bool = False
     data_parameter: str | None = None  # the notebook parameter that receives --current
     target: str | None = None  # the label column of --current: both models are scored on it
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(psi=self.psi, pvalue=self.pvalue, js=self.js)
+        return Thresholds(
+            wasserstein=self.wasserstein, js=self.js, missing=self.missing, pvalue=self.pvalue
+        )
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """``nbmlops monitor performance``'s rule and segments for a pipeline's model."""
+
+    performance: Gate | None = None  # e.g. f1>=0.9 on the latest labelled window
+    max_drop: float | None = None  # at most this much worse than at training
+    segments: tuple[str, ...] = ()  # columns whose values are compared (bias)
 
 
 @dataclass(frozen=True)
@@ -96,6 +123,7 @@ class PipelineConfig:
     tests: tuple[str, ...] = ()
     promote: PromoteRule | None = None
     drift: Drift = Drift()
+    monitor: Monitor = Monitor()
 
     @property
     def model_name(self) -> str:
@@ -261,7 +289,7 @@ class _Checker:
 
     def project(self, doc: dict[str, Any]) -> ProjectConfig:
         top = self.table(doc, self.prefix, TOP_KEYS)
-        defaults = self.table(top.get("drift", {}), _join(self.prefix, "drift"), DRIFT_KEYS)
+        defaults = self.drift_table(top.get("drift", {}), _join(self.prefix, "drift"))
         self.drift(defaults, _join(self.prefix, "drift"))
         key = _join(self.prefix, "pipelines")
         if "pipelines" not in top:
@@ -314,7 +342,7 @@ class _Checker:
                 ) from None
         tests = self.texts(body.get("tests", []), f"{key}.tests")
         promote = self.promotion(body["promote"], f"{key}.promote") if "promote" in body else None
-        drift_body = self.table(body.get("drift", {}), f"{key}.drift", DRIFT_KEYS)
+        drift_body = self.drift_table(body.get("drift", {}), f"{key}.drift")
         drift = self.drift({**drift_defaults, **drift_body}, f"{key}.drift")
         return PipelineConfig(
             name=name,
@@ -326,6 +354,22 @@ class _Checker:
             tests=tuple(tests),
             promote=promote,
             drift=drift,
+            monitor=self.monitor(body.get("monitor", {}), f"{key}.monitor"),
+        )
+
+    def monitor(self, body: Any, key: str) -> Monitor:
+        body = self.table(body, key, MONITOR_KEYS)
+        gate = None
+        if "performance" in body:
+            try:
+                gate = parse_gate(self.text(body["performance"], f"{key}.performance"))
+            except GateSyntaxError as exc:
+                raise self.fail(f"{key}.performance", exc.problem, 'write e.g. "f1>=0.9"') from None
+        drop = body.get("max_drop")
+        return Monitor(
+            performance=gate,
+            max_drop=None if drop is None else self.number(drop, f"{key}.max_drop", 0, None, 0.05),
+            segments=tuple(self.texts(body.get("segments", []), f"{key}.segments")),
         )
 
     def promotion(self, body: Any, key: str) -> PromoteRule:
@@ -349,6 +393,17 @@ class _Checker:
             build=self.flag(body.get("build", True), f"{key}.build"),
         )
 
+    def drift_table(self, value: Any, key: str) -> dict[str, Any]:
+        """A ``drift`` table; a key the rule no longer has names its replacement."""
+        for old, new in RENAMED_DRIFT_KEYS.items():
+            if isinstance(value, dict) and old in value:
+                raise self.fail(
+                    f"{key}.{old}",
+                    f"is no longer a drift setting: the rule uses {new!r} now",
+                    f"replace {old} with {new} (default {getattr(Drift, new)}; see {DOCS})",
+                )
+        return self.table(value, key, DRIFT_KEYS)
+
     def drift(self, body: dict[str, Any], key: str) -> Drift:
         optional = {
             name: self.text(body[name], f"{key}.{name}")
@@ -356,11 +411,20 @@ class _Checker:
             if name in body
         }
         return Drift(
-            psi=self.number(body.get("psi", Drift.psi), f"{key}.psi", 0, None, Drift.psi),
+            wasserstein=self.number(
+                body.get("wasserstein", Drift.wasserstein),
+                f"{key}.wasserstein",
+                0,
+                None,
+                Drift.wasserstein,
+            ),
+            js=self.number(body.get("js", Drift.js), f"{key}.js", 0, 1, Drift.js),
+            missing=self.number(
+                body.get("missing", Drift.missing), f"{key}.missing", 0, 1, Drift.missing
+            ),
             pvalue=self.number(
                 body.get("pvalue", Drift.pvalue), f"{key}.pvalue", 0, 1, Drift.pvalue
             ),
-            js=self.number(body.get("js", Drift.js), f"{key}.js", 0, 1, Drift.js),
             allow_missing_columns=self.flag(
                 body.get("allow_missing_columns", False), f"{key}.allow_missing_columns"
             ),

@@ -181,11 +181,25 @@ gates = ["score>=0.5"]
             "tool.nbmlops.pipelines.clf.promote.metric",
             "missing",
         ),
-        (GOOD + "drift = { psi = -1 }", "tool.nbmlops.pipelines.clf.drift.psi", "out of range"),
         (
-            GOOD + "drift = { psi = nan }",
-            "tool.nbmlops.pipelines.clf.drift.psi",
+            GOOD + "drift = { wasserstein = -1 }",
+            "tool.nbmlops.pipelines.clf.drift.wasserstein",
+            "out of range",
+        ),
+        (
+            GOOD + "drift = { wasserstein = nan }",
+            "tool.nbmlops.pipelines.clf.drift.wasserstein",
             "not a finite number",
+        ),
+        (
+            GOOD + "drift = { psi = 0.2 }",
+            "tool.nbmlops.pipelines.clf.drift.psi",
+            "no longer a drift setting: the rule uses 'wasserstein' now",
+        ),
+        (
+            "[tool.nbmlops.drift]\npsi = 0.2\n" + GOOD,
+            "tool.nbmlops.drift.psi",
+            "replace psi with wasserstein",
         ),
         (GOOD + "[tool.nbmlops.drift]\npvalue = 2", "tool.nbmlops.drift.pvalue", "out of range"),
         (GOOD + 'tests = "pytest"', "tool.nbmlops.pipelines.clf.tests", "not a list of strings"),

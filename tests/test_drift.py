@@ -85,9 +85,16 @@ def test_unshifted_sample_passes_and_shifted_one_drifts(
     result = json.loads((project / "out/drift.json").read_text())
     assert result["drifted"] == ["age", "plan"]
     by_name = {f["name"]: f for f in result["features"]}
-    assert by_name["age"]["stats"]["psi"] > 0.2 and by_name["age"]["stats"]["ks_pvalue"] < 0.05
-    assert by_name["plan"]["stats"]["chi2_pvalue"] < 0.05
-    assert not by_name["visits"]["drifted"]
+    age, plan, visits = by_name["age"], by_name["plan"], by_name["visits"]
+    assert age["verdict"] == "drift" and plan["verdict"] == "drift"
+    assert age["stats"]["wasserstein_sd"] == pytest.approx(0.5, abs=0.05)  # 5 / sd 10
+    assert age["stats"]["ks_pvalue_holm"] < 0.01
+    w = age["stats"]["wasserstein_sd"]
+    assert age["reasons"][0].startswith(f"Wasserstein {w:.3g} sd >= 0.1, KS p ")
+    assert age["reasons"][0].endswith("(Holm) < 0.01")
+    assert plan["stats"]["js_distance"] >= 0.1 and plan["stats"]["chi2_pvalue_holm"] < 0.01
+    assert visits["verdict"] == "none" and not visits["drifted"]
+    assert result["tests"] == 3, "one test per feature: nothing is missing"
 
     html = (project / "out/drift.html").read_text()
     assert plots_in(html) == 3, "one plot per feature"
@@ -98,13 +105,18 @@ def test_unshifted_sample_passes_and_shifted_one_drifts(
 
 
 def test_thresholds_decide(files: dict[str, Path], nbmlops: Any) -> None:
-    """Loose enough thresholds let the shifted sample pass; the rule is printed."""
+    """Effects below loose enough thresholds are "small", not drift; the rule is printed."""
     loose = nbmlops(
         "monitor", "drift", "--reference", "train.csv", "--current", "shifted.parquet",
-        "--psi-threshold", "5", "--ks-pvalue", "0", "--js-threshold", "1",
+        "--wasserstein-threshold", "5", "--js-threshold", "1", "--pvalue", "0.001",
     )  # fmt: skip
     assert loose.returncode == 0, loose.stdout + loose.stderr
-    assert "numeric: PSI > 5 or KS p < 0" in loose.stdout
+    assert "numeric: Wasserstein >= 5 sd and KS p < 0.001 after Holm" in loose.stdout
+    assert loose.stdout.strip().splitlines()[-1] == (
+        "no drift: 3 features compared, none past the thresholds; small changes in age, plan"
+    )
+    marked = {li.split()[0] for li in loose.stdout.splitlines() if li.rstrip().endswith("small")}
+    assert marked == {"age", "plan"}
 
 
 @pytest.mark.parametrize(
@@ -121,7 +133,11 @@ def test_thresholds_decide(files: dict[str, Path], nbmlops: Any) -> None:
         ),
         (["--current", "notes.txt"], "notes.txt: cannot read .txt"),
         ([], "Missing option '--current'"),
-        (["--current", "today.csv", "--ks-pvalue", "2"], "--ks-pvalue: 2.0 is not in 0..1"),
+        (["--current", "today.csv", "--pvalue", "2"], "--pvalue: 2.0 is not in 0..1"),
+        (
+            ["--current", "today.csv", "--wasserstein-threshold", "-1"],
+            "--wasserstein-threshold: -1.0 is negative",
+        ),
     ],
 )
 def test_bad_inputs_exit_2_with_a_clear_message(
@@ -257,6 +273,11 @@ def test_numeric_statistics_match_scipy(n_ref: int, n_cur: int) -> None:
         assert f.stats["psi"] == pytest.approx(
             psi_by_numpy(ref[f.name].to_numpy(), cur[f.name].to_numpy()), rel=1e-12
         )
+        distance = stats.wasserstein_distance(ref[f.name], cur[f.name])
+        assert f.stats["wasserstein"] == pytest.approx(distance, abs=0.003 * ref[f.name].std())
+        assert f.stats["wasserstein_sd"] == pytest.approx(
+            f.stats["wasserstein"] / ref[f.name].std(), rel=1e-12
+        )
 
 
 def test_categorical_statistics_match_scipy() -> None:
@@ -291,12 +312,17 @@ def test_missing_values_count_in_psi_and_are_left_out_of_ks() -> None:
     assert f.stats["ks_statistic"] == pytest.approx(res.statistic, abs=1e-12)
     assert f.stats["current_missing"] == 600
     assert f.stats["psi"] > 1, "a new 30% missing bin is major drift"
-    assert f.drifted
+    assert f.stats["missing_share_change"] == pytest.approx(0.3)
+    assert f.stats["missing_pvalue_holm"] < 1e-100
+    assert f.drifted and f.verdict == "drift"
+    assert any(r.startswith("missing share change 0.3 >= 0.05") for r in f.reasons)
 
 
 def test_thresholds_are_validated() -> None:
-    with pytest.raises(MonitorInputError, match="--psi-threshold"):
-        Thresholds(psi=-1)
+    with pytest.raises(MonitorInputError, match="--wasserstein-threshold"):
+        Thresholds(wasserstein=-1)
+    with pytest.raises(MonitorInputError, match="--missing-threshold"):
+        Thresholds(missing=1.5)
 
 
 # --- the reference profile --------------------------------------------------------------
@@ -478,3 +504,19 @@ def test_ks_statistic_equals_scipy_on_many_tied_and_untied_samples() -> None:
         # method="asymp" keeps the raw statistic; "exact" rounds it to h / lcm(n1, n2)
         expected = stats.ks_2samp(a, b, method="asymp").statistic
         assert ks_statistic(np.sort(a), np.sort(b)) == expected, (a, b)
+
+
+def test_ks_statistic_equals_scipy_across_search_blocks() -> None:
+    """Samples larger than a search block (tied and untied): the blocks' seams change
+    nothing."""
+    from nbmlops.monitor.stats import KS_BLOCK, ks_statistic
+
+    rng = np.random.default_rng(12)
+    n = 3 * KS_BLOCK + 17
+    for a, b in [
+        (rng.normal(size=n), rng.normal(0.01, 1, n + 5)),
+        (rng.integers(0, 50_000, n).astype(float), rng.integers(0, 60_000, 2 * n) * 1.0),
+        (rng.normal(size=2 * n), rng.normal(size=40)),
+    ]:
+        expected = stats.ks_2samp(a, b, method="asymp").statistic
+        assert ks_statistic(np.sort(a), np.sort(b)) == expected

@@ -21,6 +21,7 @@ ARTIFACTS = {
     s.OUTPUTS_JSON,
     s.SWEEP_JSON,
     s.DRIFT_DIR + "/",
+    s.PERFORMANCE_DIR + "/",
     s.REFERENCE_DIR + "/<model>-v<version>.json",
 }
 

@@ -79,6 +79,8 @@ SWEEP_POINT = "nbmlops.sweep_point"  # a sweep point: its index in the grid
 RETRAIN_TRIGGER = "nbmlops.retrain.trigger"  # "drift"
 RETRAIN_REPORT = "nbmlops.retrain.drift_report"  # the drift report's artifact URI
 RETRAIN_MODEL = "nbmlops.retrain.model"  # the model whose drift started it
+RETRAIN_CAUSE = "nbmlops.retrain.cause"  # "drift" or "performance"
+RETRAIN_PERFORMANCE_REPORT = "nbmlops.retrain.performance_report"  # its artifact URI
 
 # ---------------------------------------------------------------- step run tags
 
@@ -135,6 +137,7 @@ NOTEBOOK_DIR = "notebook"  # the executed notebook (of the pipeline, or of the s
 OUTPUTS_JSON = "outputs.json"  # a step's outputs: name, kind, digest, columns
 SWEEP_JSON = "sweep.json"  # a sweep's points and their outcomes
 DRIFT_DIR = "drift"  # the drift reports that started a retraining
+PERFORMANCE_DIR = "performance"  # the performance report that started a retraining
 REFERENCE_DIR = "nbmlops/reference"  # reference profiles, on the promoted run
 
 
@@ -395,9 +398,11 @@ def sweep_point_tags(sweep_run_id: str, index: int) -> dict[str, str]:
     return {MLFLOW_PARENT: sweep_run_id, SWEEP: sweep_run_id, SWEEP_POINT: str(index)}
 
 
-def retrain_tags(report: str, model: str | None) -> dict[str, str]:
-    """A pipeline run started because ``model`` drifted (``report``: the drift report)."""
-    tags = {RETRAIN_TRIGGER: "drift", RETRAIN_REPORT: report}
+def retrain_tags(report: str, model: str | None, cause: str = "drift") -> dict[str, str]:
+    """A pipeline run started because ``model`` drifted or performed below its threshold
+    (``cause``: ``drift`` or ``performance``; ``report``: the report that said so)."""
+    report_tag = RETRAIN_REPORT if cause == "drift" else RETRAIN_PERFORMANCE_REPORT
+    tags = {RETRAIN_TRIGGER: cause, RETRAIN_CAUSE: cause, report_tag: report}
     if model:
         tags[RETRAIN_MODEL] = model
     return tags

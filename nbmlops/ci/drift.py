@@ -1,4 +1,5 @@
-"""``nbmlops ci --on-drift MODEL --current DATA``: check drift, retrain only on drift.
+"""``nbmlops ci --on-drift MODEL --current DATA``: check drift, retrain only on drift
+(and ``--on-performance MODEL``: the same loop on the labelled predictions' performance).
 
 1. ``monitor.check.check_and_retrain`` (what ``nbmlops monitor drift --retrain`` runs):
    the model's reference profile against DATA, with the pipeline's drift thresholds. No
@@ -95,6 +96,81 @@ def drift_loop(
     check = _promote_on_fresh_data(outcome, label, current, tracking_uri)
     stream.write(f"{check.name}: {check.message}\n")
     result.promotions.append(check)
+    return result
+
+
+def performance_loop(
+    config: ProjectConfig,
+    model: str,
+    *,
+    tracking_uri: str,
+    promote: bool = False,
+    stream: TextIO,
+    cache_dir: str | None = None,
+) -> CiResult:
+    """``nbmlops ci --on-performance MODEL``: check ``model``'s labelled predictions with its
+    pipeline's ``monitor`` rule; on an alert retrain (tagged with the performance report),
+    check, and with ``promote`` promote by ``promote``'s rule on the recorded metrics."""
+    from nbmlops.monitor.check import PerformanceOutcome, check_performance
+    from nbmlops.monitor.performance import Rule
+
+    pipeline = config.for_model(model)
+    check_parameters(pipeline, config.path.name)
+    m = pipeline.monitor
+    if m.performance is None and m.max_drop is None:
+        raise ConfigError(
+            config.path.name,
+            f"{pipeline.key}.monitor",
+            "sets no performance rule",
+            'add monitor = { performance = "f1>=0.9" } (or max_drop = 0.05)',
+        )
+    if "@" not in model and "/" not in model and pipeline.promote:
+        model = f"{model}@{pipeline.promote.alias}"
+    result = CiResult([])
+    run = PipelineRun(
+        pipeline, root=config.root, tracking_uri=tracking_uri, stream=stream, cache_dir=cache_dir
+    )
+    t0 = time.monotonic()
+
+    def checked(found: PerformanceOutcome) -> None:
+        perf = found.result
+        stream.write(f"performance check of {perf.model}: {perf.summary()}\n")
+        seconds = time.monotonic() - t0
+        result.extra.append(
+            Check("performance", perf.model, PASSED, seconds, perf.summary(), f"rule: {perf.rule}")
+        )
+        if found.retrains:
+            stream.write(
+                f"performance report: {found.reports[0]}\nretraining: pipeline {pipeline.name}\n"
+            )
+            end_dead(pipeline.experiment, tracking_uri, stream)
+            run.start()
+
+    found = check_performance(
+        model,
+        rule=Rule(gate=m.performance, max_drop=m.max_drop),
+        segments=m.segments,
+        retrain_notebook=pipeline.notebook,
+        parameters=pipeline.parameter_texts(),
+        tracking_uri=tracking_uri,
+        on_checked=checked,
+        **run.options(),
+    )
+    if not found.retrains:
+        result.notes.append(f"{found.result.model} performs within its rule: nothing retrained")
+        return result
+    outcome = run.checked(found.run, found.failure)
+    outcome.trigger = (
+        f"retrained on performance: {found.result.summary()} (report {found.reports[0]})"
+    )
+    result.outcomes.append(outcome)
+    if promote:
+        if outcome.passed:
+            check = promote_outcome(outcome, tracking_uri)
+            stream.write(f"{check.name}: {check.message}\n")
+            result.promotions.append(check)
+        else:
+            result.notes.append("nothing promoted: the retrained run failed a check")
     return result
 
 

@@ -138,7 +138,7 @@ cache_dir_option = click.option(
 )
 
 # Commands register themselves on ``cli`` when their module is imported.
-from nbmlops.cli import cache, ci, monitor, promote, run, serve, server, sweep  # noqa: E402,F401
+from nbmlops.cli import cache, ci, monitor, performance, promote, report, run, serve, server, sweep  # noqa: E402,F401  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

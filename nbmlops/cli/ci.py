@@ -37,6 +37,13 @@ from nbmlops.cli import cache_dir_option, cli, tracking_uri_option, verbose_opti
     help="Check MODEL[@ALIAS] for drift against --current; retrain its pipeline only on drift.",
 )
 @click.option(
+    "--on-performance",
+    "perf_model",
+    metavar="MODEL",
+    help="Check MODEL[@ALIAS]'s labelled predictions with its pipeline's monitor rule; "
+    "retrain only on an alert.",
+)
+@click.option(
     "--current",
     type=click.Path(),
     metavar="DATA",
@@ -57,6 +64,7 @@ def ci(
     summary: str | None,
     do_promote: bool,
     model: str | None,
+    perf_model: str | None,
     current: str | None,
     config_file: str | None,
     tracking_uri: str | None,
@@ -73,8 +81,10 @@ def ci(
 
     if (model is None) != (current is None):
         raise click.UsageError("--on-drift MODEL and --current DATA go together")
-    if model and pipelines:
-        raise click.UsageError("--on-drift retrains the model's own pipeline: name no PIPELINE")
+    if (model or perf_model) and pipelines:
+        raise click.UsageError("--on-drift/--on-performance retrain the model's own pipeline")
+    if model and perf_model:
+        raise click.UsageError("give --on-drift or --on-performance, not both")
     conf = config.load(path=config_file) if config_file else config.load()
     uri = project.tracking_uri(tracking_uri, conf.root)
     out = sys.stdout
@@ -89,6 +99,12 @@ def ci(
             promote=do_promote,
             stream=out,
             cache_dir=cache_dir,
+        )
+    elif perf_model:
+        from nbmlops.ci.drift import performance_loop
+
+        result = performance_loop(
+            conf, perf_model, tracking_uri=uri, promote=do_promote, stream=out, cache_dir=cache_dir
         )
     else:
         result = run_ci(

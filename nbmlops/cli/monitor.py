@@ -8,7 +8,13 @@ import click
 
 from nbmlops.capture.schema import DEFAULT_ALIAS
 from nbmlops.cli import _console, cli, tracking_uri_option, verbose_option
-from nbmlops.monitor.thresholds import DEFAULT_JS, DEFAULT_PSI, DEFAULT_PVALUE, Thresholds
+from nbmlops.monitor.thresholds import (
+    DEFAULT_JS,
+    DEFAULT_MISSING,
+    DEFAULT_PVALUE,
+    DEFAULT_WASSERSTEIN,
+    Thresholds,
+)
 
 
 @cli.group()
@@ -19,7 +25,9 @@ def monitor() -> None:
 DRIFT_HELP = f"""Compare production inputs (--current) with MODEL's training data.
 
 MODEL is NAME (its @{DEFAULT_ALIAS}), NAME@ALIAS or NAME/VERSION of a promoted model; or give
---reference FILE instead. Exits 0 without drift, 1 when a feature drifted, 2 on bad input.
+--reference FILE instead. A feature drifts when its change is large enough (the thresholds)
+and significant (--pvalue, Holm-corrected across all features). Exits 0 without drift, 1
+when a feature drifted, 2 on bad input.
 """
 
 
@@ -40,25 +48,34 @@ MODEL is NAME (its @{DEFAULT_ALIAS}), NAME@ALIAS or NAME/VERSION of a promoted m
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON result.")
 @click.option(
-    "--psi-threshold",
+    "--wasserstein-threshold",
     type=float,
-    default=DEFAULT_PSI,
+    default=DEFAULT_WASSERSTEIN,
     show_default=True,
-    help="A numeric feature drifted if its PSI is above this.",
-)
-@click.option(
-    "--ks-pvalue",
-    type=float,
-    default=DEFAULT_PVALUE,
-    show_default=True,
-    help="A feature drifted if its KS (numeric) or chi-square (categorical) p-value is below.",
+    help="A numeric feature can drift when its Wasserstein distance, in training standard "
+    "deviations, is at least this.",
 )
 @click.option(
     "--js-threshold",
     type=float,
     default=DEFAULT_JS,
     show_default=True,
-    help="A categorical feature drifted if its Jensen-Shannon distance is above this.",
+    help="A categorical feature can drift when its Jensen-Shannon distance is at least this.",
+)
+@click.option(
+    "--missing-threshold",
+    type=float,
+    default=DEFAULT_MISSING,
+    show_default=True,
+    help="A feature can drift when its share of missing values moved by at least this.",
+)
+@click.option(
+    "--pvalue",
+    type=float,
+    default=DEFAULT_PVALUE,
+    show_default=True,
+    help="A feature drifts only if its test's p-value (KS, chi-square, two-proportion), "
+    "corrected by Holm across all features, is also below this.",
 )
 @click.option(
     "--allow-missing-columns",
@@ -79,9 +96,10 @@ def drift(
     reference: str | None,
     report: str | None,
     json_path: str | None,
-    psi_threshold: float,
-    ks_pvalue: float,
+    wasserstein_threshold: float,
     js_threshold: float,
+    missing_threshold: float,
+    pvalue: float,
     allow_missing_columns: bool,
     retrain: str | None,
     tracking_uri: str | None,
@@ -105,7 +123,12 @@ def drift(
         current,
         model=model,
         reference=reference,
-        thresholds=Thresholds(psi=psi_threshold, pvalue=ks_pvalue, js=js_threshold),
+        thresholds=Thresholds(
+            wasserstein=wasserstein_threshold,
+            js=js_threshold,
+            missing=missing_threshold,
+            pvalue=pvalue,
+        ),
         allow_missing_columns=allow_missing_columns,
         retrain_notebook=retrain,
         tracking_uri=tracking_uri,
@@ -125,6 +148,9 @@ def drift(
         raise SystemExit(1)
 
 
+MARKS = {"DRIFT": "[bold red]✗ DRIFT[/]", "small": "[yellow]small[/]", "ok": "[green]ok[/]"}
+
+
 def _print_result(result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -142,18 +168,25 @@ def _print_result(result: Any) -> None:
     for col, justify in (
         ("feature", "left"),
         ("kind", "left"),
-        ("statistic", "right"),
+        ("effect", "right"),
         ("", "right"),
-        ("p-value", "right"),
+        ("p (Holm)", "right"),
+        ("missing", "right"),
         ("drift", "left"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in table_rows(result):
-        mark = "[bold red]✗ DRIFT[/]" if row["drifted"] == "DRIFT" else "[green]ok[/]"
+        mark = MARKS[row["drifted"]]
         table.add_row(
-            escape(row["feature"]), row["kind"], row["stat1"], row["stat2"], row["pvalue"], mark
+            escape(row["feature"]),
+            row["kind"],
+            row["stat1"],
+            row["stat2"],
+            row["pvalue"],
+            row["missing"],
+            mark,
         )
     console.print(table)
     for note in result.notes():
         console.print(escape(note))
-    console.print(f"rule: {result.thresholds.rule()}")
+    console.print(f"rule: {result.thresholds.rule()}; {result.tests} tests")

@@ -25,6 +25,8 @@ from nbmlops.monitor.thresholds import Thresholds
 
 if TYPE_CHECKING:
     from nbmlops.monitor.drift import DriftResult
+    from nbmlops.monitor.performance import PerformanceResult, Rule
+    from nbmlops.monitor.segments import Segments
     from nbmlops.run.progress import Reporter
     from nbmlops.run.runner import RunResult
 
@@ -180,3 +182,98 @@ def write_reports(
     if html_path:
         written.append(write_html(result, html_path))
     return written
+
+
+@dataclass
+class PerformanceOutcome:
+    """What :func:`check_performance` found and did."""
+
+    result: PerformanceResult
+    segments: Segments | None = None
+    reports: list[Path] = field(default_factory=list)  # the JSON report, when written
+    notebook: str | Path | None = None  # the notebook that retrains on an alert
+    run: RunResult | None = None
+    failure: NbmlopsError | None = None
+
+    @property
+    def retrains(self) -> bool:
+        return self.notebook is not None and self.result.alert
+
+
+def check_performance(
+    model: str,
+    *,
+    window: str = "1d",
+    since: str | None = "30d",
+    rule: Rule | None = None,
+    segments: tuple[str, ...] | list[str] = (),
+    json_path: str | None = None,
+    retrain_notebook: str | Path | None = None,
+    parameters: dict[str, str] | None = None,
+    monitor_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    on_checked: Callable[[PerformanceOutcome], None] | None = None,
+    experiment: str | None = None,
+    reporter: Reporter | None = None,
+    tags: dict[str, str] | None = None,
+    project_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> PerformanceOutcome:
+    """Realised (and estimated) performance of ``model``'s labelled predictions against the
+    ``rule``, and on an alert a retraining with ``retrain_notebook`` tagged
+    ``nbmlops.retrain.cause=performance`` and its report. ``segments`` are the logged
+    columns compared (bias). The front doors read both from the options or the project
+    configuration (``[tool.nbmlops.pipelines.X.monitor]``).
+    """
+    from nbmlops.monitor.export import production
+    from nbmlops.monitor.feedback import load_joined
+    from nbmlops.monitor.performance import Rule, evaluate, since_time
+    from nbmlops.monitor.retrain import retrain
+    from nbmlops.monitor.segments import segment
+
+    if retrain_notebook is not None:
+        from nbmlops.notebook.pipeline import load_pipeline
+
+        load_pipeline(retrain_notebook)
+    found = production(model, monitor_dir, tracking_uri)
+    joined = load_joined(found.folder, since_time(since))
+    result = evaluate(
+        joined.frame,
+        model=found.label,
+        window=window,
+        training=found.training_metrics(tracking_uri),
+        rule=rule or Rule(),
+        unknown_ids=len(joined.unknown),
+        duplicate_labels=len(joined.duplicates),
+    )
+    min_labels = (rule or Rule()).min_labels
+    outcome = PerformanceOutcome(
+        result,
+        segment(joined.frame, segments, min_labels) if segments and len(joined.frame) else None,
+        notebook=retrain_notebook,
+    )
+    if json_path or outcome.retrains:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        default = project.state_dir() / "performance" / stamp / "performance.json"
+        outcome.reports = [result.write_json(json_path or default)]
+    if on_checked is not None:
+        on_checked(outcome)
+    if outcome.retrains:
+        assert retrain_notebook is not None
+        try:
+            outcome.run = retrain(
+                retrain_notebook,
+                outcome.reports,
+                model=found.label,
+                parameters=parameters,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                reporter=reporter,
+                tags=tags,
+                project_dir=project_dir,
+                cache_dir=cache_dir,
+                cause="performance",
+            )
+        except NbmlopsError as exc:
+            outcome.failure = exc
+    return outcome

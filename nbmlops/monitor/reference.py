@@ -1,8 +1,10 @@
 """What drift is measured against: a reference profile, or a whole reference DataFrame.
 
 Both become a :class:`Reference`: per feature its kind, the sorted values the KS test
-uses (the profile's row sample, or every value of a DataFrame), the PSI bins and counts
-(always over the whole training data), and the category counts.
+uses (the profile's row sample, or every value of a DataFrame), the quantile function's
+slice means the Wasserstein distance uses and the PSI bins and counts (both over the whole
+training data; a profile written before it stored slice means has them from its sample),
+and the category counts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ T = TypeVar("T")
 @dataclass
 class NumericReference:
     sorted_values: np.ndarray  # non-missing, sorted: the KS sample
+    quantile_means: np.ndarray  # prof.quantile_means over the whole reference
     cuts: list[float]  # PSI bin cut points
     counts: np.ndarray  # PSI bin counts over the whole reference
     missing: int
@@ -64,9 +67,13 @@ class Reference:
             entry = profile["features"][name]
             if entry["kind"] == "numeric":
                 hist = entry["histogram"]
-                values = sample[name].dropna().to_numpy(dtype=np.float64)
+                values = np.sort(sample[name].dropna().to_numpy(dtype=np.float64))
+                means = entry.get("quantile_means")
                 ref.numeric[name] = NumericReference(
-                    sorted_values=np.sort(values),
+                    sorted_values=values,
+                    quantile_means=np.asarray(means, dtype=np.float64)
+                    if means
+                    else prof.quantile_means(values),
                     cuts=[float(c) for c in hist["cuts"]],
                     counts=np.asarray(hist["counts"], dtype=np.int64),
                     missing=int(hist["missing"]),
@@ -131,6 +138,7 @@ def numeric_reference(sorted_values: np.ndarray, missing: int) -> NumericReferen
     cuts = prof.psi_cuts(sorted_values)
     return NumericReference(
         sorted_values=sorted_values,
+        quantile_means=prof.quantile_means(sorted_values),
         cuts=cuts,
         counts=prof.bin_counts(sorted_values, cuts),
         missing=missing,

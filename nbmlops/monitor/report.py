@@ -41,31 +41,43 @@ def format_stat(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
+        if value == float("inf"):
+            return "inf"
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
             return f"{value:.2e}"
         return f"{value:.4f}"
     return str(value)
 
 
+MARKS = {"drift": "DRIFT", "small": "small", "none": "ok"}
+
+
 def table_rows(result: DriftResult) -> list[dict[str, str]]:
-    """One row per feature: the columns both the terminal table and the HTML table show."""
+    """One row per feature: the columns both the terminal table and the HTML table show:
+    the effect size (how much), the Holm-adjusted p-value of its test, the missing share's
+    change, PSI (numeric; reported, not part of the rule) and the verdict."""
     rows = []
     for f in result.features:
         s = f.stats
         if f.kind == "numeric":
-            first, second = ("PSI", s["psi"]), ("KS D", s["ks_statistic"])
-            pvalue = ("KS p", s["ks_pvalue"])
+            w = s["wasserstein_sd"]
+            effect = f"W {format_stat(w)} sd" if w is not None else "W –"
+            pvalue = f"KS p {format_stat(s.get('ks_pvalue_holm'))}"
+            extra = f"PSI {format_stat(s['psi'])}"
         else:
-            first, second = ("chi2", s["chi2_statistic"]), ("JS", s["js_distance"])
-            pvalue = ("chi2 p", s["chi2_pvalue"])
+            effect = f"JS {format_stat(s['js_distance'])}"
+            pvalue = f"chi2 p {format_stat(s.get('chi2_pvalue_holm'))}"
+            extra = f"chi2 {format_stat(s['chi2_statistic'])}"
+        change = s["missing_share_change"]
         rows.append(
             {
                 "feature": f.name,
                 "kind": f.kind,
-                "stat1": f"{first[0]} {format_stat(first[1])}",
-                "stat2": f"{second[0]} {format_stat(second[1])}",
-                "pvalue": f"{pvalue[0]} {format_stat(pvalue[1])}",
-                "drifted": "DRIFT" if f.drifted else "ok",
+                "stat1": effect,
+                "stat2": extra,
+                "pvalue": pvalue,
+                "missing": f"{change:+.3f}" if change else "0",
+                "drifted": MARKS[f.verdict],
                 "why": "; ".join(f.reasons),
             }
         )
@@ -76,18 +88,23 @@ def render_html(result: DriftResult) -> str:
     esc = html.escape
     rows = []
     for row, f in zip(table_rows(result), result.features, strict=True):
-        cls = ' class="drifted"' if f.drifted else ""
+        cls = ' class="drifted"' if f.drifted else ' class="small"' if f.verdict == "small" else ""
         rows.append(
             f"<tr{cls}><td><a href='#f-{esc(f.name)}'>{esc(f.name)}</a></td>"
             f"<td>{row['kind']}</td><td>{esc(row['stat1'])}</td><td>{esc(row['stat2'])}</td>"
-            f"<td>{esc(row['pvalue'])}</td><td class='mark'>{row['drifted']}</td>"
+            f"<td>{esc(row['pvalue'])}</td><td>{esc(row['missing'])}</td>"
+            f"<td class='mark'>{row['drifted']}</td>"
             f"<td>{esc(row['why'])}</td></tr>"
         )
     notes = [esc(note[0].upper() + note[1:]) for note in result.notes()]
     sections = []
     for f in result.features:
         mark = "<span class='badge'>drift</span>" if f.drifted else ""
-        why = f"<p class='why'>{esc('; '.join(f.reasons))}</p>" if f.reasons else ""
+        why = (
+            f"<p class='why{'' if f.drifted else ' quiet'}'>{esc('; '.join(f.reasons))}</p>"
+            if f.reasons
+            else ""
+        )
         sections.append(
             f"<section id='f-{esc(f.name)}'><h3>{esc(f.name)} <small>{f.kind}</small>{mark}</h3>"
             f"{why}<img class='plot' alt='{esc(f.name)}' src='data:image/svg+xml;base64,"
@@ -107,17 +124,18 @@ h1{{margin-bottom:.2em}} .meta{{color:#555;margin:.1em 0}}
 table{{border-collapse:collapse;width:100%;font-size:.95em}}
 th,td{{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd}}
 tr.drifted{{background:#fdecea}} tr.drifted td.mark{{color:#b00020;font-weight:bold}}
+tr.small td.mark{{color:#a06000}}
 td.mark{{color:#2e7d32}} section{{margin:1.5em 0;border-top:1px solid #eee;padding-top:.5em}}
 small{{color:#777;font-weight:normal;margin-left:.4em}}
 .badge{{background:#b00020;color:#fff;border-radius:4px;padding:.1em .5em;margin-left:.6em;font-size:.7em}}
-.why{{color:#b00020;margin:.2em 0}} img.plot{{max-width:100%}}
+.why{{color:#b00020;margin:.2em 0}} .why.quiet{{color:#555}} img.plot{{max-width:100%}}
 </style></head><body>
 <h1>Drift report</h1>
 <p class="meta">reference: {esc(result.reference_source)} ({result.reference_rows} rows; KS on {esc(result.ks_reference)})</p>
 <p class="meta">current: {esc(result.current_source)} ({result.current_rows} rows)</p>
-<p class="meta">rule: {esc(result.thresholds.rule())} &middot; {created}</p>
+<p class="meta">rule: {esc(result.thresholds.rule())} ({result.tests} tests in the Holm family) &middot; {created}</p>
 <div class="summary {state}">{esc(result.summary())}</div>
-<table><thead><tr><th>feature</th><th>kind</th><th colspan="3">statistics</th><th>drift</th><th>why</th></tr></thead>
+<table><thead><tr><th>feature</th><th>kind</th><th>effect</th><th>also</th><th>test (Holm)</th><th>missing share</th><th>verdict</th><th>how much, and why</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 {f"<ul class='notes'>{notes_html}</ul>" if notes else ""}
 {"".join(sections)}

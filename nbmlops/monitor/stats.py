@@ -1,5 +1,6 @@
-"""The drift statistics, on plain numpy arrays: PSI, two-sample Kolmogorov-Smirnov,
-chi-square and Jensen-Shannon.
+"""The drift statistics, on plain numpy arrays: Wasserstein distance, two-sample
+Kolmogorov-Smirnov, chi-square, Jensen-Shannon, PSI, the two-proportion test of the
+missing-value shares, and Holm's correction of a family of p-values.
 
 The KS statistic equals ``scipy.stats.ks_2samp``'s bit for bit: the same set of points
 (every distinct value of either sample), the same integer counts divided by the sizes.
@@ -18,6 +19,8 @@ import numpy as np
 
 # ks_2samp(method="auto") is exact up to this size (scipy's MAX_AUTO_N).
 KS_EXACT_MAX_N = 10_000
+# ks_statistic searches this many values at a time (arrays that stay in the CPU's cache).
+KS_BLOCK = 1 << 15
 # Shares below this are raised to it in PSI, so an empty bin does not make PSI infinite.
 PSI_EPSILON = 1e-4
 
@@ -38,24 +41,38 @@ def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
     is where ``F_a - F_b`` is largest between two values of ``b``; its smallest values are
     at values of ``b``. Each difference is computed as scipy computes it. (For small
     samples ``ks_2samp``'s exact method then rounds its statistic to ``h / lcm(n1, n2)``;
-    ``ks_test`` calls scipy itself there.)
+    ``ks_test`` calls scipy itself there.) The values are taken ``KS_BLOCK`` at a time, each
+    block searched in the slice of ``a`` it spans, so the work stays in the CPU's cache.
     """
     n1, n2 = len(a_sorted), len(b_sorted)
     last = _last_of_runs(b_sorted)
     values = b_sorted if last is None else b_sorted[last]
-    b_counts = np.arange(1, n2 + 1) if last is None else last + 1
-    below = np.searchsorted(a_sorted, values, side="left")  # count(a < v_k)
-    at = below  # count(a <= v_k): the same unless a holds v_k itself
-    probe = a_sorted[np.minimum(below, n1 - 1)]
-    tied = (below < n1) & (probe == values)
-    if tied.any():
-        at = below.copy()
-        at[tied] = np.searchsorted(a_sorted, values[tied], side="right")
-    f_b = b_counts / n2
-    f_a_below = below / n1
-    on_b = (f_a_below if at is below else at / n1) - f_b
-    before_b = f_a_below[1:] - f_b[:-1]  # and at v_0: f_a_below[0] - 0
-    return float(max(np.max(np.abs(on_b)), np.max(before_b, initial=0.0), f_a_below[0], 0.0))
+    best, previous_f_b, lo = 0.0, 0.0, 0
+    for start in range(0, len(values), KS_BLOCK):
+        v = values[start : start + KS_BLOCK]
+        b_counts = (
+            np.arange(start + 1, start + len(v) + 1)
+            if last is None
+            else last[start : start + KS_BLOCK] + 1
+        )
+        hi = int(np.searchsorted(a_sorted, v[-1], side="right"))
+        span = a_sorted[lo:hi]  # every value of a in (previous block's last, v[-1]]
+        below = np.searchsorted(span, v, side="left") + lo  # count(a < v_k)
+        at = below  # count(a <= v_k): the same unless a holds v_k itself
+        probe = a_sorted[np.minimum(below, n1 - 1)]
+        tied = (below < n1) & (probe == v)
+        if tied.any():
+            at = below.copy()
+            at[tied] = np.searchsorted(span, v[tied], side="right") + lo
+        f_b = b_counts / n2
+        f_a_below = below / n1
+        on_b = (f_a_below if at is below else at / n1) - f_b
+        before_b = f_a_below[1:] - f_b[:-1]  # and at the block's first value:
+        first = f_a_below[0] - previous_f_b
+        best = max(best, float(np.max(np.abs(on_b))), float(np.max(before_b, initial=0.0)))
+        best = max(best, float(first))
+        previous_f_b, lo = float(f_b[-1]), hi
+    return best
 
 
 def _last_of_runs(sorted_values: np.ndarray) -> np.ndarray | None:
@@ -73,18 +90,35 @@ def kstwo_sf(d: float, n: float) -> float:
     ``2 * scipy.special.smirnov(n, d)``, an exact double-double sum that takes 0.5 s at
     n = 500,000. The same Birnbaum-Tingey sum, ``smirnov(n, d) = d * sum_j
     binom.pmf(j; n, d + j/n) / (d + j/n)`` for j = 0 .. floor(n(1-d)), vectorised with
-    scipy's binomial pmf, agrees to about 1e-13 relative in a tenth of the time. Every
-    other case goes to scipy.
+    scipy's binomial pmf over the terms that matter (``_smirnov_window``), agrees to about
+    1e-13 relative in a tenth of the time or less. Every other case goes to scipy.
     """
     from scipy import stats
 
     t = n * d
     if n > 140 and 1.0 < t < n - 1 and d < 0.5 and 2.2 <= t * d < 370.0:
-        j = np.arange(0, int(np.floor(n * (1 - d))) + 1, dtype=np.float64)
+        last = int(np.floor(n * (1 - d)))
+        lo, hi = _smirnov_window(d, n, last)
+        j = np.arange(lo, hi + 1, dtype=np.float64)
         p = np.minimum(d + j / n, 1.0)
         smirnov = d * float(np.sum(stats.binom.pmf(j, n, p) / p))
         return float(np.clip(2 * smirnov, 0.0, 1.0))
     return float(stats.kstwo.sf(d, n))
+
+
+def _smirnov_window(d: float, n: float, last: int) -> tuple[int, int]:
+    """The terms j of the Birnbaum-Tingey sum that matter: those within e^-60 of the
+    largest (the rest add less than 1e-20 relative). The terms are unimodal in j, so the
+    window is found on a grid of about 1,000 of them."""
+    from scipy import stats
+
+    step = max(1, last // 1000)
+    grid = np.arange(0, last + 1, step, dtype=np.float64)
+    p = np.minimum(d + grid / n, 1.0)
+    with np.errstate(divide="ignore"):
+        log_terms = stats.binom.logpmf(grid, n, p) - np.log(p)
+    keep = np.flatnonzero(log_terms > np.max(log_terms) - 60.0)
+    return max(0, int(grid[keep[0]]) - step), min(last, int(grid[keep[-1]]) + step)
 
 
 def ks_test(a_sorted: np.ndarray, b_sorted: np.ndarray) -> KSResult:
@@ -136,3 +170,51 @@ def categorical_test(reference_counts: np.ndarray, current_counts: np.ndarray) -
         return CategoricalResult(0.0, 1.0, 0, js)
     res = chi2_contingency(np.vstack([ref, cur]))
     return CategoricalResult(float(res.statistic), float(res.pvalue), int(res.dof), js)
+
+
+def wasserstein(reference_means: np.ndarray, current_means: np.ndarray) -> float:
+    """The 1-Wasserstein distance ``integral over (0, 1) of |Q_ref(u) - Q_cur(u)| du`` from
+    both quantile functions' slice means
+    (:func:`nbmlops.capture.profile.quantile_means`, the same slices).
+
+    It is ``mean_k |m_ref[k] - m_cur[k]|``: exact where the two quantile functions do not
+    cross inside a slice, a little lower where they do (by at most the slice's share of the
+    crossing). With 1,000 slices it is within 0.003 reference standard deviations of
+    ``scipy.stats.wasserstein_distance`` on the raw values (tests/test_drift_rule.py).
+    """
+    if not len(reference_means) or not len(current_means):
+        return float("nan")
+    return float(np.mean(np.abs(reference_means - current_means)))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (the family-wise error rate across all of them).
+
+    Sorted ascending, the i-th smallest (from 0) is multiplied by ``m - i``; each adjusted
+    value is the running maximum of these, capped at 1. A test is significant at level
+    alpha when its adjusted p-value is below alpha, exactly Holm's procedure.
+    """
+    m = len(pvalues)
+    if not m:
+        return []
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
+    adjusted = np.empty(m)
+    adjusted[order] = scaled
+    return [float(v) for v in adjusted]
+
+
+def two_proportions(x1: int, n1: int, x2: int, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z test of ``x1/n1`` against ``x2/n2``
+    (1 when either sample is empty or the pooled share is 0 or 1: nothing to tell apart)."""
+    from scipy.special import ndtr
+
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    pooled = (x1 + x2) / (n1 + n2)
+    if pooled <= 0 or pooled >= 1:
+        return 1.0
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = abs(x1 / n1 - x2 / n2) / se
+    return float(2 * ndtr(-z))

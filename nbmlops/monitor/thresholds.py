@@ -3,6 +3,10 @@
 ``nbmlops monitor drift``'s options, the ``drift`` table of the project configuration and
 :func:`nbmlops.monitor.drift.check_drift` all default to these. This module imports
 nothing heavy: the command line reads the defaults when it starts.
+
+The rule needs both an effect large enough to matter and a test that rules out chance
+across every test of the comparison (Holm's correction): a large sample alone cannot make
+a negligible difference drift, nor many features make chance look like drift.
 """
 
 from __future__ import annotations
@@ -11,33 +15,44 @@ from dataclasses import dataclass
 
 from nbmlops.monitor.errors import MonitorInputError
 
-DEFAULT_PSI = 0.2  # a numeric feature drifted if its PSI is above this
-DEFAULT_PVALUE = 0.05  # a feature drifted if its KS / chi-square p-value is below this
-DEFAULT_JS = 0.1  # a categorical feature drifted if its Jensen-Shannon distance is above this
+# numeric: Wasserstein distance, in reference standard deviations, at least this
+DEFAULT_WASSERSTEIN = 0.1
+# categorical: Jensen-Shannon distance (base 2) at least this
+DEFAULT_JS = 0.1
+# missing values: the share of missing values moved by at least this (absolute)
+DEFAULT_MISSING = 0.05
+# and the feature's test (KS, chi-square, two proportions) below this after Holm
+DEFAULT_PVALUE = 0.01
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """When a feature counts as drifted (the rule: :meth:`rule`)."""
 
-    psi: float = DEFAULT_PSI
-    pvalue: float = DEFAULT_PVALUE
+    wasserstein: float = DEFAULT_WASSERSTEIN
     js: float = DEFAULT_JS
+    missing: float = DEFAULT_MISSING
+    pvalue: float = DEFAULT_PVALUE
 
     def __post_init__(self) -> None:
-        if not self.psi >= 0:
-            raise MonitorInputError("--psi-threshold", f"{self.psi} is negative", "use 0 or more")
-        if not 0 <= self.pvalue <= 1:
+        if not self.wasserstein >= 0:
             raise MonitorInputError(
-                "--ks-pvalue", f"{self.pvalue} is not in 0..1", f"e.g. {DEFAULT_PVALUE}"
+                "--wasserstein-threshold",
+                f"{self.wasserstein} is negative",
+                f"use 0 or more, e.g. {DEFAULT_WASSERSTEIN}",
             )
-        if not 0 <= self.js <= 1:
-            raise MonitorInputError(
-                "--js-threshold", f"{self.js} is not in 0..1", f"e.g. {DEFAULT_JS}"
-            )
+        for option, value, default in (
+            ("--js-threshold", self.js, DEFAULT_JS),
+            ("--missing-threshold", self.missing, DEFAULT_MISSING),
+            ("--pvalue", self.pvalue, DEFAULT_PVALUE),
+        ):
+            if not 0 <= value <= 1:
+                raise MonitorInputError(option, f"{value} is not in 0..1", f"e.g. {default}")
 
     def rule(self) -> str:
+        p = f"p < {self.pvalue:g} after Holm"
         return (
-            f"numeric: PSI > {self.psi:g} or KS p < {self.pvalue:g}; "
-            f"categorical: chi-square p < {self.pvalue:g} or JS distance > {self.js:g}"
+            f"numeric: Wasserstein >= {self.wasserstein:g} sd and KS {p}; "
+            f"categorical: JS >= {self.js:g} and chi-square {p}; "
+            f"missing share: change >= {self.missing:g} and two-proportion {p}"
         )

@@ -44,6 +44,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+try:  # in a Bento: copied beside this file (service.py) by nbmlops build
+    import nbmlops_feedback as feedback  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # nbmlops/serve/, where this file is read by tests and type checks
+    from nbmlops.serve import feedback
+
 CONFIG: dict[str, Any] = json.loads(
     Path(__file__).with_name("nbmlops_service.json").read_text(encoding="utf-8")
 )
@@ -406,7 +411,12 @@ def _model_info(request: Request) -> JSONResponse:
     )
 
 
-_info_app = Starlette(routes=[Route("/model", _model_info, methods=["GET"])])
+_info_app = Starlette(
+    routes=[
+        Route("/model", _model_info, methods=["GET"]),
+        feedback.route(MONITOR_DIR, MONITOR_NAME, MONITOR),
+    ]
+)
 
 
 @bentoml.asgi_app(_info_app, path="/")

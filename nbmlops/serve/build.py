@@ -26,6 +26,7 @@ from nbmlops.promote.errors import IntegrityError
 from nbmlops.serve.errors import ServeError
 
 SERVICE_TEMPLATE = Path(__file__).with_name("bento_service.py")
+FEEDBACK_TEMPLATE = Path(__file__).with_name("feedback.py")  # POST /feedback, beside it
 SUPPORTED_TYPES = {"double", "float", "long", "integer", "boolean", "string", "datetime"}
 
 
@@ -94,6 +95,7 @@ def _build_bento(
     import bentoml
 
     shutil.copyfile(SERVICE_TEMPLATE, folder / "service.py")
+    shutil.copyfile(FEEDBACK_TEMPLATE, folder / "nbmlops_feedback.py")
     config = {
         "name": model.name,
         "version": model.version,
@@ -126,7 +128,12 @@ def _build_bento(
             version=bento_tag.split(":")[1],
             labels=labels,
             description=f"nbmlops: {model.name} version {model.version} ({model.uri})",
-            include=["service.py", "nbmlops_service.json", "requirements.txt"],
+            include=[
+                "service.py",
+                "nbmlops_feedback.py",
+                "nbmlops_service.json",
+                "requirements.txt",
+            ],
             python={"requirements_txt": "requirements.txt", "lock_packages": False},
             build_ctx=str(folder),
         )
