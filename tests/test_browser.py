@@ -579,6 +579,7 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
 
     assert MlflowClient(lab.tracking_uri).get_model_version("widget_demo", "1").run_id == run_id
     expect(rows.first).to_have_class(re.compile("selected"))
+    expect(rows.first.locator("[data-nbmlops='widget-promoted']")).to_have_text("@staging")
     for button in ("widget-promote-best", "widget-promote-selected", "widget-refresh"):
         expect(widget.locator(f"[data-nbmlops='{button}']")).to_have_class(
             re.compile("jp-mod-styled")

@@ -79,6 +79,9 @@ function table(model, state, rerender) {
     return state.sortDesc ? -cmp : cmp;
   });
   const selected = model.get("selected_run");
+  // The row this widget promoted: marked with the alias it now holds.
+  const done = model.get("result") || {};
+  const promoted = ["promoted", "built"].includes(done.state) ? done.run_id : null;
   const head = h("tr", {}, cols.map((c) =>
     h("th", {
       "data-sort": c.key,
@@ -100,9 +103,13 @@ function table(model, state, rerender) {
         model.set("selected_run", r.run_id);
         model.save_changes();
       },
-    }, cols.map((c) => {
+    }, cols.map((c, i) => {
       const v = c.get(r);
-      return h("td", { class: c.numeric ? "num" : null }, v === undefined || v === null ? "" : c.show ? c.show(v) : fmt(v));
+      const cell = h("td", { class: c.numeric ? "num" : null }, v === undefined || v === null ? "" : c.show ? c.show(v) : fmt(v));
+      if (i === 0 && r.run_id === promoted) {
+        cell.append(" ", h("span", { class: "alias", "data-nbmlops": "widget-promoted" }, `@${done.alias}`));
+      }
+      return cell;
     })),
   );
   return h("table", { "data-nbmlops": "widget-runs-table" }, h("thead", {}, head), h("tbody", {}, body));
