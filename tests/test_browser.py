@@ -358,6 +358,10 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     page.locator(".jp-Dialog .jp-mod-accept").click()
     expect(page.locator(".jp-Dialog")).to_have_count(0)
 
+    # The notebook toolbar has the button too (a cell's toolbar hides over a long line).
+    toolbar = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-NotebookPanel-toolbar")
+    expect(toolbar.locator("[data-command='nbmlops:mark-step']")).to_be_visible()
+
     # Cell 9 (nbmlops.log_model) belongs to the train step; make it a step of its own.
     cell = cells.nth(9)
     cell.locator(".jp-InputPrompt").click()
