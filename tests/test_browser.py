@@ -464,6 +464,20 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     scroll = panel.evaluate("el => [el.scrollWidth, el.clientWidth]")
     assert scroll[0] <= scroll[1], f"the panel scrolls sideways: {scroll}"
     _screenshot(page, compare, "panel-compare.png", tmp_path)
+
+    # A gate the new run fails: refused, with the fix in the panel's terms; Promote anyway
+    # asks, then moves the alias (the override is recorded).
+    panel.locator("[data-nbmlops='promote-button']").click()
+    panel.locator("[data-nbmlops='promote-metric']").select_option("f1")
+    panel.locator("[data-nbmlops='promote-gates']").fill("f1>=0.999")
+    panel.locator("[data-nbmlops='promote-submit']").click()
+    expect(result).to_have_attribute("data-nbmlops-outcome", "refused", timeout=120_000)
+    expect(result).to_contain_text('click "Promote anyway"')
+    expect(result).not_to_contain_text("--force")
+    result.locator("[data-nbmlops='promote-force']").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Promote anyway").click()
+    expect(result).to_have_attribute("data-nbmlops-outcome", "promoted", timeout=120_000)
+    assert _alias_version(lab, "breast_cancer", "champion") == "2"
     _readable_in_both_themes(
         page, panel, "the panel after a run and a promotion", "panel-dark.png", tmp_path
     )

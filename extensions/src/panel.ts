@@ -883,7 +883,8 @@ export class NbmlopsPanel extends Widget {
 
   private async _promote(
     path: string,
-    choice: { metric: string; mode: 'max' | 'min'; gates: string[]; alias: string | null }
+    choice: { metric: string; mode: 'max' | 'min'; gates: string[]; alias: string | null },
+    force = false
   ): Promise<void> {
     const submit = this._promoteForm.querySelector('button[type="submit"]') as HTMLButtonElement;
     if (submit) {
@@ -897,7 +898,7 @@ export class NbmlopsPanel extends Widget {
         ...choice,
         model_name: null,
         run_id: null,
-        force: false
+        force
       });
       if (path !== this._path) {
         return;
@@ -927,11 +928,37 @@ export class NbmlopsPanel extends Widget {
       }
       const refused = err instanceof ApiError && err.status === 409;
       this._promoteResult.setAttribute('data-nbmlops-outcome', refused ? 'refused' : 'error');
+      const msg = errorMessage(err);
+      let anyway: HTMLButtonElement | null = null;
+      if (refused && !force) {
+        // The fix in the panel's own terms: its button, not the command line's --force.
+        msg.fix = msg.fix.replace(/pass --force to promote anyway/, 'click "Promote anyway"');
+        anyway = h(
+          'button',
+          {
+            type: 'button',
+            class: 'jp-mod-styled jp-mod-warn nbmlops-button',
+            'data-nbmlops': 'promote-force'
+          },
+          'Promote anyway…'
+        );
+        anyway.addEventListener('click', async () => {
+          const answer = await showDialog({
+            title: 'Promote anyway?',
+            body: `${msg.problem}. The override and what it overrode are recorded in the alias history.`,
+            buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Promote anyway' })]
+          });
+          if (answer.button.accept) {
+            await this._promote(path, choice, true);
+          }
+        });
+      }
       fill(
         this._promoteResult,
-        messageBox(errorMessage(err), {
+        messageBox(msg, {
           title: refused ? 'Promotion refused' : 'Promotion failed'
-        })
+        }),
+        anyway
       );
       if (submit) {
         submit.disabled = false;
