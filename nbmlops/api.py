@@ -346,7 +346,10 @@ class _Interactive:
         root = _project_root()
         uri = project.tracking_uri(None, root)
         mlflow.set_tracking_uri(uri)
-        session = os.environ.get("JPY_SESSION_NAME") or os.environ.get("NBMLOPS_NOTEBOOK") or ""
+        from nbmlops.notebook import identity
+
+        # Inside ``nbmlops run`` the run names the notebook; else the live Jupyter session.
+        session = os.environ.get("NBMLOPS_NOTEBOOK") or identity.notebook_path() or ""
         stem = project.experiment_name(session) or "interactive"
         client = mlflow.MlflowClient(uri)
         exp = t.experiment_id(

@@ -89,6 +89,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         metadata=widget_nb.metadata,
     )
     nbformat.write(broken, str(root / "broken.ipynb"))
+    # Step `wait` waits for the file `go`: it is stopped from the panel while it waits.
+    slow = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import os, time"),
+            nbformat.v4.new_code_cell("x = 2\nseed = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("y = x * 3", metadata={"tags": ["step:load"]}),
+            nbformat.v4.new_code_cell(
+                "while not os.path.exists('go'):\n    time.sleep(0.1)",
+                metadata={"tags": ["step:wait"]},
+            ),
+        ],
+        metadata=widget_nb.metadata,
+    )
+    nbformat.write(slow, str(root / "slow.ipynb"))
 
     # No "Would you like to get notified about Jupyter news?" toast over the panel.
     notifications = base / "settings" / "@jupyterlab" / "apputils-extension"
@@ -116,6 +130,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             f"--port={port}",
             f"--ServerApp.token={token}",
             f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",  # the tests switch themes by command
         ],
         cwd=root,
         env=env,
@@ -199,6 +214,114 @@ def _cell_tags(lab: Lab, notebook: str) -> list[list[str]]:
     return [c["metadata"].get("tags", []) for c in nb["cells"]]
 
 
+# Every visible text of `root` against the background it is drawn on (the backgrounds of
+# its ancestors composed, an SVG node's text against its group's box): the texts below WCAG AA's
+# 4.5:1. Disabled controls are exempt, as in WCAG.
+_CONTRAST_JS = """
+(root) => {
+  const parse = c => {
+    let m = c.match(/^rgba?\\(([^)]+)\\)/);
+    if (m) {
+      const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+      return [p[0] / 255, p[1] / 255, p[2] / 255, p.length > 3 ? p[3] : 1];
+    }
+    m = c.match(/^color\\(srgb ([^)]+)\\)/);
+    if (m) {
+      const p = m[1].split(/[\\s\\/]+/).filter(Boolean).map(Number);
+      return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+    }
+    return null;
+  };
+  const over = (top, below) => [0, 1, 2].map(i => top[i] * top[3] + below[i] * (1 - top[3])).concat([1]);
+  const lum = c => {
+    const f = v => (v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4));
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const background = el => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      if (e instanceof SVGElement) continue;
+      const bg = parse(getComputedStyle(e).backgroundColor);
+      if (bg && bg[3] > 0) {
+        layers.push(bg);
+        if (bg[3] >= 1) break;
+      }
+    }
+    return layers.reverse().reduce((below, top) => over(top, below), [1, 1, 1, 1]);
+  };
+  const hex = c => '#' + c.slice(0, 3).map(v => Math.round(v * 255).toString(16).padStart(2, '0')).join('');
+  const failures = [];
+  let checked = 0;
+  for (const el of root.querySelectorAll('*')) {
+    if (['title', 'style', 'script', 'option'].includes(el.tagName.toLowerCase())) continue;
+    const text = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim();
+    if (!text || !el.getClientRects().length || el.closest(':disabled')) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden') continue;
+    let fg, bg;
+    if (el instanceof SVGElement) {
+      fg = parse(cs.fill);
+      bg = background(el.closest('svg').parentElement);
+      const g = el.parentElement && el.parentElement.tagName.toLowerCase() === 'g';
+      const box = g ? el.parentElement.querySelector(':scope > rect') : null;
+      const fill = box ? parse(getComputedStyle(box).fill) : null;
+      if (fill) bg = over(fill, bg);
+    } else {
+      fg = parse(cs.color);
+      bg = background(el);
+    }
+    if (!fg || !bg) continue;
+    fg = over(fg, bg);
+    const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    checked += 1;
+    if (ratio < 4.5) {
+      failures.push(`${ratio.toFixed(2)}:1 ${hex(fg)} on ${hex(bg)}: <${el.tagName.toLowerCase()} class="${el.getAttribute('class') || ''}"> ${text.slice(0, 40)}`);
+    }
+  }
+  return { checked, failures };
+}
+"""
+
+
+def _assert_readable(target: Any, what: str) -> None:
+    """Every text of ``target`` (a locator) contrasts 4.5:1 with its background."""
+    found = target.evaluate(_CONTRAST_JS)
+    assert found["checked"] > 3, f"{what}: no text found to check"
+    assert not found["failures"], f"{what}: text below 4.5:1\n" + "\n".join(found["failures"])
+
+
+def _set_theme(page: Page, theme: str) -> None:
+    page.evaluate(
+        "t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme
+    )
+    expect(page.locator(f"body[data-jp-theme-name='{theme}']")).to_have_count(1)
+    dark = "Dark" in theme
+    _wait_for(
+        lambda: (
+            page.evaluate(
+                "() => getComputedStyle(document.body).getPropertyValue('--jp-layout-color1').trim()"
+            ).lower()
+            in (("#212121", "var(--md-grey-900,#212121)") if dark else ("white", "#fff", "#ffffff"))
+        ),
+        f"the {theme} theme's colours",
+    )
+
+
+def _readable_in_both_themes(
+    page: Page, target: Any, what: str, shot: str | None = None, tmp: Path | None = None
+) -> None:
+    """Check ``target`` in Light, then in Dark (a screenshot of each), back to Light."""
+    _assert_readable(target, f"{what} (Light)")
+    _set_theme(page, "JupyterLab Dark")
+    try:
+        _assert_readable(target, f"{what} (Dark)")
+        if shot and tmp:
+            _screenshot(page, target, shot, tmp)
+    finally:
+        _set_theme(page, "JupyterLab Light")
+
+
 def _open_notebook(page: Page, lab: Lab, path: str) -> None:
     page.goto(lab.page_url(path))
     expect(page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first).to_be_visible()
@@ -214,6 +337,30 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     _open_notebook(page, lab, "breast_cancer.ipynb")
     cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
     expect(cells).to_have_count(12)
+
+    # The traps: a loop through notebook order is refused before any tag is written,
+    # with its path; so is a markdown cell (by the keyboard shortcut).
+    load = cells.nth(4)
+    load.locator(".jp-InputPrompt").click()
+    load.locator("[data-command='nbmlops:mark-step']").click()
+    page.locator("[data-nbmlops='step-after-input']").fill("evaluate")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    error = page.locator("[data-nbmlops='step-error']")
+    expect(error).to_contain_text("evaluate → train → features → load → evaluate")
+    _screenshot(page, page.locator(".jp-Dialog-content"), "mark-step-loop.png", tmp_path)
+    page.locator(".jp-Dialog").get_by_role("button", name="Cancel").click()
+    assert _cell_tags(lab, "breast_cancer.ipynb")[4] == ["step:load"]
+    expect(load).to_have_attribute("data-nbmlops-step", "load")
+    cells.nth(3).click()  # "## Load the data"
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Alt+s")
+    expect(page.locator(".jp-Dialog-content")).to_contain_text("a step starts with a code cell")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    expect(page.locator(".jp-Dialog")).to_have_count(0)
+
+    # The notebook toolbar has the button too (a cell's toolbar hides over a long line).
+    toolbar = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-NotebookPanel-toolbar")
+    expect(toolbar.locator("[data-command='nbmlops:mark-step']")).to_be_visible()
 
     # Cell 9 (nbmlops.log_model) belongs to the train step; make it a step of its own.
     cell = cells.nth(9)
@@ -234,14 +381,18 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     for step in ("load", "features", "train", "register", "evaluate"):
         expect(graph.locator(f"[data-nbmlops-step='{step}']")).to_have_count(1)
     expect(graph.locator("[data-nbmlops-edge='train->register']")).to_have_count(1)
+    expect(panel.locator("[data-nbmlops='runs-table']")).to_contain_text("No pipeline runs yet")
+    assert not (lab.root / "mlflow.db").exists()  # looking creates no store
 
     panel.locator("[data-nbmlops='run-button']").click()
     panel.locator("[data-nbmlops-param='n_estimators']").fill("50")
     panel.locator("[data-nbmlops='run-submit']").click()
+    expect(panel.locator("[data-nbmlops='run-button']")).to_be_disabled()  # one at a time
     status = panel.locator("[data-nbmlops='run-status']")
     expect(status).to_have_attribute(
         "data-nbmlops-status", re.compile("succeeded|failed"), timeout=240_000
     )
+    expect(panel.locator("[data-nbmlops='run-button']")).to_be_enabled()
     assert status.get_attribute("data-nbmlops-status") == "succeeded", status.inner_text()
     expect(status).to_contain_text("succeeded")
     run_id = panel.locator("[data-nbmlops='mlflow-run-id']").inner_text().strip()
@@ -278,6 +429,121 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     mv = client.get_model_version("breast_cancer", "1")
     assert mv.run_id == run_id
     _screenshot(page, panel, "panel.png", tmp_path)
+
+    # A second run with more trees (load and features come from the cache), then the two
+    # side by side: the parameter that differs, metrics as bars, steps' cache and time,
+    # and which run holds @champion.
+    panel.locator("[data-nbmlops='run-button']").click()
+    panel.locator("[data-nbmlops-param='n_estimators']").fill("80")
+    panel.locator("[data-nbmlops='run-submit']").click()
+    expect(status).to_have_attribute(
+        "data-nbmlops-status", re.compile("succeeded|failed"), timeout=240_000
+    )
+    second = panel.locator("[data-nbmlops='mlflow-run-id']").inner_text().strip()
+    history = panel.locator("[data-nbmlops='runs-table']")
+    expect(history.locator(f"[data-nbmlops-run='{second}']")).to_be_visible()
+    expect(
+        history.locator(f"[data-nbmlops-run='{run_id}'] [data-nbmlops-alias='champion']")
+    ).to_be_visible()
+    history.locator(f"[data-nbmlops-run='{run_id}'] td").nth(2).click()  # the row, not the box
+    history.locator(f"[data-nbmlops-select='{second}']").check()
+    compare = panel.locator("[data-nbmlops='compare']")
+    expect(compare).to_contain_text("Compare 2 runs")
+    changed = compare.locator("[data-nbmlops-compare-param='n_estimators']")
+    expect(changed).to_have_attribute("data-nbmlops-differs", "true")
+    expect(changed).to_contain_text("50")
+    expect(changed).to_contain_text("80")
+    expect(compare.locator("[data-nbmlops-compare-param='seed']")).to_have_attribute(
+        "data-nbmlops-differs", "false"
+    )
+    expect(compare.locator(f"[data-nbmlops-bar='f1:{second}']")).to_have_count(1)
+    expect(compare.locator("[data-nbmlops-compare-step='load'] td").nth(2)).to_have_text("cached")
+    heads = compare.locator("[data-nbmlops='compare-params'] tr").first.locator("th")
+    expect(heads.nth(1).locator("[data-nbmlops-alias='champion']")).to_have_count(1)
+    expect(heads.nth(2).locator("[data-nbmlops-alias]")).to_have_count(0)
+    scroll = panel.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert scroll[0] <= scroll[1], f"the panel scrolls sideways: {scroll}"
+    _screenshot(page, compare, "panel-compare.png", tmp_path)
+
+    # A gate the new run fails: refused, with the fix in the panel's terms; Promote anyway
+    # asks, then moves the alias (the override is recorded).
+    panel.locator("[data-nbmlops='promote-button']").click()
+    panel.locator("[data-nbmlops='promote-metric']").select_option("f1")
+    panel.locator("[data-nbmlops='promote-gates']").fill("f1>=0.999")
+    panel.locator("[data-nbmlops='promote-submit']").click()
+    expect(result).to_have_attribute("data-nbmlops-outcome", "refused", timeout=120_000)
+    expect(result).to_contain_text('click "Promote anyway"')
+    expect(result).not_to_contain_text("--force")
+    result.locator("[data-nbmlops='promote-force']").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Promote anyway").click()
+    expect(result).to_have_attribute("data-nbmlops-outcome", "promoted", timeout=120_000)
+    assert _alias_version(lab, "breast_cancer", "champion") == "2"
+    _readable_in_both_themes(
+        page, panel, "the panel after a run and a promotion", "panel-dark.png", tmp_path
+    )
+
+
+def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
+    lab: Lab, page: Page, tmp_path: Path
+) -> None:
+    _open_notebook(page, lab, "slow.ipynb")
+    panel = page.locator("#nbmlops-panel")
+    if not panel.is_visible():
+        page.locator(".jp-SideBar [data-id='nbmlops-panel']").click()
+    expect(panel.locator("[data-nbmlops='notebook-path']")).to_have_text("slow.ipynb")
+    expect(panel.locator("[data-nbmlops='loading']")).to_have_count(0)
+    run = panel.locator("[data-nbmlops='run-button']")
+    run.click()
+    panel.locator("[data-nbmlops='run-submit']").click()
+    expect(run).to_be_disabled()
+    status = panel.locator("[data-nbmlops='run-status']")
+    expect(status).to_contain_text("step wait", timeout=120_000)
+    panel.locator("[data-nbmlops='stop-button']").click()
+    expect(status).to_have_attribute("data-nbmlops-status", "killed", timeout=60_000)
+    expect(status).to_contain_text("KILLED; 1 finished step stays cached")
+    expect(panel.locator("[data-nbmlops='stop-button']")).to_have_count(0)
+    expect(run).to_be_enabled()
+    _readable_in_both_themes(page, panel, "the panel after Stop")
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(lab.tracking_uri)
+    exp = client.get_experiment_by_name("slow")
+    assert exp is not None
+    (killed,) = client.search_runs([exp.experiment_id], "tags.`nbmlops.kind` = 'pipeline'")
+    assert killed.info.status == "KILLED"
+
+    # The next run takes `load` from the cache.
+    (lab.root / "go").touch()
+    run.click()
+    panel.locator("[data-nbmlops='run-submit']").click()
+    expect(status).to_have_attribute("data-nbmlops-status", "succeeded", timeout=120_000)
+    expect(panel.locator("[data-nbmlops-step-status='CACHED']")).to_contain_text("load")
+    expect(panel.locator("[data-nbmlops='run-status-text']")).to_contain_text(
+        re.compile(r"succeeded: 2 steps, 1 cached in \d")
+    )
+
+    # "Mark as parameters" (cell menu): refused on a step's cell; elsewhere the tag moves.
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
+    for index, refused in ((2, 'This cell starts step "load"'), (0, None)):
+        cells.nth(index).locator(".jp-InputPrompt").click(button="right")
+        page.locator(".lm-Menu-item", has_text="Mark as parameters").click()
+        if refused:
+            expect(page.locator(".jp-Dialog-content")).to_contain_text(refused)
+            page.locator(".jp-Dialog .jp-mod-accept").click()
+    page.keyboard.press("Control+s")
+    _wait_for(lambda: _cell_tags(lab, "slow.ipynb")[0] == ["parameters"], "the save")
+    assert _cell_tags(lab, "slow.ipynb")[1] == []
+
+    # The run's output notebook opens in JupyterLab and is not offered as a pipeline.
+    panel.locator("[data-nbmlops='output-link']").click()
+    expect(panel.locator("[data-nbmlops='output-notebook']")).to_contain_text(
+        "output notebook of a run"
+    )
+    expect(panel.locator("[data-nbmlops='run-button']")).to_be_hidden()
+    # The next test opens its notebook alone (not beside the restored tabs of this one).
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+    expect(page.locator(".jp-NotebookPanel")).to_have_count(0)
 
 
 def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) -> None:
@@ -330,6 +596,15 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
     from mlflow import MlflowClient
 
     assert MlflowClient(lab.tracking_uri).get_model_version("widget_demo", "1").run_id == run_id
+    expect(rows.first).to_have_class(re.compile("selected"))
+    expect(rows.first.locator("[data-nbmlops='widget-promoted']")).to_have_text("@staging")
+    for button in ("widget-promote-best", "widget-promote-selected", "widget-refresh"):
+        expect(widget.locator(f"[data-nbmlops='{button}']")).to_have_class(
+            re.compile("jp-mod-styled")
+        )
+    _readable_in_both_themes(
+        page, widget, "the widget with a selected row", "widget-dark.png", tmp_path
+    )
     _screenshot(
         page,
         page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first,

@@ -5,23 +5,36 @@ store are asked afterwards. The clicks themselves are tests/test_browser.py's.""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
-from conftest import CLASSIFIER, pipeline_runs, write_notebook
+from conftest import CLASSIFIER, code, pipeline_runs, write_notebook
+from jupyter_client import BlockingKernelClient
 from mlflow import MlflowClient
 
 from nbmlops.capture.schema import MV_RUN_ID
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import NbmlopsError, NotebookError
+from nbmlops.notebook.pipeline import load_pipeline
 from nbmlops.widgets import RunsWidget, runs
 from nbmlops.widgets.runs import chart_points, notebook_experiment
 
 TRAIN = CLASSIFIER  # score as given; depth changes the model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +193,161 @@ def test_the_notebook_names_the_experiment(
     with pytest.raises(NbmlopsError) as err:
         runs(tracking_uri=tracking_uri)
     assert "experiment=" in err.value.fix
+
+
+WIDGET_CELL = "import nbmlops.widgets\nnbmlops.widgets.runs()"
+PIPE = [
+    code("import nbmlops"),
+    code("x = 2\nseed = 1", "parameters"),
+    code("y = x * 3", "step:load"),
+    code("nbmlops.log_metric('score', y / 10)", "step:report"),
+]
+
+
+def test_a_widget_cell_is_in_no_step_and_no_cache_key(
+    project: Path, nbmlops: Any, client: Any
+) -> None:
+    """The README's advice, a widget in the pipeline notebook's last cell: the runs pass
+    (without --experiment), and changing the widget cell invalidates no step."""
+    write_notebook(project / "pipe.ipynb", [*PIPE, code(WIDGET_CELL)])
+    pipeline = load_pipeline(project / "pipe.ipynb")
+    assert pipeline.widget_cells == [5]
+    assert [[c.index for c in s.cells] for s in pipeline.steps] == [[3], [4]]
+    nbmlops("run", "pipe.ipynb", check=True)
+    first = pipeline_runs(client, "pipe")[0]
+    output = Path(first.data.tags["nbmlops.output_dir"]) / "pipe.ipynb"
+    shown = nbformat.read(output, 4).cells[-1]
+    assert shown.source == WIDGET_CELL and shown.outputs == []  # not executed in the run
+    write_notebook(project / "pipe.ipynb", [*PIPE, code(WIDGET_CELL.replace("()", "(limit=5)"))])
+    second = nbmlops("run", "pipe.ipynb", check=True)
+    for name in ("load", "report"):
+        assert f"step {name}: cached (not executed)" in second.stdout, second.stdout
+    latest = pipeline_runs(client, "pipe")[0]
+    assert latest.data.tags["nbmlops.cache_hits"] == "2/2"
+    assert latest.data.metrics["score"] == 0.6
+
+
+def test_a_widget_cell_with_a_step_tag_is_refused(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "pipe.ipynb", [*PIPE, code(WIDGET_CELL, "step:show")])
+    with pytest.raises(NotebookError) as err:
+        load_pipeline(tmp_path / "pipe.ipynb")
+    assert "cell 5 only shows nbmlops widgets but is tagged step:show" in err.value.problem
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        assert process.poll() is None, "jupyter server exited"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"jupyter server did not answer at {url}")
+
+
+def test_the_widget_and_log_metric_follow_a_renamed_notebook(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    """Untitled.ipynb, renamed to wine.ipynb as JupyterLab does it (the file, then its
+    session): the kernel, started as Untitled, shows and logs to "wine"."""
+    root, runtime = tmp_path / "project", tmp_path / "runtime"
+    root.mkdir()
+    port, token = _free_port(), uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root"]
+        + ["--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}"]
+        + [f"--ServerApp.root_dir={root}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.log").open("wb"),
+    )
+    base = f"http://127.0.0.1:{port}/api"
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": f"token {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read() or b"null")
+
+    try:
+        _wait_for(f"{base}/status?token={token}", server)
+        write_notebook(root / "Untitled.ipynb", [code("")])
+        session = call(
+            "POST",
+            "/sessions",
+            {"path": "Untitled.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+        )
+        call("PATCH", "/contents/Untitled.ipynb", {"path": "wine.ipynb"})
+        call("PATCH", f"/sessions/{session['id']}", {"path": "wine.ipynb"})
+        kernel = BlockingKernelClient(
+            connection_file=str(runtime / f"kernel-{session['kernel']['id']}.json")
+        )
+        kernel.load_connection_file()
+        kernel.start_channels()
+        try:
+            kernel.wait_for_ready(timeout=120)
+            printed: list[str] = []
+            reply = kernel.execute_interactive(
+                "import os, nbmlops, nbmlops.widgets\n"
+                "print(os.environ['JPY_SESSION_NAME'])\n"
+                "print(nbmlops.widgets.runs().experiment)\n"
+                "nbmlops.log_metric('acidity', 0.5)",
+                timeout=120,
+                output_hook=lambda msg: printed.append(msg["content"].get("text", "")),
+            )
+            assert reply["content"]["status"] == "ok", reply["content"]
+        finally:
+            kernel.stop_channels()
+        stale, shown = "".join(printed).split()
+        assert stale.endswith("Untitled.ipynb")  # what the kernel was started with
+        assert shown == "wine"
+        logged = MlflowClient(tracking_uri).get_experiment_by_name("wine")
+        assert logged is not None
+        (run,) = MlflowClient(tracking_uri).search_runs([logged.experiment_id])
+        assert run.data.metrics["acidity"] == 0.5
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_compare_shows_runs_side_by_side_and_who_holds_an_alias(
+    trained: dict[str, Any], tracking_uri: str
+) -> None:
+    """What the panel's comparison view draws (``GET compare``)."""
+    from nbmlops.capture.compare import compare
+    from nbmlops.serve.release import release
+
+    ids, experiment = trained["ids"], trained["experiment"]
+    client = MlflowClient(tracking_uri)
+    assert compare(client, experiment, [])["aliases"] == {}
+    release(experiment, "score", run_id=ids[2], tracking_uri=tracking_uri)
+    data = compare(client, experiment, [ids[2], ids[3]])
+    assert data["aliases"] == {"champion": {"version": "1", "run_id": ids[2]}}
+    assert [(r["run_id"], r["aliases"]) for r in data["runs"]] == [
+        (ids[2], ["champion"]),
+        (ids[3], []),
+    ]
+    params = {p["name"]: (p["values"], p["differs"]) for p in data["params"]}
+    assert params["depth"] == (["2", "3"], True)
+    assert params["seed"] == (["7", "7"], False)
+    metrics = {m["name"]: (m["values"], m["differs"]) for m in data["metrics"]}
+    assert metrics["score"] == ([0.8, 0.9], True)
+    steps = {st["name"]: [r["cache"] for r in st["runs"]] for st in data["steps"]}
+    assert steps == {
+        "load": ["miss", "hit"],
+        "split": ["miss", "hit"],
+        "train": ["miss", "miss"],
+        "evaluate": ["miss", "miss"],
+    }
+    assert all(r["seconds"] is not None for st in data["steps"] for r in st["runs"])

@@ -4,6 +4,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  ICompare,
   IErrorBody,
   IJob,
   IPipeline,
@@ -41,8 +42,13 @@ const q = (path: string) => encodeURIComponent(path);
 export const api = {
   pipeline: (path: string) => request<IPipeline>(`pipeline?path=${q(path)}`),
   runs: (path: string, limit = 20) => request<IRuns>(`runs?path=${q(path)}&limit=${limit}`),
-  startRun: (path: string, parameters: Record<string, string>) =>
-    post<{ job_id: string }>('runs', { path, parameters }),
+  /** `concurrent`: start even while another run of the notebook goes (else HTTP 409). */
+  startRun: (path: string, parameters: Record<string, string>, concurrent = false) =>
+    post<{ job_id: string }>('runs', { path, parameters, concurrent }),
   job: (jobId: string) => request<IJob>(`jobs/${encodeURIComponent(jobId)}`),
-  promote: (body: IPromoteRequest) => post<IPromotion>('promote', body)
+  /** End the run as KILLED; the steps that finished stay cached. */
+  stopJob: (jobId: string) => post<IJob>(`jobs/${encodeURIComponent(jobId)}/stop`, {}),
+  promote: (body: IPromoteRequest) => post<IPromotion>('promote', body),
+  compare: (path: string, runIds: string[]) =>
+    request<ICompare>(`compare?path=${q(path)}${runIds.map(id => `&run_id=${q(id)}`).join('')}`)
 };

@@ -14,13 +14,14 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { trackBadges } from './badges';
 import { openFailedMessage } from './logic/errors';
 import { nbmlopsIcon } from './icon';
-import { markAsStep } from './markstep';
+import { markAsParameters, markAsStep } from './markstep';
 import { NbmlopsPanel, PANEL_ID } from './panel';
 
 const PLUGIN_ID = 'nbmlops-lab:plugin';
 
 export namespace CommandIDs {
   export const markStep = 'nbmlops:mark-step';
+  export const markParameters = 'nbmlops:mark-parameters';
   export const openPanel = 'nbmlops:open-panel';
 }
 
@@ -66,6 +67,25 @@ function activateUnsafe(
     }
   });
 
+  commands.addCommand(CommandIDs.markParameters, {
+    label: 'Mark as parameters',
+    caption: 'Tag this cell "parameters": the defaults a run overrides (again: untag it)',
+    isEnabled: () => !!tracker.currentWidget?.content.activeCell,
+    execute: async () => {
+      const panel = tracker.currentWidget;
+      const cell = panel?.content.activeCell;
+      if (!panel || !cell) {
+        return false;
+      }
+      try {
+        return await markAsParameters(panel.content, cell);
+      } catch (err) {
+        console.error('nbmlops: Mark as parameters failed', err);
+        return false;
+      }
+    }
+  });
+
   const panel = new NbmlopsPanel({
     openPath: async path => {
       try {
@@ -89,12 +109,18 @@ function activateUnsafe(
 
   if (palette) {
     palette.addItem({ command: CommandIDs.markStep, category: 'nbmlops' });
+    palette.addItem({ command: CommandIDs.markParameters, category: 'nbmlops' });
     palette.addItem({ command: CommandIDs.openPanel, category: 'nbmlops' });
   }
   app.contextMenu.addItem({
     command: CommandIDs.markStep,
     selector: '.jp-Notebook .jp-Cell',
     rank: 20
+  });
+  app.contextMenu.addItem({
+    command: CommandIDs.markParameters,
+    selector: '.jp-Notebook .jp-Cell',
+    rank: 21
   });
 
   const follow = (nb: NotebookPanel | null) => {

@@ -8,6 +8,7 @@ import { Widget } from '@lumino/widgets';
 import { h } from './dom';
 import {
   afterOf,
+  graphProblem,
   parseUpstream,
   stepOf,
   stepsOf,
@@ -117,6 +118,16 @@ function cellTags(notebook: Notebook): string[][] {
  */
 export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolean> {
   const model = cell.model;
+  if (model.type !== 'code') {
+    await showDialog({
+      title: 'Mark as step',
+      body:
+        `This is a ${model.type} cell; a step starts with a code cell. ` +
+        'Select the first code cell of the step, then Mark as step.',
+      buttons: [Dialog.okButton({ label: 'OK' })]
+    });
+    return false;
+  }
   const current = (model.getMetadata('tags') as string[] | undefined) ?? [];
   const all = cellTags(notebook);
   const index = notebook.widgets.indexOf(cell);
@@ -155,9 +166,72 @@ export async function markAsStep(notebook: Notebook, cell: Cell): Promise<boolea
     }
     choice = result.value ?? choice;
     error = validateStep(choice.name, choice.after, others);
+    const proposed = withStepTags(tags, choice.name, choice.after);
+    // The whole notebook's graph with this cell's new tags: no loop through order or tags.
+    error = error ?? graphProblem(cellTags(notebook).map((t, i) => (i === index ? proposed : t)));
     if (!error) {
-      model.setMetadata('tags', withStepTags(tags, choice.name, choice.after));
+      model.setMetadata('tags', proposed);
       return true;
     }
   }
+}
+
+const PARAMETERS = 'parameters';
+
+async function refuse(title: string, body: string): Promise<false> {
+  await showDialog({ title, body, buttons: [Dialog.okButton({ label: 'OK' })] });
+  return false;
+}
+
+/**
+ * "Mark as parameters": tag the active cell `parameters` (the defaults a run overrides),
+ * moving the tag from the cell that had it; on a cell already tagged, remove it. Refused,
+ * with the reason, for a markdown cell and for a cell at or below the first step.
+ */
+export async function markAsParameters(notebook: Notebook, cell: Cell): Promise<boolean> {
+  const model = cell.model;
+  const title = 'Mark as parameters';
+  const tags = (model.getMetadata('tags') as string[] | undefined) ?? [];
+  if (tags.includes(PARAMETERS)) {
+    const left = tags.filter(t => t !== PARAMETERS);
+    if (left.length) {
+      model.setMetadata('tags', left);
+    } else {
+      model.deleteMetadata('tags');
+    }
+    return true;
+  }
+  if (model.type !== 'code') {
+    return refuse(title, `This is a ${model.type} cell; the parameters are a code cell of assignments.`);
+  }
+  const all = cellTags(notebook);
+  const index = notebook.widgets.indexOf(cell);
+  const own = stepOf(tags);
+  if (own) {
+    return refuse(
+      title,
+      `This cell starts step "${own}". Keep the parameters in their own cell above the first step.`
+    );
+  }
+  const above = all.slice(0, index).findIndex(t => stepOf(t) !== null);
+  if (above >= 0) {
+    return refuse(
+      title,
+      `Step "${stepOf(all[above])}" starts above this cell (cell ${above + 1}); ` +
+        'the parameters cell comes before the first step.'
+    );
+  }
+  all.forEach((t, i) => {
+    if (i !== index && t.includes(PARAMETERS)) {
+      const other = notebook.widgets[i].model;
+      const left = t.filter(x => x !== PARAMETERS);
+      if (left.length) {
+        other.setMetadata('tags', left);
+      } else {
+        other.deleteMetadata('tags');
+      }
+    }
+  });
+  model.setMetadata('tags', [...tags, PARAMETERS]);
+  return true;
 }

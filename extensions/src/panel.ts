@@ -6,15 +6,25 @@
  * failure inside itself: nothing here may get in the way of a notebook opening.
  */
 
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { Widget } from '@lumino/widgets';
 
 import { api } from './api';
+import { compareView } from './compare';
 import { fill, h } from './dom';
 import { stepsGraph } from './graph';
-import { IJob, IPipeline, IRuns } from './logic/contract';
-import { ApiError, cellSuffix, errorMessage, IMessage, messageText } from './logic/errors';
+import { ICompare, IJob, IPipeline, IRuns } from './logic/contract';
+import {
+  ApiError,
+  cellSuffix,
+  errorMessage,
+  IMessage,
+  messageText,
+  savesKernelFirst
+} from './logic/errors';
+import { outputNotebookReason } from './logic/tags';
 import {
   changedParameters,
   defaultMode,
@@ -42,6 +52,7 @@ interface IJobState {
   path: string;
   job: IJob | null;
   message: IMessage | null;
+  stopping?: boolean;
 }
 
 export class NbmlopsPanel extends Widget {
@@ -81,7 +92,9 @@ export class NbmlopsPanel extends Widget {
       this._promoteForm,
       this._promoteResult,
       h('h3', {}, 'Recent runs'),
-      this._runs
+      h('p', { class: 'nbmlops-hint' }, 'Select runs to compare them.'),
+      this._runs,
+      this._compare
     );
     this._runButton.addEventListener('click', () => this._openRunForm());
     this._promoteButton.addEventListener('click', () => this._openPromoteForm());
@@ -105,6 +118,8 @@ export class NbmlopsPanel extends Widget {
     this._runsData = cached?.runs ?? null;
     this._pipelineError = null;
     this._runsError = null;
+    this._selected = new Set();
+    this._compareData = null;
     fill(this._runForm);
     fill(this._promoteForm);
     fill(this._promoteResult);
@@ -134,6 +149,9 @@ export class NbmlopsPanel extends Widget {
     try {
       await panel.context.ready;
       const path = panel.context.path;
+      if (this._outputReason(path)) {
+        return; // a run's output: nothing to ask the server
+      }
       const cache = this._cache.get(path) ?? { pipeline: null, runs: null };
       this._cache.set(path, cache);
       const pipeline = api.pipeline(path).then(
@@ -172,7 +190,7 @@ export class NbmlopsPanel extends Widget {
           }
         }
       );
-      await Promise.all([pipeline, runs]);
+      await Promise.all([pipeline, runs, this._loadCompare(path)]);
     } catch (err) {
       if (current()) {
         this._pipelineError = err;
@@ -182,6 +200,37 @@ export class NbmlopsPanel extends Widget {
         this._loading = false;
         this._render();
       }
+    }
+  }
+
+  /** The selected runs side by side, and who holds which alias (no selection: aliases). */
+  private async _loadCompare(path: string): Promise<void> {
+    const ids = [...this._selected];
+    try {
+      const data = await api.compare(path, ids);
+      if (path === this._path && ids.join() === [...this._selected].join()) {
+        this._compareData = data;
+        this._compareError = null;
+        this._renderRuns();
+      }
+    } catch (err) {
+      if (path === this._path) {
+        this._compareData = null;
+        this._compareError = err;
+        this._renderRuns();
+      }
+    }
+  }
+
+  private _toggle(runId: string): void {
+    if (this._selected.has(runId)) {
+      this._selected.delete(runId);
+    } else {
+      this._selected.add(runId);
+    }
+    this._renderRuns();
+    if (this._path) {
+      void this._loadCompare(this._path);
     }
   }
 
@@ -207,6 +256,16 @@ export class NbmlopsPanel extends Widget {
     }
   }
 
+  /** Why the active notebook is a run's output, not a pipeline (null: it is a pipeline). */
+  private _outputReason(path: string): string | null {
+    const cells = this._notebook?.model?.cells;
+    const metadata: Record<string, unknown>[] = [];
+    for (let i = 0; cells && i < cells.length; i++) {
+      metadata.push(cells.get(i).metadata as Record<string, unknown>);
+    }
+    return outputNotebookReason(path, metadata);
+  }
+
   private get _path(): string | null {
     return this._notebook?.context.path ?? null;
   }
@@ -229,6 +288,21 @@ export class NbmlopsPanel extends Widget {
       this._body.hidden = true;
       return;
     }
+    const output = this._outputReason(path);
+    if (output) {
+      fill(
+        this._where,
+        h('div', { class: 'nbmlops-path', 'data-nbmlops': 'notebook-path' }, path),
+        h(
+          'p',
+          { class: 'nbmlops-hint', 'data-nbmlops': 'output-notebook' },
+          `${output} Open the notebook it was run from to see its pipeline and runs.`
+        )
+      );
+      fill(this._error);
+      this._body.hidden = true;
+      return;
+    }
     this._body.hidden = false;
     const experiment = this._pipeline?.experiment ?? this._runsData?.experiment;
     fill(
@@ -244,7 +318,11 @@ export class NbmlopsPanel extends Widget {
     this._renderParams();
     // Enabled once both answers are in: the runs query also creates a new MLflow store,
     // which a run started at the same moment would race.
-    this._runButton.disabled = !this._pipeline || this._loading;
+    // One run per notebook at a time: the button waits for the run under way (or Stop).
+    this._runButton.disabled = !this._pipeline || this._loading || this._running(path);
+    this._runButton.title = this._running(path)
+      ? 'A run of this notebook is under way: wait for it or stop it'
+      : 'Run the pipeline with parameters';
     this._promoteButton.disabled = !this._runsData;
     this._renderJob();
     this._renderRuns();
@@ -252,7 +330,17 @@ export class NbmlopsPanel extends Widget {
 
   private _renderError(): void {
     const parts: HTMLElement[] = [];
-    if (this._pipelineError) {
+    const unsaved = !!this._pipelineError && savesKernelFirst(errorMessage(this._pipelineError));
+    if (unsaved) {
+      // A brand-new notebook: its kernel is recorded at its first save; not an error yet.
+      parts.push(
+        h(
+          'p',
+          { class: 'nbmlops-hint', 'data-nbmlops': 'save-first' },
+          'Save the notebook once to record its kernel; the pipeline shows then.'
+        )
+      );
+    } else if (this._pipelineError) {
       const msg = errorMessage(this._pipelineError);
       const parse = this._pipelineError instanceof ApiError && this._pipelineError.status === 422;
       parts.push(
@@ -334,6 +422,7 @@ export class NbmlopsPanel extends Widget {
     const runs = this._runsData?.runs ?? [];
     if (!this._runsData) {
       fill(this._runs);
+      fill(this._compare);
       return;
     }
     if (!runs.length) {
@@ -345,8 +434,11 @@ export class NbmlopsPanel extends Widget {
           h('tr', {}, h('td', { class: 'nbmlops-hint' }, 'No pipeline runs yet.'))
         )
       );
+      fill(this._compare);
       return;
     }
+    const held = this._compareData?.aliases ?? {};
+    const aliasesOf = (runId: string) => Object.keys(held).filter(a => held[a].run_id === runId);
     fill(
       this._runs,
       h(
@@ -355,8 +447,8 @@ export class NbmlopsPanel extends Widget {
         h(
           'tr',
           {},
+          h('th', { class: 'nbmlops-select-cell' }, ''),
           h('th', {}, 'Started'),
-          h('th', {}, 'Status'),
           h('th', {}, 'Metrics'),
           h('th', { title: 'steps restored from the cache' }, 'Cache')
         ),
@@ -365,21 +457,69 @@ export class NbmlopsPanel extends Widget {
           const title = `run ${r.run_id}${
             r.duration_s !== null ? `, ${formatSeconds(r.duration_s)}` : ''
           }${r.git_commit ? `, commit ${r.git_commit.slice(0, 8)}` : ''}`;
-          return h(
+          const selected = this._selected.has(r.run_id);
+          const box = h('input', {
+            type: 'checkbox',
+            'data-nbmlops-select': r.run_id,
+            'aria-label': `compare run ${r.run_id}`,
+            checked: selected
+          });
+          const row = h(
             'tr',
-            { 'data-nbmlops-run': r.run_id },
+            {
+              'data-nbmlops-run': r.run_id,
+              class: `nbmlops-run-row${selected ? ' nbmlops-selected' : ''}`,
+              title
+            },
+            h('td', { class: 'nbmlops-select-cell' }, box),
             h(
               'td',
-              { title },
-              r.url ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, when) : when
+              {},
+              r.url ? h('a', { href: r.url, target: '_blank', rel: 'noopener' }, when) : when,
+              ' ',
+              h('span', { class: `nbmlops-run-${runStatusText(r)}` }, runStatusText(r)),
+              ...aliasesOf(r.run_id).map(a =>
+                h('span', { class: 'nbmlops-alias', 'data-nbmlops-alias': a }, `@${a}`)
+              )
             ),
-            h('td', { class: `nbmlops-run-${runStatusText(r)}` }, runStatusText(r)),
-            h('td', {}, formatMetrics(r.metrics)),
+            h(
+              'td',
+              { class: 'nbmlops-metrics-cell' },
+              // One metric a line: the column is narrow in the sidebar.
+              ...formatMetrics(r.metrics)
+                .split(', ')
+                .filter(Boolean)
+                .map(m => h('div', {}, m))
+            ),
             h('td', {}, r.cache_hits ?? '')
           );
+          // The whole row toggles the selection (a link in it still opens MLflow).
+          row.addEventListener('click', ev => {
+            if ((ev.target as HTMLElement).closest('a')) {
+              return;
+            }
+            if (ev.target !== box) {
+              ev.preventDefault();
+            }
+            this._toggle(r.run_id);
+          });
+          return row;
         })
       )
     );
+    if (this._compareError) {
+      fill(
+        this._compare,
+        messageBox(errorMessage(this._compareError), {
+          'data-nbmlops': 'compare-error',
+          title: 'Could not compare the runs'
+        })
+      );
+    } else if (this._compareData && this._selected.size) {
+      compareView(this._compareData, this._compare);
+    } else {
+      fill(this._compare);
+    }
   }
 
   // ---- run pipeline ----------------------------------------------------------------
@@ -423,12 +563,12 @@ export class NbmlopsPanel extends Widget {
         { class: 'nbmlops-buttons' },
         h(
           'button',
-          { type: 'submit', class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'run-submit' },
+          { type: 'submit', class: 'jp-mod-styled jp-mod-accept nbmlops-button', 'data-nbmlops': 'run-submit' },
           'Run'
         ),
         h(
           'button',
-          { type: 'button', class: 'nbmlops-button', 'data-nbmlops': 'run-cancel' },
+          { type: 'button', class: 'jp-mod-styled jp-mod-reject nbmlops-button', 'data-nbmlops': 'run-cancel' },
           'Cancel'
         )
       )
@@ -446,17 +586,61 @@ export class NbmlopsPanel extends Widget {
     (inputs[0] ?? form.querySelector('button'))?.focus();
   }
 
+  /** Whether a run of `path` started from this panel is under way. */
+  private _running(path: string): boolean {
+    const state = this._jobs.get(path);
+    return !!state && !state.message && (!state.job || !jobFinished(state.job));
+  }
+
+  /** Start the run; when the server says another run of the notebook goes (another tab,
+   * the command line through this server), ask before starting a second one. */
+  private async _start(path: string, parameters: Record<string, string>): Promise<string> {
+    try {
+      return (await api.startRun(path, parameters)).job_id;
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 409) {
+        throw err;
+      }
+      const answer = await showDialog({
+        title: 'A run of this notebook is under way',
+        body: `${messageText(errorMessage(err))}. Start a second run at the same time?`,
+        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Start another run' })]
+      });
+      if (!answer.button.accept) {
+        throw err;
+      }
+      return (await api.startRun(path, parameters, true)).job_id;
+    }
+  }
+
+  private async _stop(state: IJobState): Promise<void> {
+    if (!state.job) {
+      return;
+    }
+    state.stopping = true;
+    this._renderJob();
+    try {
+      state.job = await api.stopJob(state.job.job_id);
+    } catch (err) {
+      state.message = errorMessage(err);
+    }
+    this._render();
+  }
+
   private async _startRun(p: IPipeline, parameters: Record<string, string>): Promise<void> {
     const path = p.path;
+    if (this._running(path)) {
+      return; // the button is disabled meanwhile; a second submit does nothing
+    }
     const state: IJobState = { path, job: null, message: null };
     this._jobs.set(path, state);
-    this._renderJob();
+    this._render();
     try {
       const context = this._notebook?.context;
       if (context && context.path === path && context.model.dirty) {
         await context.save();
       }
-      const { job_id } = await api.startRun(path, parameters);
+      const job_id = await this._start(path, parameters);
       fill(this._runForm);
       state.job = {
         job_id,
@@ -473,7 +657,7 @@ export class NbmlopsPanel extends Widget {
       await this._poll(state, job_id);
     } catch (err) {
       state.message = errorMessage(err);
-      this._renderJob();
+      this._render();
     }
   }
 
@@ -502,6 +686,7 @@ export class NbmlopsPanel extends Widget {
       }
       if (jobFinished(state.job)) {
         if (state.path === this._path) {
+          this._render();
           void this.refresh();
         }
         return;
@@ -572,6 +757,21 @@ export class NbmlopsPanel extends Widget {
         )
       );
     }
+    let stopButton: HTMLButtonElement | null = null;
+    if (job.status === 'running') {
+      stopButton = h(
+        'button',
+        {
+          type: 'button',
+          class: 'jp-mod-styled jp-mod-warn nbmlops-button',
+          'data-nbmlops': 'stop-button',
+          title: 'Stop the run: it is recorded as KILLED; finished steps stay cached',
+          disabled: !!state.stopping
+        },
+        state.stopping ? 'Stopping…' : 'Stop'
+      );
+      stopButton.addEventListener('click', () => void this._stop(state));
+    }
     fill(
       this._runStatus,
       h(
@@ -579,6 +779,7 @@ export class NbmlopsPanel extends Widget {
         { class: `nbmlops-job nbmlops-job-${job.status}`, 'data-nbmlops': 'run-status-text' },
         jobStatusText(job, total)
       ),
+      stopButton,
       job.steps.length
         ? h(
             'ol',
@@ -653,12 +854,12 @@ export class NbmlopsPanel extends Widget {
         { class: 'nbmlops-buttons' },
         h(
           'button',
-          { type: 'submit', class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'promote-submit' },
+          { type: 'submit', class: 'jp-mod-styled jp-mod-accept nbmlops-button', 'data-nbmlops': 'promote-submit' },
           'Promote'
         ),
         h(
           'button',
-          { type: 'button', class: 'nbmlops-button', 'data-nbmlops': 'promote-cancel' },
+          { type: 'button', class: 'jp-mod-styled jp-mod-reject nbmlops-button', 'data-nbmlops': 'promote-cancel' },
           'Cancel'
         )
       )
@@ -682,7 +883,8 @@ export class NbmlopsPanel extends Widget {
 
   private async _promote(
     path: string,
-    choice: { metric: string; mode: 'max' | 'min'; gates: string[]; alias: string | null }
+    choice: { metric: string; mode: 'max' | 'min'; gates: string[]; alias: string | null },
+    force = false
   ): Promise<void> {
     const submit = this._promoteForm.querySelector('button[type="submit"]') as HTMLButtonElement;
     if (submit) {
@@ -696,7 +898,7 @@ export class NbmlopsPanel extends Widget {
         ...choice,
         model_name: null,
         run_id: null,
-        force: false
+        force
       });
       if (path !== this._path) {
         return;
@@ -726,11 +928,37 @@ export class NbmlopsPanel extends Widget {
       }
       const refused = err instanceof ApiError && err.status === 409;
       this._promoteResult.setAttribute('data-nbmlops-outcome', refused ? 'refused' : 'error');
+      const msg = errorMessage(err);
+      let anyway: HTMLButtonElement | null = null;
+      if (refused && !force) {
+        // The fix in the panel's own terms: its button, not the command line's --force.
+        msg.fix = msg.fix.replace(/pass --force to promote anyway/, 'click "Promote anyway"');
+        anyway = h(
+          'button',
+          {
+            type: 'button',
+            class: 'jp-mod-styled jp-mod-warn nbmlops-button',
+            'data-nbmlops': 'promote-force'
+          },
+          'Promote anyway…'
+        );
+        anyway.addEventListener('click', async () => {
+          const answer = await showDialog({
+            title: 'Promote anyway?',
+            body: `${msg.problem}. The override and what it overrode are recorded in the alias history.`,
+            buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Promote anyway' })]
+          });
+          if (answer.button.accept) {
+            await this._promote(path, choice, true);
+          }
+        });
+      }
       fill(
         this._promoteResult,
-        messageBox(errorMessage(err), {
+        messageBox(msg, {
           title: refused ? 'Promotion refused' : 'Promotion failed'
-        })
+        }),
+        anyway
       );
       if (submit) {
         submit.disabled = false;
@@ -760,12 +988,12 @@ export class NbmlopsPanel extends Widget {
   private _actions = h('div', { class: 'nbmlops-buttons nbmlops-actions' });
   private _runButton = h(
     'button',
-    { class: 'nbmlops-button nbmlops-primary', 'data-nbmlops': 'run-button' },
+    { class: 'jp-mod-styled jp-mod-accept nbmlops-button', 'data-nbmlops': 'run-button' },
     'Run pipeline'
   );
   private _promoteButton = h(
     'button',
-    { class: 'nbmlops-button', 'data-nbmlops': 'promote-button' },
+    { class: 'jp-mod-styled jp-mod-reject nbmlops-button', 'data-nbmlops': 'promote-button' },
     'Promote best'
   );
   private _runForm = h('div', {});
@@ -781,6 +1009,10 @@ export class NbmlopsPanel extends Widget {
     'aria-live': 'polite'
   });
   private _runs = h('div', {});
+  private _compare = h('div', { class: 'nbmlops-compare', 'data-nbmlops': 'compare' });
+  private _selected = new Set<string>();
+  private _compareData: ICompare | null = null;
+  private _compareError: unknown = null;
 }
 
 /** A problem/fix box. */

@@ -8,7 +8,10 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
   cannot be parsed);
 - ``GET runs?path=&limit=``: its pipeline runs, newest first (``records.run_table``);
 - ``POST runs``: start ``nbmlops run`` as a job (``run/jobs.py``); 400 for a bad parameter;
-- ``GET jobs/<id>``: the job's progress and outcome;
+- ``GET jobs/<id>``: the job's progress and outcome; ``POST jobs/<id>/stop`` ends it as
+  KILLED; ``POST runs`` answers 409 while a run of the notebook goes, unless
+  ``"concurrent": true``;
+- ``GET compare?path=&run_id=...``: runs side by side, and which run holds which alias;
 - ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
   ``"build": true``); 409 when refused.
 """
@@ -189,6 +192,9 @@ class RunsHandler(NbmlopsHandler):
         if not 1 <= limit <= 1000:
             raise RequestError(400, f"limit {limit} is not between 1 and 1000", "pass limit=20")
         uri = self.app.store
+        if not _store_exists(uri):  # opening the panel creates no mlflow.db
+            self.reply(200, {"experiment": experiment_name(notebook), "metrics": [], "runs": []})
+            return
         table = await self.blocking(
             lambda: run_table(open_client(uri), experiment_name(notebook), limit, uri)
         )
@@ -210,7 +216,8 @@ class RunsHandler(NbmlopsHandler):
                 "parameters must map names to Python literal source text",
                 'send {"alpha": "0.5"}, as -p alpha=0.5 on the command line',
             )
-        job = await self.blocking(self.app.jobs.start, notebook, parameters, path)
+        concurrent = body.get("concurrent") is True  # another run while one goes: asked first
+        job = await self.blocking(self.app.jobs.start, notebook, parameters, path, concurrent)
         self.reply(202, {"job_id": job.job_id})
 
 
@@ -220,6 +227,48 @@ class JobHandler(NbmlopsHandler):
     @answers
     async def get(self, job_id: str) -> None:
         self.reply(200, await self.blocking(self.app.jobs.status, job_id))
+
+
+class StopJobHandler(NbmlopsHandler):
+    """``POST jobs/<id>/stop``: end the run as KILLED (``Jobs.stop``); its status."""
+
+    @tornado.web.authenticated
+    @authorized_to("execute")
+    @answers
+    async def post(self, job_id: str) -> None:
+        self.reply(200, await self.blocking(self.app.jobs.stop, job_id))
+
+
+class CompareHandler(NbmlopsHandler):
+    """``GET compare?path=&run_id=...``: the runs side by side and who holds which alias
+    (``capture.compare``); no ``run_id``: the aliases only."""
+
+    @tornado.web.authenticated
+    @authorized
+    @answers
+    async def get(self) -> None:
+        from nbmlops.capture.compare import compare
+        from nbmlops.capture.tracking import open_client
+
+        notebook = self.notebook(self.get_query_argument("path", ""))
+        ids = self.get_query_arguments("run_id")
+        if len(ids) > 20:
+            raise RequestError(400, f"{len(ids)} runs to compare", "compare at most 20 runs")
+        if not _store_exists(self.app.store):  # looking creates no store
+            self.reply(200, {"experiment": experiment_name(notebook), "aliases": {}, "runs": []})
+            return
+        uri = self.app.store
+        self.reply(
+            200,
+            await self.blocking(lambda: compare(open_client(uri), experiment_name(notebook), ids)),
+        )
+
+
+def _store_exists(uri: str) -> bool:
+    """False for a SQLite store whose file is not there yet (the first run creates it)."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    return Path(uri.removeprefix("sqlite:///")).exists()
 
 
 class PromoteHandler(NbmlopsHandler):
@@ -272,5 +321,7 @@ def routes() -> list[tuple[str, type, dict[str, Any]]]:
         (f"{api}/pipeline", PipelineHandler, {}),
         (f"{api}/runs", RunsHandler, {}),
         (rf"{api}/jobs/([A-Za-z0-9_-]+)", JobHandler, {}),
+        (rf"{api}/jobs/([A-Za-z0-9_-]+)/stop", StopJobHandler, {}),
         (f"{api}/promote", PromoteHandler, {}),
+        (f"{api}/compare", CompareHandler, {}),
     ]

@@ -13,6 +13,10 @@ the error-marker cells papermill adds to a notebook it executed (papermill remov
 before it runs the notebook again, so they are not the user's cells). Every message, MLflow
 tag and progress event names a cell by that number.
 
+A code cell that only shows nbmlops widgets (``nbmlops.widgets.runs()``, with its imports)
+belongs to no step and is not setup: it is left out of every step, of the setup and of
+every cache key, and ``nbmlops run`` does not execute it (:attr:`Pipeline.widget_cells`).
+
 A tag that looks like a misspelt ``step:``, ``after:`` or ``parameters`` tag (``Step:x``,
 ``steps:x``, ``after :x``, ``Parameters``) is not obeyed; :attr:`Pipeline.warnings` names
 the cell and the tag meant, for every front door to show.
@@ -20,6 +24,7 @@ the cell and the tag meant, for every front door to show.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -133,6 +138,7 @@ class Pipeline:
     steps: list[Step]  # in execution order (a topological order of the DAG)
     cells: list[Cell] = field(default_factory=list)  # every cell of the user's, in order
     warnings: list[TagWarning] = field(default_factory=list)  # tags that look misspelt
+    widget_cells: list[int] = field(default_factory=list)  # cells that only show widgets
 
     @property
     def stem(self) -> str:
@@ -223,6 +229,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         steps=_topological(where, layout.steps, layout.first_cell_of),
         cells=layout.cells,
         warnings=layout.warnings,
+        widget_cells=layout.widget_cells,
     )
 
 
@@ -253,6 +260,56 @@ class _Layout:
     first_cell_of: dict[str, int] = field(default_factory=dict)  # step -> its first cell
     cells: list[Cell] = field(default_factory=list)
     warnings: list[TagWarning] = field(default_factory=list)
+    widget_cells: list[int] = field(default_factory=list)
+
+
+_WIDGETS = "nbmlops.widgets"
+
+
+def shows_widgets(source: str) -> bool:
+    """Whether a code cell does nothing but show nbmlops widgets: imports of nbmlops and
+    calls of ``nbmlops.widgets.*`` (shown, or bound to a name that is then shown)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a magic, or broken code: not a widget cell
+        return False
+    names: dict[str, str] = {}  # local name -> the nbmlops object it stands for
+    widgets: set[str] = set()  # names bound to a widget
+    shown = False
+
+    def dotted(node: ast.expr) -> str | None:
+        if isinstance(node, ast.Name):
+            return names.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = dotted(node.value)
+            return f"{base}.{node.attr}" if base else None
+        return None
+
+    def is_widget(node: ast.expr) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in widgets
+        target = dotted(node.func) if isinstance(node, ast.Call) else None
+        return bool(target and target.startswith(_WIDGETS + "."))
+
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Import) and all(
+            a.name.split(".")[0] == "nbmlops" for a in stmt.names
+        ):
+            for a in stmt.names:  # import nbmlops.widgets binds nbmlops; "as w" the module
+                names[a.asname or "nbmlops"] = a.name if a.asname else "nbmlops"
+        elif isinstance(stmt, ast.ImportFrom) and (stmt.module or "").split(".")[0] == "nbmlops":
+            names.update({a.asname or a.name: f"{stmt.module}.{a.name}" for a in stmt.names})
+        elif isinstance(stmt, ast.Expr) and is_widget(stmt.value):
+            shown = True
+        elif (
+            isinstance(stmt, ast.Assign)
+            and all(isinstance(t, ast.Name) for t in stmt.targets)
+            and is_widget(stmt.value)
+        ):
+            widgets.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+        else:
+            return False
+    return shown
 
 
 def user_cells(nb: nbformat.NotebookNode) -> list[Any]:
@@ -267,6 +324,10 @@ def _layout(nb: nbformat.NotebookNode, where: str) -> _Layout:
         cell = Cell(index, raw.cell_type, raw.source)
         layout.cells.append(cell)
         tags = [str(t) for t in raw.get("metadata", {}).get("tags", [])]
+        if cell.is_code and shows_widgets(cell.source):
+            _check_widget_cell(where, index, tags)
+            layout.widget_cells.append(index)
+            continue
         layout.warnings += [TagWarning(index, t, m) for t in tags if (m := _meant(t))]
         step_tags = _tagged(tags, STEP_TAG)
         if PARAMETERS_TAG in tags:
@@ -327,6 +388,19 @@ def _meant(tag: str) -> str | None:
 def _tagged(tags: list[str], prefix: str) -> list[str]:
     """The names in the tags that start with ``prefix`` (``step:``, ``after:``)."""
     return [t[len(prefix) :].strip() for t in tags if t.startswith(prefix)]
+
+
+def _check_widget_cell(where: str, index: int, tags: list[str]) -> None:
+    """A cell that only shows widgets takes no part in the pipeline: it carries no tag."""
+    ours = [t for t in tags if t == PARAMETERS_TAG or t.startswith((STEP_TAG, AFTER_TAG))]
+    if ours:
+        raise NotebookError(
+            where,
+            f"cell {index} only shows nbmlops widgets but is tagged {', '.join(ours)}; "
+            "a widget cell is never part of a step",
+            "move the tag to the step's first code cell (widget cells run only interactively)",
+            cell=index,
+        )
 
 
 def _check_parameters_cell(where: str, layout: _Layout, index: int, step_tags: list[str]) -> None:

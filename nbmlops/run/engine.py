@@ -137,6 +137,8 @@ class StepClient(PapermillNotebookClient):  # type: ignore[misc]  # papermill is
         setup: list[tuple[int, Any]] = []
         steps: dict[str, list[tuple[int, Any]]] = {}
         for index, cell in enumerate(self.nb.cells):
+            if cell.metadata.get("nbmlops", {}).get("widget"):
+                continue  # only shows nbmlops widgets: not part of the pipeline
             step = cell.metadata.get("nbmlops", {}).get("step")
             (steps.setdefault(step, []) if step else setup).append((index, cell))
         kernel_ready = False

@@ -5,6 +5,11 @@ the project folder; its progress is read back from the events it writes (``run/e
 holds that contract) and its exit code. Nothing here re-implements
 running a notebook: the job's parameters are checked exactly as ``-p`` is, before any
 process starts, and the CLI does the rest.
+
+One run per notebook at a time, unless the caller asks for another (``concurrent``):
+two runs of one notebook would race for the same steps and the panel follows one.
+:meth:`Jobs.stop` ends a run as ``nbmlops run`` ends on Ctrl-C: its MLflow runs are marked
+KILLED, the steps that finished stay cached, and the job's status is ``killed``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops import processes, project
-from nbmlops.exceptions import NotFound
+from nbmlops.exceptions import NbmlopsError, NotFound
 from nbmlops.notebook.parameters import parse_assignments, resolve
 from nbmlops.notebook.pipeline import load_pipeline
 from nbmlops.processes import stop, tail
@@ -31,8 +36,27 @@ from nbmlops.run import events
 _CLI = "from nbmlops.cli import main; main()"
 
 
+KILLED = "killed"  # a job's status once stopped (besides running, succeeded, failed)
+
+
 class JobNotFound(NotFound):
     """No job of that id on this server (jobs last as long as the server)."""
+
+
+class RunAlreadyGoing(NbmlopsError):
+    """A run of this notebook is under way on this server."""
+
+    http_status = 409
+
+    def __init__(self, path: str, job_id: str) -> None:
+        super().__init__(
+            f"a run of {path} is under way (job {job_id})",
+            "wait for it, stop it, or start another run anyway",
+        )
+        self.job_id = job_id
+
+    def details(self) -> dict[str, Any]:
+        return {"job_id": self.job_id}
 
 
 @dataclass
@@ -41,7 +65,21 @@ class Job:
     path: str  # the notebook as the front end named it
     folder: Path  # events.jsonl and output.log
     process: subprocess.Popen[bytes]
+    notebook: Path | None = field(default=None)  # resolved: one run per notebook
     experiment_id: str | None = field(default=None)
+    stopped: bool = field(default=False)  # stopped on request: its end is "killed"
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = field(default=None)  # when the process exited
+
+    def reap(self) -> None:
+        """Wait for the run's process to end (no zombie), noting when it did."""
+        self.process.wait()
+        self.ended = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the run so far (kernel start and record keeping included)."""
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def events_file(self) -> Path:
@@ -63,12 +101,30 @@ class Jobs:
         self.output_root = output_root
         self._jobs: dict[str, Job] = {}
 
-    def start(self, notebook: Path, parameters: dict[str, str], path: str | None = None) -> Job:
+    def running(self, notebook: Path) -> Job | None:
+        """The job running ``notebook`` now, if any."""
+        resolved = notebook.resolve()
+        for job in list(self._jobs.values()):
+            if job.notebook == resolved and job.process.poll() is None:
+                return job
+        return None
+
+    def start(
+        self,
+        notebook: Path,
+        parameters: dict[str, str],
+        path: str | None = None,
+        concurrent: bool = False,
+    ) -> Job:
         """Check ``parameters`` (``-p`` texts) against ``notebook``, then start the run.
 
-        Raises :class:`~nbmlops.exceptions.NotebookError` or
-        :class:`~nbmlops.exceptions.ParameterError` before any process starts.
+        Raises :class:`RunAlreadyGoing` while another run of ``notebook`` goes (unless
+        ``concurrent``), :class:`~nbmlops.exceptions.NotebookError` or
+        :class:`~nbmlops.exceptions.ParameterError`, before any process starts.
         """
+        going = None if concurrent else self.running(notebook)
+        if going is not None:
+            raise RunAlreadyGoing(path or str(notebook), going.job_id)
         pipeline = load_pipeline(notebook)
         pairs = [f"{name}={text}" for name, text in parameters.items()]
         resolve(pipeline.parameters, parse_assignments(pairs))
@@ -92,35 +148,55 @@ class Jobs:
             "BENTOML_DO_NOT_TRACK": "true",
         }
         process = processes.start(args, env, folder / "output.log", cwd=self.root)
-        job = Job(job_id, path or str(notebook), folder, process)
+        job = Job(job_id, path or str(notebook), folder, process, notebook.resolve())
         # Reap the run when it ends, whether or not anyone polls its status: no zombies.
-        threading.Thread(target=process.wait, name=f"nbmlops-job-{job_id}", daemon=True).start()
+        threading.Thread(target=job.reap, name=f"nbmlops-job-{job_id}", daemon=True).start()
         self._jobs[job_id] = job
         return job
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        """The job as the ``jobs/<id>`` endpoint answers it (see the REST contract)."""
+    def _job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
         if job is None:
             raise JobNotFound(
                 f"no job {job_id!r} on this server",
                 "jobs last as long as the server; start the run again from the panel",
             )
+        return job
+
+    def stop(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Stop the job as Ctrl-C stops ``nbmlops run`` (SIGTERM: the run is recorded as
+        KILLED, the steps that finished stay cached), then answer its status. Whatever is
+        left after ``timeout`` (a hung kernel) is killed. A job that ended is left as it was.
+        """
+        job = self._job(job_id)
+        if job.process.poll() is None:
+            job.stopped = True
+            job.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                job.process.wait(timeout)
+            stop(job.process, timeout=1)
+        return self.status(job_id)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job as the ``jobs/<id>`` endpoint answers it (see the REST contract)."""
+        job = self._job(job_id)
         exit_code = job.process.poll()  # before reading: the final event precedes the exit
         found, _ = events.read_json_lines(job.events_file)
         run = events.progress(
             found, exit_code, lambda: tail(job.log_file, 20) if job.log_file.exists() else ""
         )
+        stopped = job.stopped and run.status == events.FAILED
         return {
             "job_id": job.job_id,
             "path": job.path,
-            "status": run.status,
+            "status": KILLED if stopped else run.status,
             "current_step": run.current_step,
             "steps": run.steps,
             "run_id": run.run_id,
             "output_path": self._relative(run.output_path),
             "run_url": self._run_url(job, run.run_id) if run.run_id else None,
             "error": run.error,
+            "seconds": round(job.seconds, 1),
         }
 
     def stop_all(self, timeout: float = 30) -> None:

@@ -183,8 +183,15 @@ class Session:
                 continue
             i += 1  # the cell's number, as JupyterLab counts
             cell.metadata["nbmlops"] = {"cell": i, **({"step": step_of[i]} if i in step_of else {})}
+            if i in self.pipeline.widget_cells:  # shown interactively, never run here
+                cell.metadata["nbmlops"]["widget"] = True
         order = {s.name: n for n, s in enumerate(self.pipeline.steps)}
-        nb.cells = sorted(nb.cells, key=lambda c: order.get(c.metadata["nbmlops"].get("step"), -1))
+        keys: list[int] = []
+        for cell in nb.cells:  # a widget cell stays after the cell before it
+            meta = cell.metadata["nbmlops"]
+            widget = meta.get("widget") and keys
+            keys.append(keys[-1] if widget else order.get(meta.get("step"), -1))
+        nb.cells = [c for _, c in sorted(zip(keys, nb.cells, strict=True), key=lambda kc: kc[0])]
 
     def kernel_env(self) -> dict[str, str]:
         env = dict(os.environ)

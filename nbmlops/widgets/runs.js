@@ -33,16 +33,23 @@ function fmt(value) {
 function select(name, options, current, onchange) {
   return h(
     "select",
-    { "data-nbmlops": name, onchange: (e) => onchange(e.target.value) },
+    { class: "jp-mod-styled", "data-nbmlops": name, onchange: (e) => onchange(e.target.value) },
     options.map(([value, label]) =>
       h("option", { value, selected: value === current }, label),
     ),
   );
 }
 
+// One time format everywhere (table, chart; the JupyterLab panel's too): "12-03 06:50",
+// the browser's local time.
+function stamp(d) {
+  const p = (n) => String(n).padStart(2, "0");
+  return `${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
 function started(iso) {
   const d = new Date(iso);
-  return isNaN(d) ? iso : d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+  return isNaN(d) ? iso : stamp(d);
 }
 
 function columns(model) {
@@ -72,6 +79,9 @@ function table(model, state, rerender) {
     return state.sortDesc ? -cmp : cmp;
   });
   const selected = model.get("selected_run");
+  // The row this widget promoted: marked with the alias it now holds.
+  const done = model.get("result") || {};
+  const promoted = ["promoted", "built"].includes(done.state) ? done.run_id : null;
   const head = h("tr", {}, cols.map((c) =>
     h("th", {
       "data-sort": c.key,
@@ -93,9 +103,13 @@ function table(model, state, rerender) {
         model.set("selected_run", r.run_id);
         model.save_changes();
       },
-    }, cols.map((c) => {
+    }, cols.map((c, i) => {
       const v = c.get(r);
-      return h("td", { class: c.numeric ? "num" : null }, v === undefined || v === null ? "" : c.show ? c.show(v) : fmt(v));
+      const cell = h("td", { class: c.numeric ? "num" : null }, v === undefined || v === null ? "" : c.show ? c.show(v) : fmt(v));
+      if (i === 0 && r.run_id === promoted) {
+        cell.append(" ", h("span", { class: "alias", "data-nbmlops": "widget-promoted" }, `@${done.alias}`));
+      }
+      return cell;
     })),
   );
   return h("table", { "data-nbmlops": "widget-runs-table" }, h("thead", {}, head), h("tbody", {}, body));
@@ -122,7 +136,7 @@ function chart(model) {
   svg.append(s("text", { x: L - 4, y: sy(y1) + 4, "text-anchor": "end" }, fmt(y1)));
   svg.append(s("text", { x: L - 4, y: sy(y0) + 4, "text-anchor": "end" }, fmt(y0)));
   const xlabel = (v) =>
-    data.x === "start_time" ? new Date(v * 1000).toISOString().slice(5, 16).replace("T", " ") : fmt(v);
+    data.x === "start_time" ? stamp(new Date(v * 1000)) : fmt(v);
   svg.append(s("text", { x: L, y: H - B + 14, "text-anchor": "start" }, cats ? cats[0] : xlabel(x0)));
   if (x1 !== x0) {
     svg.append(s("text", { x: W - R, y: H - B + 14, "text-anchor": "end" }, cats ? cats[cats.length - 1] : xlabel(x1)));
@@ -182,12 +196,12 @@ function controls(model) {
   const busy = model.get("busy");
   const set = (key) => (value) => { model.set(key, value); model.save_changes(); };
   const gates = h("input", {
-    type: "text", placeholder: "gates, e.g. f1>=0.9", value: model.get("gates").join(", "),
+    type: "text", class: "jp-mod-styled", placeholder: "gates, e.g. f1>=0.9", value: model.get("gates").join(", "),
     "data-nbmlops": "widget-gates",
     onchange: (e) => set("gates")(e.target.value.split(",").map((g) => g.trim()).filter(Boolean)),
   });
   const alias = h("input", {
-    type: "text", value: model.get("alias"), size: 10, "data-nbmlops": "widget-alias",
+    type: "text", class: "jp-mod-styled", value: model.get("alias"), size: 10, "data-nbmlops": "widget-alias",
     onchange: (e) => set("alias")(e.target.value.trim()),
   });
   return h("div", { class: "controls" },
@@ -196,11 +210,11 @@ function controls(model) {
     h("label", {}, "mode ", select("widget-mode", model.get("modes").map((m) => [m, m]), model.get("mode"), set("mode"))),
     gates,
     h("label", {}, "alias ", alias),
-    h("button", { "data-nbmlops": "widget-promote-best", disabled: busy || !model.get("metric"),
+    h("button", { class: "jp-mod-styled jp-mod-accept", "data-nbmlops": "widget-promote-best", disabled: busy || !model.get("metric"),
       onclick: () => model.send({ action: "promote_best" }) }, "Promote best"),
-    h("button", { "data-nbmlops": "widget-promote-selected", disabled: busy || !model.get("selected_run"),
+    h("button", { class: "jp-mod-styled jp-mod-accept", "data-nbmlops": "widget-promote-selected", disabled: busy || !model.get("selected_run"),
       onclick: () => model.send({ action: "promote", run_id: model.get("selected_run") }) }, "Promote selected"),
-    h("button", { "data-nbmlops": "widget-refresh", disabled: busy, onclick: () => model.send({ action: "refresh" }) }, "Refresh"),
+    h("button", { class: "jp-mod-styled jp-mod-reject", "data-nbmlops": "widget-refresh", disabled: busy, onclick: () => model.send({ action: "refresh" }) }, "Refresh"),
   );
 }
 

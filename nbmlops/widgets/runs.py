@@ -12,7 +12,6 @@ thread; a request while one is under way is ignored (``busy``).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from nbmlops import project
 from nbmlops.capture import records
 from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.notebook import identity
 from nbmlops.promote.core import Promotion
 from nbmlops.promote.errors import PromotionRefused
 
@@ -32,8 +32,9 @@ HERE = Path(__file__).parent
 
 def notebook_experiment() -> str:
     """The experiment of the notebook this kernel runs: the notebook's name, as
-    ``nbmlops run`` uses it by default."""
-    path = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server for its kernels
+    ``nbmlops run`` uses it by default; the name it has now (its live Jupyter session),
+    not the one it had when the kernel started."""
+    path = identity.notebook_path()
     if not path:
         try:
             from IPython import get_ipython
@@ -44,7 +45,7 @@ def notebook_experiment() -> str:
             path = None
     if not path or not str(path).endswith(".ipynb"):
         raise NbmlopsError(
-            "cannot tell which notebook this kernel runs (no JPY_SESSION_NAME)",
+            "cannot tell which notebook this kernel runs (no Jupyter session holds it)",
             "name the experiment: nbmlops.widgets.runs(experiment='my_notebook')",
         )
     return project.experiment_name(str(path))

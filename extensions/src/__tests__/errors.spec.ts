@@ -1,4 +1,10 @@
-import { ApiError, errorMessage, messageText, openFailedMessage } from '../logic/errors';
+import {
+  ApiError,
+  errorMessage,
+  messageText,
+  openFailedMessage,
+  savesKernelFirst
+} from '../logic/errors';
 
 describe('errorMessage', () => {
   it('shows the server problem, fix and cell of a parse error', () => {
@@ -93,5 +99,18 @@ describe('openFailedMessage', () => {
     expect(openFailedMessage('out/nb.ipynb')).toBe(
       'JupyterLab could not open out/nb.ipynb. Fix: check that it still exists (was it moved?).'
     );
+  });
+});
+
+describe('savesKernelFirst', () => {
+  it('knows a new notebook that has no kernel recorded yet', () => {
+    const msg = {
+      problem: '/root/Untitled.ipynb: no kernelspec in the notebook metadata',
+      fix: 'open the notebook in JupyterLab, pick a Python kernel and save it',
+      cell: null,
+      status: 422
+    };
+    expect(savesKernelFirst(msg)).toBe(true);
+    expect(savesKernelFirst({ ...msg, problem: '/root/a.ipynb: kernel language is "R"' })).toBe(false);
   });
 });

@@ -25,7 +25,30 @@ const job = (over: Partial<IJob>): IJob => ({
 
 describe('jobStatusText', () => {
   it('shows a starting job', () => {
-    expect(jobStatusText(job({}))).toBe('running: starting');
+    expect(jobStatusText(job({}))).toBe('running: starting (kernel and setup cells)');
+    expect(jobStatusText(job({ seconds: 12 }), 4)).toBe(
+      'running: starting (kernel and setup cells) (0 of 4 steps done, 12 s)'
+    );
+  });
+
+  it('says the run is finishing once every step is done', () => {
+    const j = job({
+      steps: [
+        { name: 'load', status: 'FINISHED', seconds: 1 },
+        { name: 'train', status: 'FINISHED', seconds: 2 }
+      ],
+      seconds: 21
+    });
+    expect(jobStatusText(j, 2)).toBe('running: finishing the run record (2 of 2 steps done, 21 s)');
+  });
+
+  it('counts the wall time of a run, not only its steps', () => {
+    const j = job({
+      status: 'succeeded',
+      steps: [{ name: 'load', status: 'CACHED', seconds: 0 }],
+      seconds: 20
+    });
+    expect(jobStatusText(j)).toBe('succeeded: 1 step, 1 cached in 20 s');
   });
 
   it('shows the current step and the steps done', () => {
@@ -127,5 +150,29 @@ describe('formatStart', () => {
   it('shows month, day and time in local time', () => {
     expect(formatStart(new Date(2026, 10, 23, 21, 4).toISOString())).toBe('11-23 21:04');
     expect(formatStart('not a date')).toBe('not a date');
+  });
+});
+
+describe('a stopped job', () => {
+  const job = {
+    job_id: 'j',
+    path: 'a.ipynb',
+    status: 'killed' as const,
+    current_step: null,
+    steps: [
+      { name: 'load', status: 'FINISHED', seconds: 1 },
+      { name: 'wait', status: 'FAILED', seconds: 2 }
+    ],
+    run_id: null,
+    output_path: null,
+    run_url: null,
+    error: null
+  };
+
+  it('says it was recorded as KILLED and which steps stay cached', () => {
+    expect(jobStatusText(job)).toBe(
+      'stopped: the run is recorded as KILLED; 1 finished step stays cached'
+    );
+    expect(jobFinished(job)).toBe(true);
   });
 });

@@ -1,5 +1,7 @@
 import {
   afterOf,
+  graphProblem,
+  outputNotebookReason,
   parseUpstream,
   stepOf,
   stepsOf,
@@ -98,5 +100,44 @@ describe('validateStep', () => {
     expect(validateStep('evaluate', ['evaluate'], others)).toBe(
       'Step "evaluate" cannot come after itself: remove it from the upstream steps.'
     );
+  });
+});
+
+describe('graphProblem', () => {
+  const order = [['step:load'], [], ['step:train'], ['step:evaluate']];
+
+  it('accepts notebook order and after tags that follow it', () => {
+    expect(graphProblem(order)).toBeNull();
+    expect(graphProblem([['step:load'], ['step:a', 'after:load'], ['step:b', 'after:load']])).toBeNull();
+  });
+
+  it('accepts a step written above the step it runs after (the two swap)', () => {
+    expect(graphProblem([['step:report', 'after:train'], ['step:train']])).toBeNull();
+  });
+
+  it('names the loop through notebook order, with its path', () => {
+    const problem = graphProblem([['step:load', 'after:evaluate'], ['step:train'], ['step:evaluate']]);
+    expect(problem).toContain('Step "evaluate" has no "after", so it follows "train"');
+    expect(problem).toContain('evaluate → train → load → evaluate');
+  });
+
+  it('names an explicit two-step loop', () => {
+    const problem = graphProblem([['step:a', 'after:b'], ['step:b', 'after:a']]);
+    expect(problem).toContain('loop: a → b → a');
+  });
+
+  it('reads after tags on any cell of a step', () => {
+    expect(graphProblem([['step:a', 'after:b'], ['step:b'], ['after:a']])).toContain('a → b → a');
+  });
+});
+
+describe('outputNotebookReason', () => {
+  it('knows output notebooks by name, folder or the metadata a run writes', () => {
+    expect(outputNotebookReason('wine.partial.ipynb', [])).toContain('partial output');
+    expect(outputNotebookReason('.nbmlops/runs/wine-1/wine.ipynb', [])).toContain('run folders');
+    expect(outputNotebookReason('out/wine.ipynb', [{ nbmlops: { cell: 1 } }])).toContain(
+      'output notebook of a run'
+    );
+    expect(outputNotebookReason('wine.ipynb', [{ tags: ['step:load'] }])).toBeNull();
   });
 });

@@ -63,13 +63,16 @@ export interface IJobError {
 export interface IJob {
   job_id: string;
   path: string;
-  status: 'running' | 'succeeded' | 'failed';
+  /** `killed`: stopped from the panel (the MLflow run is KILLED). */
+  status: 'running' | 'succeeded' | 'failed' | 'killed';
   current_step: string | null;
   steps: IJobStep[];
   run_id: string | null;
   output_path: string | null;
   run_url: string | null;
   error: IJobError | null;
+  /** Wall time so far (kernel start and record keeping included); absent: unknown. */
+  seconds?: number;
 }
 
 export interface IPromotion {
@@ -97,4 +100,32 @@ export interface IPromoteRequest {
 export interface IErrorBody {
   error?: { problem?: string; fix?: string; cell?: number | null; [key: string]: unknown };
   promoted?: boolean;
+}
+
+/** Which run holds an alias of the experiment's registered model. */
+export interface IAliasHolder {
+  version: string;
+  run_id: string;
+}
+
+/** A parameter or metric across the compared runs (null: the run has none). */
+export interface ICompareRow<T> {
+  name: string;
+  values: (T | null)[];
+  differs: boolean;
+}
+
+export interface ICompareStep {
+  name: string;
+  runs: ({ status: string; cache: string | null; seconds: number | null } | null)[];
+}
+
+/** `GET compare?path=&run_id=...`: runs side by side. */
+export interface ICompare {
+  experiment: string;
+  aliases: Record<string, IAliasHolder>;
+  runs: { run_id: string; status: string; start_time: string; aliases: string[] }[];
+  params: ICompareRow<string>[];
+  metrics: ICompareRow<number>[];
+  steps: ICompareStep[];
 }

@@ -99,3 +99,9 @@ export function openFailedMessage(path: string): string {
   }
   return `JupyterLab could not open ${path}. Fix: check that it still exists (was it moved?).`;
 }
+
+/** Whether a pipeline error only says the notebook has no kernel recorded yet: a
+ * brand-new notebook before its first save, not a mistake to show in red. */
+export function savesKernelFirst(msg: IMessage): boolean {
+  return msg.status === 422 && msg.problem.includes(': no kernelspec in the notebook metadata');
+}

@@ -12,16 +12,30 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
   const done = stepsDone(job);
   const total = Math.max(totalSteps ?? 0, job.steps.length);
   const cached = job.steps.filter(s => s.status === 'CACHED').length;
-  const seconds = job.steps.reduce((sum, s) => sum + (s.seconds ?? 0), 0);
+  // The wall time (kernel start and record keeping count: the user waited for them).
+  const seconds = job.seconds ?? job.steps.reduce((sum, s) => sum + (s.seconds ?? 0), 0);
+  const elapsed = job.seconds !== undefined ? `, ${formatSeconds(job.seconds)}` : '';
   switch (job.status) {
     case 'running': {
-      const where = job.current_step ? `step ${job.current_step}` : 'starting';
-      const count = total ? ` (${done} of ${total} steps done)` : '';
-      return `running: ${where}${count}`;
+      const count = total ? ` (${done} of ${total} steps done${elapsed})` : '';
+      if (job.current_step) {
+        return `running: step ${job.current_step}${count}`;
+      }
+      if (!job.steps.length) {
+        return `running: starting (kernel and setup cells)${count}`;
+      }
+      if (total && done >= total) {
+        return `running: finishing the run record${count}`;
+      }
+      return `running: between steps${count}`;
     }
     case 'succeeded': {
       const c = cached ? `, ${cached} cached` : '';
       return `succeeded: ${done} step${done === 1 ? '' : 's'}${c} in ${formatSeconds(seconds)}`;
+    }
+    case 'killed': {
+      const kept = done ? `; ${done} finished step${done === 1 ? ' stays' : 's stay'} cached` : '';
+      return `stopped: the run is recorded as KILLED${kept}`;
     }
     case 'failed': {
       const e = job.error;
@@ -44,7 +58,7 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
 
 /** Whether polling can stop. */
 export function jobFinished(job: IJob): boolean {
-  return job.status === 'succeeded' || job.status === 'failed';
+  return job.status !== 'running';
 }
 
 /** "0.4 s", "12 s", "3 min 05 s". */

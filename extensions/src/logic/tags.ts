@@ -118,3 +118,135 @@ export function stepsOf(cellTags: ReadonlyArray<readonly string[] | undefined | 
   }
   return names;
 }
+
+interface IDeclared {
+  name: string;
+  declared: string[];
+  upstream: string[];
+}
+
+/** Upstream links from `start` to `goal` (`[start, ..., goal]`), or []. */
+function pathTo(start: string, goal: string, byName: Map<string, IDeclared>): string[] {
+  const todo = [[start]];
+  const seen = new Set([start]);
+  while (todo.length) {
+    const path = todo.shift()!;
+    for (const up of byName.get(path[path.length - 1])?.upstream ?? []) {
+      if (up === goal) {
+        return [...path, up];
+      }
+      if (!seen.has(up)) {
+        seen.add(up);
+        todo.push([...path, up]);
+      }
+    }
+  }
+  return [];
+}
+
+/**
+ * Why the notebook's steps, with each cell's tags as given, do not form a pipeline
+ * nbmlops can run (a loop through `after:` tags or through notebook order), with the
+ * loop's path; or null. The rules are nbmlops/notebook/pipeline.py's `_link`: a step's
+ * `after:` tags (on any of its cells) name its upstream steps; a step without them
+ * follows the step before it in the notebook, unless that step is tagged after it.
+ */
+export function graphProblem(
+  cellTags: ReadonlyArray<readonly string[] | undefined | null>
+): string | null {
+  const steps: IDeclared[] = [];
+  for (const tags of cellTags) {
+    const name = stepOf(tags);
+    if (name) {
+      steps.push({ name, declared: [], upstream: [] });
+    }
+    const current = steps[steps.length - 1];
+    if (current) {
+      for (const up of afterOf(tags)) {
+        if (!current.declared.includes(up)) {
+          current.declared.push(up);
+        }
+      }
+    }
+  }
+  const byName = new Map(steps.map(st => [st.name, st]));
+  for (const st of steps) {
+    st.upstream = st.declared.filter(up => byName.has(up) && up !== st.name);
+  }
+  for (let i = 0; i < steps.length; i++) {
+    const st = steps[i];
+    if (st.declared.length) {
+      continue;
+    }
+    for (let j = i - 1; j >= 0; j--) {
+      const earlier = steps[j];
+      if (earlier.declared.includes(st.name)) {
+        continue; // tagged after this step: it runs after it, not before
+      }
+      const loop = pathTo(earlier.name, st.name, byName);
+      if (loop.length) {
+        return (
+          `Step "${st.name}" has no "after", so it follows "${earlier.name}", the step ` +
+          `before it in the notebook; with the "after" tags that makes a loop: ` +
+          `${[st.name, ...loop].join(' → ')}. Give "${st.name}" an "after" step, or ` +
+          'remove one of the "after" tags on that loop.'
+        );
+      }
+      st.upstream = [earlier.name];
+      break;
+    }
+  }
+  // A loop through after: tags alone.
+  const state = new Map<string, 'open' | 'done'>();
+  const trail: string[] = [];
+  const visit = (name: string): string[] | null => {
+    if (state.get(name) === 'done') {
+      return null;
+    }
+    if (state.get(name) === 'open') {
+      return [...trail.slice(trail.indexOf(name)), name];
+    }
+    state.set(name, 'open');
+    trail.push(name);
+    for (const up of byName.get(name)?.upstream ?? []) {
+      const loop = visit(up);
+      if (loop) {
+        return loop;
+      }
+    }
+    trail.pop();
+    state.set(name, 'done');
+    return null;
+  };
+  for (const st of steps) {
+    const loop = visit(st.name);
+    if (loop) {
+      return (
+        `The steps would depend on each other in a loop: ${loop.join(' → ')}. ` +
+        'Remove one of the "after" steps on that loop.'
+      );
+    }
+  }
+  return null;
+}
+
+/**
+ * Why the notebook at `path` is the output of a run rather than a pipeline (a
+ * `*.partial.ipynb`, a notebook in nbmlops' run folders, or one whose cells carry the
+ * `nbmlops` metadata a run writes), or null.
+ */
+export function outputNotebookReason(
+  path: string,
+  cellMetadata: ReadonlyArray<Record<string, unknown>>
+): string | null {
+  if (path.endsWith('.partial.ipynb')) {
+    return 'This is the partial output notebook of a run that did not finish.';
+  }
+  if (/(^|\/)\.nbmlops\//.test(path)) {
+    return "This notebook is in nbmlops' run folders: it is a run's output.";
+  }
+  if (cellMetadata.some(m => m && typeof m === 'object' && 'nbmlops' in m)) {
+    return 'This is the output notebook of a run (its cells carry the run\u2019s metadata).';
+  }
+  return null;
+}
