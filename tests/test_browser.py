@@ -296,30 +296,51 @@ def _set_theme(page: Page, theme: str) -> None:
         "t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme
     )
     expect(page.locator(f"body[data-jp-theme-name='{theme}']")).to_have_count(1)
-    dark = "Dark" in theme
+    layout = {
+        "JupyterLab Light": ("white", "#fff", "#ffffff"),
+        "JupyterLab Dark": ("#212121", "var(--md-grey-900,#212121)"),
+        "JupyterLab Dark High Contrast": ("#111", "#111111"),
+    }[theme]
     _wait_for(
         lambda: (
             page.evaluate(
                 "() => getComputedStyle(document.body).getPropertyValue('--jp-layout-color1').trim()"
             ).lower()
-            in (("#212121", "var(--md-grey-900,#212121)") if dark else ("white", "#fff", "#ffffff"))
+            in layout
         ),
         f"the {theme} theme's colours",
     )
 
 
-def _readable_in_both_themes(
+def _readable_in_every_theme(
     page: Page, target: Any, what: str, shot: str | None = None, tmp: Path | None = None
 ) -> None:
-    """Check ``target`` in Light, then in Dark (a screenshot of each), back to Light."""
+    """Check ``target`` in Light, then in Dark (a screenshot) and JupyterLab 4.6's Dark High
+    Contrast, back to Light."""
     _assert_readable(target, f"{what} (Light)")
-    _set_theme(page, "JupyterLab Dark")
     try:
-        _assert_readable(target, f"{what} (Dark)")
-        if shot and tmp:
-            _screenshot(page, target, shot, tmp)
+        for theme in ("JupyterLab Dark", "JupyterLab Dark High Contrast"):
+            _set_theme(page, theme)
+            _assert_readable(target, f"{what} ({theme})")
+            if shot and tmp and theme == "JupyterLab Dark":
+                _screenshot(page, target, shot, tmp)
     finally:
         _set_theme(page, "JupyterLab Light")
+
+
+def _log_predictions(folder: Path) -> None:
+    """Today's predictions in the service's log format: the data set's rows with
+    ``mean radius`` shifted by three of its sds."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    frame["mean radius"] += 3 * frame["mean radius"].std()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    (folder / "data").mkdir(parents=True)
+    with open(folder / "data" / "data.0.log", "w") as out:
+        for i, row in enumerate(frame.to_dict(orient="records")):
+            line = {"timestamp": stamp, "request_id": f"r{i}", "latency_ms": 4.0, **row}
+            out.write(json.dumps({**line, "prediction": 1, "proba": {"0": 0.2, "1": 0.8}}) + "\n")
 
 
 def _open_notebook(page: Page, lab: Lab, path: str) -> None:
@@ -466,7 +487,8 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     _screenshot(page, compare, "panel-compare.png", tmp_path)
 
     # A gate the new run fails: refused, with the fix in the panel's terms; Promote anyway
-    # asks, then moves the alias (the override is recorded).
+    # asks why (a reason is required), then moves the alias: the reason and the override
+    # are recorded in the alias history.
     panel.locator("[data-nbmlops='promote-button']").click()
     panel.locator("[data-nbmlops='promote-metric']").select_option("f1")
     panel.locator("[data-nbmlops='promote-gates']").fill("f1>=0.999")
@@ -475,10 +497,41 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     expect(result).to_contain_text('click "Promote anyway"')
     expect(result).not_to_contain_text("--force")
     result.locator("[data-nbmlops='promote-force']").click()
-    page.locator(".jp-Dialog").get_by_role("button", name="Promote anyway").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.get_by_role("button", name="Promote anyway").click()  # no reason yet: asked again
+    expect(dialog).to_contain_text("A reason is needed")
+    dialog.locator("input").fill("more trees, checked by hand on the hold-out")
+    _screenshot(page, page.locator(".jp-Dialog-content"), "promote-anyway.png", tmp_path)
+    dialog.get_by_role("button", name="Promote anyway").click()
     expect(result).to_have_attribute("data-nbmlops-outcome", "promoted", timeout=120_000)
     assert _alias_version(lab, "breast_cancer", "champion") == "2"
-    _readable_in_both_themes(
+    from nbmlops.promote import history as alias_history
+
+    move = alias_history("breast_cancer", lab.tracking_uri)[-1]
+    assert move.forced and move.reason.startswith(
+        "more trees, checked by hand on the hold-out (overrode: "
+    )
+
+    # The served model at a glance: the champion, why it was forced; once its service has
+    # logged predictions (shifted inputs), the latest drift and performance verdicts and
+    # the over-time report in a JupyterLab tab.
+    served = panel.locator("[data-nbmlops='served']")
+    expect(served.locator("[data-nbmlops='served-version']")).to_have_text("2")
+    expect(served.locator("[data-nbmlops='served-forced']")).to_contain_text("more trees")
+    expect(served.locator("[data-nbmlops='served-note']")).to_contain_text("no monitor logs")
+    _log_predictions(lab.root / ".nbmlops" / "monitoring" / "breast_cancer-v2")
+    panel.locator("[data-nbmlops='refresh-button']").click()
+    drift = served.locator("[data-nbmlops='served-drift']")
+    expect(drift).to_have_attribute("data-nbmlops-verdict", "alert")
+    expect(drift).to_contain_text("mean radius")
+    expect(served.locator("[data-nbmlops='served-performance']")).to_contain_text("performance ok")
+    _screenshot(page, served, "panel-served.png", tmp_path)
+    served.locator("[data-nbmlops='served-report']").click()
+    report = page.frame_locator(".nbmlops-report iframe")
+    expect(report.locator("h1")).to_contain_text("breast_cancer@champion")
+    _screenshot(page, page.locator(".nbmlops-report"), "served-report.png", tmp_path)
+    page.locator(".lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+    _readable_in_every_theme(
         page, panel, "the panel after a run and a promotion", "panel-dark.png", tmp_path
     )
 
@@ -503,7 +556,7 @@ def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
     expect(status).to_contain_text("KILLED; 1 finished step stays cached")
     expect(panel.locator("[data-nbmlops='stop-button']")).to_have_count(0)
     expect(run).to_be_enabled()
-    _readable_in_both_themes(page, panel, "the panel after Stop")
+    _readable_in_every_theme(page, panel, "the panel after Stop")
 
     from mlflow import MlflowClient
 
@@ -602,7 +655,7 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
         expect(widget.locator(f"[data-nbmlops='{button}']")).to_have_class(
             re.compile("jp-mod-styled")
         )
-    _readable_in_both_themes(
+    _readable_in_every_theme(
         page, widget, "the widget with a selected row", "widget-dark.png", tmp_path
     )
     _screenshot(

@@ -270,6 +270,11 @@ class GlanceHandler(NbmlopsHandler):
     """``GET glance?path=&model_name=&alias=``: the served model at a glance
     (``monitor.glance``); with ``format=html`` its over-time report page."""
 
+    @property
+    def content_security_policy(self) -> str:
+        """The API's (nothing may load), but the report's inline style and data: images."""
+        return f"{super().content_security_policy}; img-src data:; style-src 'unsafe-inline'"
+
     @tornado.web.authenticated
     @authorized
     @answers
@@ -291,8 +296,7 @@ class GlanceHandler(NbmlopsHandler):
 
             line = await self.blocking(lambda: glance.report(name, alias, rule, logs, uri))
             assert line is not None
-            self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.finish(render_html(line))
+            self.finish(render_html(line), set_content_type="text/html; charset=utf-8")
             return
         self.reply(
             200,

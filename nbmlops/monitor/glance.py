@@ -87,6 +87,6 @@ def report(
     except MonitorInputError as exc:
         if out is None:
             raise
-        out["note"] = exc.problem
+        out["note"] = exc.problem.removeprefix(f"{exc.source}: ")  # the folder: too long
         return None
     return line
