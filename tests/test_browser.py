@@ -103,6 +103,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         metadata=widget_nb.metadata,
     )
     nbformat.write(slow, str(root / "slow.ipynb"))
+    # A loss logged by step: the comparison view draws it as curves.
+    curves = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import nbmlops"),
+            nbformat.v4.new_code_cell("rate = 0.5", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(
+                "for i in range(8):\n    nbmlops.log_metric('loss', 1 / (1 + rate * i), step=i)\n"
+                "nbmlops.log_metric('final_loss', 1 / (1 + rate * 7))",
+                metadata={"tags": ["step:fit"]},
+            ),
+        ],
+        metadata=widget_nb.metadata,
+    )
+    nbformat.write(curves, str(root / "curves.ipynb"))
 
     # No "Would you like to get notified about Jupyter news?" toast over the panel.
     notifications = base / "settings" / "@jupyterlab" / "apputils-extension"
@@ -588,6 +602,22 @@ def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
     _wait_for(lambda: _cell_tags(lab, "slow.ipynb")[0] == ["parameters"], "the save")
     assert _cell_tags(lab, "slow.ipynb")[1] == []
 
+    # The graph follows the notebook as it is edited, before any save.
+    graph = panel.locator("[data-nbmlops='steps-graph']")
+    expect(graph.locator("[data-nbmlops-step]")).to_have_count(2)
+    cells.nth(1).locator(".jp-InputPrompt").click()
+    cells.nth(1).locator("[data-command='nbmlops:mark-step']").click()
+    page.locator("[data-nbmlops='step-name-input']").fill("prepare")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    expect(graph.locator("[data-nbmlops-step='prepare']")).to_have_count(1)
+    expect(graph.locator("[data-nbmlops-edge='prepare->load']")).to_have_count(1)
+    source = panel.locator("[data-nbmlops='graph-source']")
+    expect(source).to_contain_text("not saved yet")
+    assert "step:prepare" not in _cell_tags(lab, "slow.ipynb")[1]
+    page.keyboard.press("Control+s")
+    _wait_for(lambda: "step:prepare" in _cell_tags(lab, "slow.ipynb")[1], "the save")
+    expect(source).to_contain_text("it follows your edits")
+
     # The run's output notebook opens in JupyterLab and is not offered as a pipeline.
     panel.locator("[data-nbmlops='output-link']").click()
     expect(panel.locator("[data-nbmlops='output-notebook']")).to_contain_text(
@@ -655,6 +685,29 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
         expect(widget.locator(f"[data-nbmlops='{button}']")).to_have_class(
             re.compile("jp-mod-styled")
         )
+    # A second run, then the two ticked: side by side, as in the panel.
+    again = subprocess.run(
+        [*cli, "run", "widget_demo.ipynb", "-p", "n_estimators=30", "-q"],
+        cwd=lab.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    widget.locator("[data-nbmlops='widget-refresh']").click()
+    expect(rows).to_have_count(2)
+    for i in range(2):
+        rows.nth(i).locator("[data-nbmlops-compare]").check()
+    compared = widget.locator("[data-nbmlops='widget-compare']")
+    expect(compared).to_contain_text("Compare 2 runs")
+    trees = compared.locator("[data-nbmlops-param='n_estimators']")
+    expect(trees).to_have_attribute("data-differs", "true")
+    expect(trees).to_contain_text("20")
+    expect(trees).to_contain_text("30")
+    expect(compared.locator(f"[data-nbmlops-bar='f1:{run_id}']")).to_have_count(1)
+    expect(compared.locator("[data-nbmlops='widget-compare-steps'] [data-step]")).to_have_count(4)
+    _screenshot(page, compared, "widget-compare.png", tmp_path)
     _readable_in_every_theme(
         page, widget, "the widget with a selected row", "widget-dark.png", tmp_path
     )
@@ -664,6 +717,41 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
         "widget.png",
         tmp_path,
     )
+
+
+def test_metrics_logged_by_step_are_compared_as_curves(
+    lab: Lab, page: Page, tmp_path: Path
+) -> None:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=lab.tracking_uri)
+    cli = [sys.executable, "-c", "from nbmlops.cli import main; main()"]
+    for rate in ("0.5", "2.0"):
+        made = subprocess.run(
+            [*cli, "run", "curves.ipynb", "-p", f"rate={rate}", "-q"],
+            cwd=lab.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert made.returncode == 0, made.stderr
+    _open_notebook(page, lab, "curves.ipynb")
+    panel = page.locator("#nbmlops-panel")
+    if not panel.is_visible():
+        page.locator(".jp-SideBar [data-id='nbmlops-panel']").click()
+    expect(panel.locator("[data-nbmlops='notebook-path']")).to_have_text("curves.ipynb")
+    boxes = panel.locator("[data-nbmlops='runs-table'] [data-nbmlops-select]")
+    expect(boxes).to_have_count(2)
+    for i in range(2):
+        boxes.nth(i).check()
+    curve = panel.locator("[data-nbmlops='compare-curve'][data-nbmlops-metric='loss']")
+    expect(curve.locator("polyline")).to_have_count(2)
+    expect(curve).to_contain_text("step 0–7")
+    points = curve.locator("polyline").first.get_attribute("points") or ""
+    assert len(points.split()) == 8, points
+    # final_loss is one value per run: bars, not a curve.
+    expect(panel.locator("[data-nbmlops-metric='final_loss']")).to_have_count(0)
+    _screenshot(page, panel.locator("[data-nbmlops='compare']"), "panel-curves.png", tmp_path)
+    _readable_in_every_theme(page, panel.locator("[data-nbmlops='compare']"), "the curves")
 
 
 def test_a_notebook_nbmlops_cannot_parse_opens_and_the_panel_says_why(lab: Lab, page: Page) -> None:
