@@ -25,7 +25,7 @@ import {
   messageText,
   savesKernelFirst
 } from './logic/errors';
-import { linkSteps, outputNotebookReason } from './logic/tags';
+import { graphProblem, linkSteps, outputNotebookReason } from './logic/tags';
 import {
   changedParameters,
   defaultMode,
@@ -120,6 +120,7 @@ export class NbmlopsPanel extends Widget {
     }
     this._notebook = panel;
     this._liveSteps = null;
+    this._liveProblem = null;
     // Show what this notebook showed last time until the reload answers.
     const cached = panel ? this._cache.get(panel.context.path) : undefined;
     this._pipeline = cached?.pipeline ?? null;
@@ -317,6 +318,7 @@ export class NbmlopsPanel extends Widget {
         tags.push(Array.isArray(t) ? t.map(String) : []);
       }
       this._liveSteps = linkSteps(tags);
+      this._liveProblem = this._liveSteps ? null : graphProblem(tags);
       this._renderGraph();
     }, LIVE_MS);
   }
@@ -495,9 +497,11 @@ export class NbmlopsPanel extends Widget {
       h(
         'p',
         { class: 'nbmlops-hint', 'data-nbmlops': 'graph-source' },
-        unsaved
-          ? 'As edited, not saved yet: a run uses the notebook as saved.'
-          : 'As in the notebook; it follows your edits.'
+        this._liveProblem
+          ? `As last read: the edited tags make no pipeline. ${this._liveProblem}`
+          : unsaved
+            ? 'As edited, not saved yet: a run uses the notebook as saved.'
+            : 'As in the notebook; it follows your edits.'
       )
     );
   }
@@ -1126,6 +1130,7 @@ export class NbmlopsPanel extends Widget {
   private _glance: IGlance | null = null;
   private _glanceError: unknown = null;
   private _liveSteps: { name: string; after: string[] }[] | null = null;
+  private _liveProblem: string | null = null;
   private _liveTimer = 0;
 }
 
