@@ -9,6 +9,7 @@ or ``MLFLOW_TRACKING_URI`` point every command at another store.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -66,6 +67,14 @@ def redact(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+_PASSWORD_IN_URI = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*):[^\s/@]*@", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error of a library, a log line) with every URI's password as ``***``."""
+    return _PASSWORD_IN_URI.sub(r"\1:***@", text)
 
 
 def credentials_to_env(uri: str) -> str:

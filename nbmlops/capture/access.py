@@ -5,7 +5,9 @@
 
 - ``scientist``: logs runs and registers versions of a model ``NAME`` (MLflow gives the
   creator of an experiment or a registered model MANAGE on it; everything else is READ);
-- ``release``: may also edit ``NAME-production``, the production model that
+- ``release``: may also register versions of every model (and store their reference
+  profiles in every experiment's runs), and edit ``NAME-production``,
+  the production model that
   ``nbmlops server protect NAME`` creates as the admin. Once it exists, promotion copies
   the promoted version of ``NAME`` into it and moves the alias there, so only a release
   user's credentials can change what is served.
@@ -17,6 +19,7 @@ The admin's credentials come, as every user's, from ``MLFLOW_TRACKING_USERNAME``
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from nbmlops.exceptions import NbmlopsError, TrackingError
@@ -67,14 +70,14 @@ def access_error(exc: BaseException, uri: str, what: str) -> TrackingError | Non
     text = str(exc)
     code = getattr(exc, "error_code", "")
     user = current_user()
-    if code == "UNAUTHENTICATED" or "error code 401" in text:
+    if code == "UNAUTHENTICATED" or re.search(r"error code 401|401 Client Error", text):
         problem = (
             f"the tracking server refused the password of user {user!r}"
             if user
             else "the tracking server asks for a user name and password, and none was given"
         )
         return NotAuthenticated(uri, problem, _CREDENTIALS_FIX)
-    if code == "PERMISSION_DENIED" or "error code 403" in text:
+    if code == "PERMISSION_DENIED" or re.search(r"error code 403|403 Client Error", text):
         return AccessDenied(
             uri,
             f"user {user!r} is not permitted to {what.replace('_', ' ')} (permission denied)",
@@ -165,6 +168,13 @@ def _role_id(client: Any, uri: str, role: str) -> int:
         "create roles",
         lambda: client.create_role(WORKSPACE, name, f"nbmlops {role} (docs/tracking-server.md)"),
     )
+    if role == "release":  # registers (and profiles) what it promotes, of any scientist's
+        for resource in ("registered_model", "experiment"):
+            _admin_call(
+                uri,
+                "grant permissions",
+                lambda r=resource: client.add_role_permission(created.id, r, "*", "EDIT"),
+            )
     return int(created.id)
 
 
