@@ -339,7 +339,7 @@ def wait_ready(
         time.sleep(0.25)
     raise TrackingServerError(
         f"the tracking server did not answer {url} within {timeout:.0f} s; its log:\n"
-        + hide_password(tail(log), config.backend_store_uri),
+        + _log_text(tail(log), config),
         f"read the log ({log}); a slow machine may need a second try",
     )
 
@@ -349,7 +349,7 @@ def exited_error(
 ) -> TrackingServerError:
     """The server stopped on its own: a known cause of a failed start by name, else the
     end of its log."""
-    text = hide_password(tail(log, 60), config.backend_store_uri)
+    text = _log_text(tail(log, 60), config)
     lowered = text.lower()
     if starting and "address already in use" in lowered:
         return _port_error(config.host, config.port, "address already in use")
@@ -361,3 +361,9 @@ def exited_error(
         f"the tracking server exited with status {code}; the end of its log ({log}):\n{text}",
         "read the log above; start it again with the same options (runs wait for it)",
     )
+
+
+def _log_text(text: str, config: ServerConfig) -> str:
+    """The server's log without the passwords of its stores (runs', and users')."""
+    text = hide_password(text, config.backend_store_uri)
+    return hide_password(text, config.auth_db) if config.auth_db else text
