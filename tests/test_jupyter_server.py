@@ -433,6 +433,8 @@ async def test_oversized_and_deep_requests_are_4xx_and_leave_nothing_behind(
         jp_fetch, "runs", method="POST", body={"path": long_path, "parameters": {}}
     )
     assert status == 400 and body["error"]["fix"], body
+    status, body = await call(jp_fetch, "pipeline", params={"path": "n" * 300 + ".ipynb"})
+    assert status == 400 and "255" in body["error"]["problem"], body
     big = {"path": name, "parameters": {"depth": "1" + "0" * 200_000}}
     status, body = await call(jp_fetch, "runs", method="POST", body=big)
     assert status == 400 and body["error"]["parameter"] == "depth", body

@@ -11,6 +11,10 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
 - ``GET jobs/<id>``: the job's progress and outcome;
 - ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
   ``"build": true``); 409 when refused.
+
+Limits are checked before anything else (400, or 413 for the body): the path's length, a
+parameter's size, the body's size and its nesting depth (counted before it is parsed).
+Symlinks are followed before the root and hidden-folder rules.
 """
 
 from __future__ import annotations
@@ -132,10 +136,11 @@ class NbmlopsHandler(APIHandler):
             raise RequestError(400, "no notebook path given", "pass path=<notebook.ipynb>")
         if "\x00" in path:
             raise RequestError(400, "the path holds a NUL character", "give a notebook's path")
-        if len(path) > MAX_PATH:
+        if len(path) > MAX_PATH or any(len(part) > 255 for part in path.split("/")):
             raise RequestError(
                 400,
-                f"the path is {len(path)} characters long (at most {MAX_PATH})",
+                f"the path is {len(path)} characters long (at most {MAX_PATH}, and 255 "
+                "for a folder or file name)",
                 "give a notebook's path relative to the Jupyter root",
             )
         root: Path = self.app.root
