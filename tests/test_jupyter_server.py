@@ -458,7 +458,7 @@ async def test_runs_beyond_the_limit_wait_in_a_queue_and_say_their_place(
     go = root / "go-signal"
     ids = []
     for n in range(4):  # the server runs two at once (Nbmlops.max_concurrent_runs)
-        body = {"path": name, "parameters": {"go": repr(str(go)), "n": str(n)}}
+        body = {"path": name, "parameters": {"go": repr(str(go)), "n": str(n)}, "concurrent": True}
         status, answer = await call(jp_fetch, "runs", method="POST", body=body)
         assert status == 202, answer
         ids.append(answer["job_id"])
