@@ -65,8 +65,9 @@ def project(
 def _project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("jupyter-root")
     tag = uuid.uuid4().hex[:8]
-    names = {k: f"{k}_{tag}.ipynb" for k in ("train", "fails", "broken")}
+    names = {k: f"{k}_{tag}.ipynb" for k in ("train", "fails", "broken", "waits")}
     write_notebook(root / names["train"], TRAIN)
+    write_notebook(root / names["waits"], WAITS)
     write_notebook(root / "sub" / names["fails"], FAILS)
     write_notebook(
         root / names["broken"],
@@ -126,10 +127,21 @@ async def finished_job(jp_fetch: Any, job_id: str) -> dict[str, Any]:
     for _ in range(1200):
         code_, job = await call(jp_fetch, "jobs", job_id)
         assert code_ == 200, job
-        if job["status"] != "running":
+        if job["status"] not in ("running", "queued"):
             return job
         await asyncio.sleep(0.5)
     raise AssertionError(f"job {job_id} still running: {job}")
+
+
+# A run that waits until the file named by its parameter exists (then finishes).
+WAITS = [
+    code("go = ''\nn = 0", "parameters"),
+    code(
+        "import os, time\nwhile not os.path.exists(go):\n    time.sleep(0.1)\nimport nbmlops\n"
+        "nbmlops.log_metric('n', n)",
+        "step:wait",
+    ),
+]
 
 
 async def test_pipeline_describes_the_tagged_notebook(
@@ -406,3 +418,54 @@ async def test_pipeline_lists_misspelt_tags_as_warnings(
     assert [s["name"] for s in body["steps"]] == ["load"]
     [warning] = body["warnings"]
     assert (warning["cell"], warning["tag"], warning["meant"]) == (2, "Step:train", "step:train")
+
+
+async def test_oversized_and_deep_requests_are_4xx_and_leave_nothing_behind(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    root, name = project["root"], project["names"]["train"]
+    jobs = root / ".nbmlops" / "jobs"
+    before = sorted(jobs.iterdir()) if jobs.exists() else []
+    long_path = "a/" * 3499 + "x.ipynb"  # 7,005 characters
+    status, body = await call(jp_fetch, "pipeline", params={"path": long_path})
+    assert status == 400 and "characters long" in body["error"]["problem"], body
+    status, body = await call(
+        jp_fetch, "runs", method="POST", body={"path": long_path, "parameters": {}}
+    )
+    assert status == 400 and body["error"]["fix"], body
+    status, body = await call(jp_fetch, "pipeline", params={"path": "n" * 300 + ".ipynb"})
+    assert status == 400 and "255" in body["error"]["problem"], body
+    big = {"path": name, "parameters": {"depth": "1" + "0" * 200_000}}
+    status, body = await call(jp_fetch, "runs", method="POST", body=big)
+    assert status == 400 and body["error"]["parameter"] == "depth", body
+    assert "as a file" in body["error"]["fix"]
+    deep = '{"path": "' + name + '", "parameters": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    status, body = await call(jp_fetch, "runs", method="POST", body=deep)
+    assert status == 400 and "nests 100001 levels deep" in body["error"]["problem"], body
+    assert (sorted(jobs.iterdir()) if jobs.exists() else []) == before  # no job folder left
+
+    # A visible link into a hidden folder is the hidden notebook: refused as such.
+    write_notebook(root / ".hidden" / "inner.ipynb", [code("x = 1", "step:a")])
+    (root / "visible.ipynb").symlink_to(root / ".hidden" / "inner.ipynb")
+    status, body = await call(jp_fetch, "pipeline", params={"path": "visible.ipynb"})
+    assert status == 403 and "hidden folder (.hidden)" in body["error"]["problem"], body
+
+
+async def test_runs_beyond_the_limit_wait_in_a_queue_and_say_their_place(
+    jp_fetch: Any, project: dict[str, Any]
+) -> None:
+    root, name = project["root"], project["names"]["waits"]
+    go = root / "go-signal"
+    ids = []
+    for n in range(4):  # the server runs two at once (Nbmlops.max_concurrent_runs)
+        body = {"path": name, "parameters": {"go": repr(str(go)), "n": str(n)}, "concurrent": True}
+        status, answer = await call(jp_fetch, "runs", method="POST", body=body)
+        assert status == 202, answer
+        ids.append(answer["job_id"])
+    seen = [(await call(jp_fetch, "jobs", job_id))[1] for job_id in ids]
+    assert [s["status"] for s in seen] == ["running", "running", "queued", "queued"], seen
+    assert [s.get("queue_position") for s in seen[2:]] == [1, 2]
+    go.touch()
+    for job_id in ids:
+        job = await finished_job(jp_fetch, job_id)
+        assert job["status"] == "succeeded", job

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class ServerConfig:
     port: int = 5000
     workers: int | None = None  # MLflow's default (4) when None
     allowed_hosts: str | None = None
+    auth_db: str | None = None  # MLflow's basic authentication, its users there; None: off
 
     @property
     def url(self) -> str:
@@ -73,12 +75,15 @@ def configure(
     port: int = 5000,
     workers: int | None = None,
     allowed_hosts: str | None = None,
+    auth: bool = False,
+    auth_db: str | None = None,
 ) -> ServerConfig:
     """The server's settings, defaults filled in from the project folder ``root``.
 
     Default store: the project's own ``mlflow.db`` (the runs recorded so far stay visible
     and nothing moves); default artifacts: ``mlartifacts/`` in the project, MLflow's own
-    default for a server. Relative paths are made absolute.
+    default for a server. Relative paths are made absolute. With ``auth``, users and
+    permissions are kept in ``auth_db`` (default: ``.nbmlops/server/basic_auth.db``).
     """
     backend = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
     if backend.startswith("sqlite:///") and not backend.startswith("sqlite:////"):
@@ -94,7 +99,14 @@ def configure(
         raise TrackingServerError(
             f"--workers {workers} is not a number of processes", "use 1 or more"
         )
+    if auth_db and not auth:
+        raise TrackingServerError("--auth-db without --auth", "add --auth, or drop --auth-db")
+    if auth:
+        auth_db = with_driver(
+            auth_db or f"sqlite:///{root / '.nbmlops' / SERVER_DIR / 'basic_auth.db'}"
+        )
     return ServerConfig(
+        auth_db=auth_db,
         backend_store_uri=with_driver(backend),
         artifacts_destination=artifacts,
         host=host,
@@ -147,7 +159,31 @@ def command(config: ServerConfig) -> list[str]:
         cmd += ["--workers", str(config.workers)]
     if config.allowed_hosts:
         cmd += ["--allowed-hosts", config.allowed_hosts]
+    if config.auth_db:
+        cmd += ["--app-name", "basic-auth"]
     return cmd
+
+
+def auth_config(config: ServerConfig, folder: Path) -> Path:
+    """Write MLflow's basic-auth settings (``MLFLOW_AUTH_CONFIG_PATH``) into ``folder``,
+    readable by this user only (the database URI may hold a password). Everyone reads
+    (``default_permission``); the creator of an experiment or a model manages it; the
+    roles of ``capture/access.py`` add the rest. The admin's first password comes from
+    ``MLFLOW_AUTH_ADMIN_PASSWORD``."""
+    assert config.auth_db is not None
+    path = folder / "basic_auth.ini"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {config.auth_db.replace('%', '%%')}\n"
+        f"admin_username = {os.environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 # ---------------------------------------------------------------- checks before starting
@@ -278,6 +314,10 @@ def start(config: ServerConfig, log: Path) -> subprocess.Popen[bytes]:
         "MLFLOW_BACKEND_STORE_URI": config.backend_store_uri,  # not in argv: see command()
     }
     env.pop("MLFLOW_TRACKING_URI", None)  # the server's store is its backend store
+    if config.auth_db:
+        check_backend(config.auth_db)
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(config, log.parent))
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
     return processes.start(command(config), env, log)
 
 
@@ -299,7 +339,7 @@ def wait_ready(
         time.sleep(0.25)
     raise TrackingServerError(
         f"the tracking server did not answer {url} within {timeout:.0f} s; its log:\n"
-        + hide_password(tail(log), config.backend_store_uri),
+        + _log_text(tail(log), config),
         f"read the log ({log}); a slow machine may need a second try",
     )
 
@@ -309,7 +349,7 @@ def exited_error(
 ) -> TrackingServerError:
     """The server stopped on its own: a known cause of a failed start by name, else the
     end of its log."""
-    text = hide_password(tail(log, 60), config.backend_store_uri)
+    text = _log_text(tail(log, 60), config)
     lowered = text.lower()
     if starting and "address already in use" in lowered:
         return _port_error(config.host, config.port, "address already in use")
@@ -321,3 +361,9 @@ def exited_error(
         f"the tracking server exited with status {code}; the end of its log ({log}):\n{text}",
         "read the log above; start it again with the same options (runs wait for it)",
     )
+
+
+def _log_text(text: str, config: ServerConfig) -> str:
+    """The server's log without the passwords of its stores (runs', and users')."""
+    text = hide_password(text, config.backend_store_uri)
+    return hide_password(text, config.auth_db) if config.auth_db else text

@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbmlops.capture import schema
+from nbmlops.capture.access import access_error
 from nbmlops.exceptions import TrackingError
+from nbmlops.project import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -153,8 +155,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
+    from nbmlops.project import without_credentials
+
+    health = without_credentials(uri).rstrip("/") + "/health"  # /health asks for none
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        urllib.request.urlopen(health, timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered: a server (maybe behind a proxy without /health)
     except (urllib.error.URLError, OSError) as exc:
@@ -182,9 +187,9 @@ class RetryingClient:
         if not callable(attr):
             return attr
         write = not name.startswith(_READS)
-        return lambda *args, **kwargs: self._call(lambda: attr(*args, **kwargs), write)
+        return lambda *args, **kwargs: self._call(lambda: attr(*args, **kwargs), write, name)
 
-    def _call(self, fn: Callable[[], T], write: bool) -> T:
+    def _call(self, fn: Callable[[], T], write: bool, name: str = "") -> T:
         if self._gone is not None:
             raise self._gone
         try:
@@ -192,6 +197,19 @@ class RetryingClient:
         except ServerGone as exc:
             self._gone = exc
             raise
+        except TrackingError:
+            raise
+        except Exception as exc:  # a 401 or 403 of an authenticating server, by name
+            refused = access_error(exc, self._uri, name)
+            if refused is None and _is_unreachable(exc):
+                refused = TrackingError(
+                    self._uri,
+                    f"no answer from the tracking server ({_reason(exc)})",
+                    "start it (nbmlops server start) or correct --tracking-uri",
+                )
+            if refused is None:
+                raise
+            raise refused from None
 
 
 def open_client(uri: str) -> RetryingClient:
@@ -259,7 +277,7 @@ def retry(fn: Callable[[], T], uri: str, attempts: int = 30, patient: bool = Tru
                     warned = True
                     log.warning(
                         "tracking server %s not answering (%s); retrying for up to %.0f s",
-                        uri,
+                        redact(uri),
                         _reason(exc),
                         server_patience(),
                     )

@@ -55,7 +55,10 @@ def _fail(ctx: click.Context, exc: BaseException, code: int, internal: bool = Fa
         if exc.fix:
             click.echo(f"  fix: {exc.fix}", err=True)
     else:
-        click.secho(f"internal error: {str(exc) or type(exc).__name__}", fg="red", err=True)
+        from nbmlops.project import redact_text
+
+        message = redact_text(str(exc)) or type(exc).__name__
+        click.secho(f"internal error: {message}", fg="red", err=True)
     if not verbose and (internal or isinstance(exc, StepFailed)):
         click.echo("  (run with --verbose for the full traceback)", err=True)
     sys.exit(code)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Unicode
+from traitlets import Int, Unicode
 
 from nbmlops import project
 from nbmlops.run.jobs import Jobs
@@ -33,6 +33,13 @@ class Nbmlops(ExtensionApp):
         "browser). Empty: the CLI's default.",
     )
 
+    max_concurrent_runs = Int(
+        2,
+        config=True,
+        help="Runs started from JupyterLab that execute at once; later ones wait in a queue "
+        "(the job's status says its place).",
+    )
+
     def initialize_settings(self) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -42,7 +49,7 @@ class Nbmlops(ExtensionApp):
         self.allow_hidden = bool(getattr(self.serverapp.contents_manager, "allow_hidden", False))
         self.store = project.tracking_uri(self.tracking_uri, self.root)
         outputs = (self.root / self.output_dir).resolve() if self.output_dir else None
-        self.jobs = Jobs(self.root, self.store, outputs)
+        self.jobs = Jobs(self.root, self.store, outputs, self.max_concurrent_runs)
 
     def initialize_handlers(self) -> None:
         from nbmlops.jupyter.handlers import routes

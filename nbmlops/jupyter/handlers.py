@@ -16,6 +16,10 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
   ``format=html``: the model's over-time report, for a JupyterLab tab;
 - ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
   ``"build": true``); 409 when refused.
+
+Limits are checked before anything else (400, or 413 for the body): the path's length, a
+parameter's size, the body's size and its nesting depth (counted before it is parsed).
+Symlinks are followed before the root and hidden-folder rules.
 """
 
 from __future__ import annotations
@@ -43,6 +47,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 def authorized_to(action: str) -> Callable[[F], F]:
     """jupyter_server's ``@authorized(action)``, typed (its overloads confuse mypy)."""
     return cast(Callable[[F], F], authorized(action))
+
+
+MAX_PATH = 1024  # characters of a notebook path (the OS refuses a name part over 255)
+MAX_PARAMETER = 32_000  # characters of one parameter (a command-line argument's limit is 128 KiB)
+MAX_BODY = 1_000_000  # bytes of a request body
+MAX_DEPTH = 32  # levels of nesting of a JSON body, counted before it is parsed
+
+
+def nesting(raw: bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` in the JSON text ``raw`` (outside strings),
+    counted without recursion: a body nested 100,000 deep is refused, not parsed."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 class RequestError(NbmlopsError):
@@ -79,8 +112,20 @@ class NbmlopsHandler(APIHandler):
         self.finish(json.dumps(body))
 
     def body(self) -> dict[str, Any]:
+        raw = self.request.body or b"{}"
+        if len(raw) > MAX_BODY:
+            raise RequestError(
+                413, f"the request body is {len(raw)} bytes (at most {MAX_BODY})", "send less"
+            )
+        depth = nesting(raw)
+        if depth > MAX_DEPTH:
+            raise RequestError(
+                400,
+                f"the request body nests {depth} levels deep (at most {MAX_DEPTH})",
+                'send {"path": ..., "parameters": {"name": "text"}}',
+            )
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise RequestError(
                 400, f"the request body is not JSON ({exc})", "send a JSON object"
@@ -96,19 +141,27 @@ class NbmlopsHandler(APIHandler):
             raise RequestError(400, "no notebook path given", "pass path=<notebook.ipynb>")
         if "\x00" in path:
             raise RequestError(400, "the path holds a NUL character", "give a notebook's path")
+        if len(path) > MAX_PATH or any(len(part) > 255 for part in path.split("/")):
+            raise RequestError(
+                400,
+                f"the path is {len(path)} characters long (at most {MAX_PATH}, and 255 "
+                "for a folder or file name)",
+                "give a notebook's path relative to the Jupyter root",
+            )
         root: Path = self.app.root
         if os.path.isabs(path) or path.startswith(("/", "\\")):
             raise RequestError(
                 403, f"{path} is an absolute path", "give the path relative to the Jupyter root"
             )
-        resolved = (root / path).resolve()
+        resolved = Path(os.path.realpath(root / path))  # symlinks followed before the rules
         if not resolved.is_relative_to(root):
             raise RequestError(
                 403,
                 f"{path} is outside the Jupyter root directory",
                 "open a notebook under the root",
             )
-        hidden = [part for part in Path(path).parts if part.startswith(".") and part != ".."]
+        named = [*Path(path).parts, *resolved.relative_to(root).parts]
+        hidden = [part for part in named if part.startswith(".") and part != ".."]
         if hidden and not self.app.allow_hidden:
             raise RequestError(
                 403,
@@ -218,6 +271,15 @@ class RunsHandler(NbmlopsHandler):
                 "parameters must map names to Python literal source text",
                 'send {"alpha": "0.5"}, as -p alpha=0.5 on the command line',
             )
+        for name, text in parameters.items():
+            if len(name) + len(text) > MAX_PARAMETER:
+                raise RequestError(
+                    400,
+                    f"parameter {name[:40]!r} is {len(name) + len(text)} characters "
+                    f"(at most {MAX_PARAMETER})",
+                    "pass large data as a file the notebook reads, and its path as the parameter",
+                    parameter=name[:200],
+                )
         concurrent = body.get("concurrent") is True  # another run while one goes: asked first
         job = await self.blocking(self.app.jobs.start, notebook, parameters, path, concurrent)
         self.reply(202, {"job_id": job.job_id})

@@ -99,10 +99,11 @@ def promote(
     parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]
     client = r.client(tracking_uri)
     name = model_name or experiment
+    production = r.check_can_release(client, name, alias)  # the alias lives there, if any
 
     run = select(client, experiment, metric, mode, run_id)
     failed = gate(run, parsed)
-    against = compare(client, run, metric, mode, name, alias)
+    against = compare(client, run, metric, mode, production or name, alias)
     refusals = failed + against.refusals
     if refusals and not force:
         raise PromotionRefused(
@@ -114,8 +115,10 @@ def promote(
     key = signing.load_private_key()  # before anything is written
     registered = register(client, name, run, tracking_uri, forced="; ".join(refusals), key=key)
     promotion = Promotion(
-        model_name=name,
-        version=registered.version,
+        model_name=production or name,
+        version=r.release_version(client, name, registered.version, production, tracking_uri)
+        if production
+        else registered.version,
         alias=alias,
         run_id=run.info.run_id,
         metric=metric,
@@ -551,6 +554,7 @@ def rollback(
         model_name, named_alias, _ = r.parse_ref(model_name)
         alias = named_alias or alias
     client = r.client(tracking_uri)
+    model_name = r.check_can_release(client, model_name, alias) or model_name
     r.registered_model(client, model_name)
     current = r.alias_holder(client, model_name, alias)
     if current is None:
@@ -593,7 +597,8 @@ def rollback(
 def history(model_name: str, tracking_uri: str | None = None) -> list[s.AliasEvent]:
     """Every alias move of ``model_name`` (or of the model ``NAME@ALIAS`` names), oldest first."""
     name = model_name.rsplit("@", 1)[0] if "@" in model_name else model_name
-    return r.events(r.client(tracking_uri), name)
+    client = r.client(tracking_uri)
+    return r.events(client, r.production_model(client, name) or name)
 
 
 def _now() -> str:

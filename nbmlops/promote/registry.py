@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbmlops.capture import schema as s
+from nbmlops.capture.access import PRODUCTION_SUFFIX, check_can_edit, production_name
 from nbmlops.capture.schema import DEFAULT_ALIAS
 from nbmlops.promote.errors import PromoteError, UnknownModel, UnknownVersion
 
@@ -171,6 +172,8 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
     """The model version ``ref`` names: ``name`` (alias champion), ``name@alias``, ``name/version``."""
     mlflow_client = client(tracking_uri)
     name, alias, version = parse_ref(ref)
+    if alias is not None:
+        name = production_model(mlflow_client, name) or name
     model = registered_model(mlflow_client, name)
     if alias is not None:
         aliases = dict(getattr(model, "aliases", {}) or {})
@@ -255,3 +258,48 @@ def record_event(mlflow_client: Any, name: str, event: s.AliasEvent) -> s.AliasE
     event.seq = max((e.seq for e in events(mlflow_client, name)), default=0) + 1
     mlflow_client.set_registered_model_tag(name, *event.tag())
     return event
+
+
+# ---------------------------------------------------------------- the production model
+
+
+def production_model(mlflow_client: Any, name: str) -> str | None:
+    """``NAME-production`` when it exists (``nbmlops server protect NAME`` created it):
+    aliases of ``name`` then live there, editable by the release role only
+    (``capture/access.py``); None otherwise."""
+    production = production_name(name)
+    if name.endswith(PRODUCTION_SUFFIX) or find_registered_model(mlflow_client, production) is None:
+        return None
+    return production
+
+
+def check_can_release(mlflow_client: Any, name: str, alias: str) -> str | None:
+    """``name``'s production model (see :func:`production_model`), after checking that
+    this user may edit it (:class:`~nbmlops.capture.access.AccessDenied` naming the
+    missing permission and who can, before anything is written)."""
+    production = production_model(mlflow_client, name)
+    if production is not None:
+        check_can_edit(mlflow_client.tracking_uri, name, alias)
+    return production
+
+
+def release_version(
+    mlflow_client: Any, name: str, version: str, production: str, tracking_uri: str | None
+) -> str:
+    """The version of ``production`` copied from ``name``'s ``version`` (with its tags:
+    lineage, digests, metrics); the copy made before, if there is one."""
+    source = f"models:/{name}/{version}"
+    for mv in mlflow_client.search_model_versions(f"name='{production}'"):
+        if mv.source == source:
+            return str(mv.version)
+    mv = mlflow_client.get_model_version(name, version)
+    with using_store(tracking_uri):
+        copy = mlflow_client.create_model_version(
+            production,
+            source=source,
+            run_id=mv.run_id,
+            tags=dict(mv.tags or {}),
+            description=mv.description,
+            model_id=getattr(mv, "model_id", None),
+        )
+    return str(copy.version)

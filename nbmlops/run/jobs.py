@@ -10,6 +10,8 @@ One run per notebook at a time, unless the caller asks for another (``concurrent
 two runs of one notebook would race for the same steps and the panel follows one.
 :meth:`Jobs.stop` ends a run as ``nbmlops run`` ends on Ctrl-C: its MLflow runs are marked
 KILLED, the steps that finished stay cached, and the job's status is ``killed``.
+At most ``max_running`` runs go at once (the server's ``max_concurrent_runs``); later ones
+wait in a queue, in order, and their status says their place in it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import datetime as dt
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -64,17 +67,22 @@ class Job:
     job_id: str
     path: str  # the notebook as the front end named it
     folder: Path  # events.jsonl and output.log
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None  # None while the job waits in the queue
     notebook: Path | None = field(default=None)  # resolved: one run per notebook
     experiment_id: str | None = field(default=None)
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the queued run could not start
     stopped: bool = field(default=False)  # stopped on request: its end is "killed"
     started: float = field(default_factory=time.monotonic)
     ended: float | None = field(default=None)  # when the process exited
 
-    def reap(self) -> None:
-        """Wait for the run's process to end (no zombie), noting when it did."""
-        self.process.wait()
-        self.ended = time.monotonic()
+    @property
+    def going(self) -> bool:
+        """Queued, or its process has not ended."""
+        if self.process is None:
+            return self.error is None and not self.stopped
+        return self.process.poll() is None
 
     @property
     def seconds(self) -> float:
@@ -93,19 +101,29 @@ class Job:
 class Jobs:
     """The jobs one server started in the project folder ``root``, tracked in ``tracking_uri``."""
 
-    def __init__(self, root: Path, tracking_uri: str, output_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tracking_uri: str,
+        output_root: Path | None = None,
+        max_running: int = 2,
+    ) -> None:
         """``output_root``: where each job's executed notebooks go (a folder per job; default:
-        the CLI's ``.nbmlops/runs/``, which Jupyter's file browser hides)."""
+        the CLI's ``.nbmlops/runs/``, which Jupyter's file browser hides). At most
+        ``max_running`` runs at once; later ones wait in a queue, in order."""
         self.root = root.resolve()
         self.tracking_uri = tracking_uri
         self.output_root = output_root
+        self.max_running = max(1, max_running)
         self._jobs: dict[str, Job] = {}
+        self._queue: list[Job] = []
+        self._lock = threading.Lock()
 
     def running(self, notebook: Path) -> Job | None:
         """The job running ``notebook`` now, if any."""
         resolved = notebook.resolve()
         for job in list(self._jobs.values()):
-            if job.notebook == resolved and job.process.poll() is None:
+            if job.notebook == resolved and job.going:
                 return job
         return None
 
@@ -147,12 +165,46 @@ class Jobs:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "BENTOML_DO_NOT_TRACK": "true",
         }
-        process = processes.start(args, env, folder / "output.log", cwd=self.root)
-        job = Job(job_id, path or str(notebook), folder, process, notebook.resolve())
-        # Reap the run when it ends, whether or not anyone polls its status: no zombies.
-        threading.Thread(target=job.reap, name=f"nbmlops-job-{job_id}", daemon=True).start()
-        self._jobs[job_id] = job
+        job = Job(
+            job_id, path or str(notebook), folder, None, notebook.resolve(), command=args, env=env
+        )
+        with self._lock:
+            if self._running() < self.max_running:
+                self._launch(job)
+                if job.error is not None:
+                    raise NbmlopsError(
+                        f"the run could not start: {job.error}",
+                        "shorten the parameters (pass large data as a file) and the path",
+                    )
+            else:
+                self._queue.append(job)
+            self._jobs[job_id] = job
         return job
+
+    def _running(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.process and j.process.poll() is None)
+
+    def _launch(self, job: Job) -> None:
+        """Start ``job``'s process (under the lock); a thread reaps it and starts the next."""
+        try:
+            job.process = processes.start(job.command, job.env, job.log_file, cwd=self.root)
+        except OSError as exc:  # E2BIG, ENAMETOOLONG...: no job folder left behind
+            job.error = str(exc.strerror or exc)
+            shutil.rmtree(job.folder, ignore_errors=True)
+            return
+        job.started = time.monotonic()
+        threading.Thread(
+            target=self._reap, args=(job,), name=f"nbmlops-job-{job.job_id}", daemon=True
+        ).start()
+
+    def _reap(self, job: Job) -> None:
+        """Wait for the run to end (no zombies), then start the queued runs it made room for."""
+        assert job.process is not None
+        job.process.wait()
+        job.ended = time.monotonic()
+        with self._lock:
+            while self._queue and self._running() < self.max_running:
+                self._launch(self._queue.pop(0))
 
     def _job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
@@ -169,7 +221,11 @@ class Jobs:
         left after ``timeout`` (a hung kernel) is killed. A job that ended is left as it was.
         """
         job = self._job(job_id)
-        if job.process.poll() is None:
+        with self._lock:
+            if job in self._queue:  # never started: it leaves the queue
+                self._queue.remove(job)
+                job.stopped = True
+        if job.process is not None and job.process.poll() is None:
             job.stopped = True
             job.process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -180,6 +236,23 @@ class Jobs:
     def status(self, job_id: str) -> dict[str, Any]:
         """The job as the ``jobs/<id>`` endpoint answers it (see the REST contract)."""
         job = self._job(job_id)
+        if job.process is None:
+            with self._lock:
+                place = self._queue.index(job) + 1 if job in self._queue else None
+            status = KILLED if job.stopped else "queued" if job.error is None else "error"
+            return {
+                "job_id": job.job_id,
+                "path": job.path,
+                "status": status,
+                "queue_position": place,
+                "current_step": None,
+                "steps": [],
+                "run_id": None,
+                "output_path": None,
+                "run_url": None,
+                "error": None if job.error is None else {"problem": job.error, "fix": ""},
+                "seconds": 0.0,
+            }
         exit_code = job.process.poll()  # before reading: the final event precedes the exit
         found, _ = events.read_json_lines(job.events_file)
         run = events.progress(
@@ -202,15 +275,17 @@ class Jobs:
     def stop_all(self, timeout: float = 30) -> None:
         """SIGTERM every running job (the run is recorded as KILLED and stops its kernel);
         whatever of a job is left after ``timeout`` (a hung kernel) is killed."""
-        jobs = list(self._jobs.values())  # the executor may be adding one
-        for job in jobs:
-            if job.process.poll() is None:
-                job.process.terminate()
+        with self._lock:
+            self._queue.clear()  # queued runs never start
+            jobs = [j.process for j in self._jobs.values() if j.process is not None]
+        for process in jobs:
+            if process.poll() is None:
+                process.terminate()
         deadline = time.monotonic() + timeout
-        for job in jobs:
+        for process in jobs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                job.process.wait(max(0.1, deadline - time.monotonic()))
-            stop(job.process, timeout=1)
+                process.wait(max(0.1, deadline - time.monotonic()))
+            stop(process, timeout=1)
 
     def _relative(self, output: str | None) -> str | None:
         if not output:
