@@ -103,6 +103,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         metadata=widget_nb.metadata,
     )
     nbformat.write(slow, str(root / "slow.ipynb"))
+    # A loss logged by step: the comparison view draws it as curves.
+    curves = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import nbmlops"),
+            nbformat.v4.new_code_cell("rate = 0.5", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(
+                "for i in range(8):\n    nbmlops.log_metric('loss', 1 / (1 + rate * i), step=i)\n"
+                "nbmlops.log_metric('final_loss', 1 / (1 + rate * 7))",
+                metadata={"tags": ["step:fit"]},
+            ),
+        ],
+        metadata=widget_nb.metadata,
+    )
+    nbformat.write(curves, str(root / "curves.ipynb"))
 
     # No "Would you like to get notified about Jupyter news?" toast over the panel.
     notifications = base / "settings" / "@jupyterlab" / "apputils-extension"
@@ -296,30 +310,51 @@ def _set_theme(page: Page, theme: str) -> None:
         "t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme
     )
     expect(page.locator(f"body[data-jp-theme-name='{theme}']")).to_have_count(1)
-    dark = "Dark" in theme
+    layout = {
+        "JupyterLab Light": ("white", "#fff", "#ffffff"),
+        "JupyterLab Dark": ("#212121", "var(--md-grey-900,#212121)"),
+        "JupyterLab Dark High Contrast": ("#111", "#111111"),
+    }[theme]
     _wait_for(
         lambda: (
             page.evaluate(
                 "() => getComputedStyle(document.body).getPropertyValue('--jp-layout-color1').trim()"
             ).lower()
-            in (("#212121", "var(--md-grey-900,#212121)") if dark else ("white", "#fff", "#ffffff"))
+            in layout
         ),
         f"the {theme} theme's colours",
     )
 
 
-def _readable_in_both_themes(
+def _readable_in_every_theme(
     page: Page, target: Any, what: str, shot: str | None = None, tmp: Path | None = None
 ) -> None:
-    """Check ``target`` in Light, then in Dark (a screenshot of each), back to Light."""
+    """Check ``target`` in Light, then in Dark (a screenshot) and JupyterLab 4.6's Dark High
+    Contrast, back to Light."""
     _assert_readable(target, f"{what} (Light)")
-    _set_theme(page, "JupyterLab Dark")
     try:
-        _assert_readable(target, f"{what} (Dark)")
-        if shot and tmp:
-            _screenshot(page, target, shot, tmp)
+        for theme in ("JupyterLab Dark", "JupyterLab Dark High Contrast"):
+            _set_theme(page, theme)
+            _assert_readable(target, f"{what} ({theme})")
+            if shot and tmp and theme == "JupyterLab Dark":
+                _screenshot(page, target, shot, tmp)
     finally:
         _set_theme(page, "JupyterLab Light")
+
+
+def _log_predictions(folder: Path) -> None:
+    """Today's predictions in the service's log format: the data set's rows with
+    ``mean radius`` shifted by three of its sds."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    frame["mean radius"] += 3 * frame["mean radius"].std()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    (folder / "data").mkdir(parents=True)
+    with open(folder / "data" / "data.0.log", "w") as out:
+        for i, row in enumerate(frame.to_dict(orient="records")):
+            line = {"timestamp": stamp, "request_id": f"r{i}", "latency_ms": 4.0, **row}
+            out.write(json.dumps({**line, "prediction": 1, "proba": {"0": 0.2, "1": 0.8}}) + "\n")
 
 
 def _open_notebook(page: Page, lab: Lab, path: str) -> None:
@@ -466,7 +501,8 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     _screenshot(page, compare, "panel-compare.png", tmp_path)
 
     # A gate the new run fails: refused, with the fix in the panel's terms; Promote anyway
-    # asks, then moves the alias (the override is recorded).
+    # asks why (a reason is required), then moves the alias: the reason and the override
+    # are recorded in the alias history.
     panel.locator("[data-nbmlops='promote-button']").click()
     panel.locator("[data-nbmlops='promote-metric']").select_option("f1")
     panel.locator("[data-nbmlops='promote-gates']").fill("f1>=0.999")
@@ -475,10 +511,41 @@ def test_mark_step_run_and_promote_from_the_panel(lab: Lab, page: Page, tmp_path
     expect(result).to_contain_text('click "Promote anyway"')
     expect(result).not_to_contain_text("--force")
     result.locator("[data-nbmlops='promote-force']").click()
-    page.locator(".jp-Dialog").get_by_role("button", name="Promote anyway").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.get_by_role("button", name="Promote anyway").click()  # no reason yet: asked again
+    expect(dialog).to_contain_text("A reason is needed")
+    dialog.locator("input").fill("more trees, checked by hand on the hold-out")
+    _screenshot(page, page.locator(".jp-Dialog-content"), "promote-anyway.png", tmp_path)
+    dialog.get_by_role("button", name="Promote anyway").click()
     expect(result).to_have_attribute("data-nbmlops-outcome", "promoted", timeout=120_000)
     assert _alias_version(lab, "breast_cancer", "champion") == "2"
-    _readable_in_both_themes(
+    from nbmlops.promote import history as alias_history
+
+    move = alias_history("breast_cancer", lab.tracking_uri)[-1]
+    assert move.forced and move.reason.startswith(
+        "more trees, checked by hand on the hold-out (overrode: "
+    )
+
+    # The served model at a glance: the champion, why it was forced; once its service has
+    # logged predictions (shifted inputs), the latest drift and performance verdicts and
+    # the over-time report in a JupyterLab tab.
+    served = panel.locator("[data-nbmlops='served']")
+    expect(served.locator("[data-nbmlops='served-version']")).to_have_text("2")
+    expect(served.locator("[data-nbmlops='served-forced']")).to_contain_text("more trees")
+    expect(served.locator("[data-nbmlops='served-note']")).to_contain_text("no monitor logs")
+    _log_predictions(lab.root / ".nbmlops" / "monitoring" / "breast_cancer-v2")
+    panel.locator("[data-nbmlops='refresh-button']").click()
+    drift = served.locator("[data-nbmlops='served-drift']")
+    expect(drift).to_have_attribute("data-nbmlops-verdict", "alert")
+    expect(drift).to_contain_text("mean radius")
+    expect(served.locator("[data-nbmlops='served-performance']")).to_contain_text("performance ok")
+    _screenshot(page, served, "panel-served.png", tmp_path)
+    served.locator("[data-nbmlops='served-report']").click()
+    report = page.frame_locator(".nbmlops-report iframe")
+    expect(report.locator("h1")).to_contain_text("breast_cancer@champion")
+    _screenshot(page, page.locator(".nbmlops-report"), "served-report.png", tmp_path)
+    page.locator(".lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+    _readable_in_every_theme(
         page, panel, "the panel after a run and a promotion", "panel-dark.png", tmp_path
     )
 
@@ -503,7 +570,7 @@ def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
     expect(status).to_contain_text("KILLED; 1 finished step stays cached")
     expect(panel.locator("[data-nbmlops='stop-button']")).to_have_count(0)
     expect(run).to_be_enabled()
-    _readable_in_both_themes(page, panel, "the panel after Stop")
+    _readable_in_every_theme(page, panel, "the panel after Stop")
 
     from mlflow import MlflowClient
 
@@ -534,6 +601,22 @@ def test_stop_ends_the_run_as_killed_and_keeps_finished_steps(
     page.keyboard.press("Control+s")
     _wait_for(lambda: _cell_tags(lab, "slow.ipynb")[0] == ["parameters"], "the save")
     assert _cell_tags(lab, "slow.ipynb")[1] == []
+
+    # The graph follows the notebook as it is edited, before any save.
+    graph = panel.locator("[data-nbmlops='steps-graph']")
+    expect(graph.locator("[data-nbmlops-step]")).to_have_count(2)
+    cells.nth(1).locator(".jp-InputPrompt").click()
+    cells.nth(1).locator("[data-command='nbmlops:mark-step']").click()
+    page.locator("[data-nbmlops='step-name-input']").fill("prepare")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    expect(graph.locator("[data-nbmlops-step='prepare']")).to_have_count(1)
+    expect(graph.locator("[data-nbmlops-edge='prepare->load']")).to_have_count(1)
+    source = panel.locator("[data-nbmlops='graph-source']")
+    expect(source).to_contain_text("not saved yet")
+    assert "step:prepare" not in _cell_tags(lab, "slow.ipynb")[1]
+    page.keyboard.press("Control+s")
+    _wait_for(lambda: "step:prepare" in _cell_tags(lab, "slow.ipynb")[1], "the save")
+    expect(source).to_contain_text("it follows your edits")
 
     # The run's output notebook opens in JupyterLab and is not offered as a pipeline.
     panel.locator("[data-nbmlops='output-link']").click()
@@ -602,7 +685,30 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
         expect(widget.locator(f"[data-nbmlops='{button}']")).to_have_class(
             re.compile("jp-mod-styled")
         )
-    _readable_in_both_themes(
+    # A second run, then the two ticked: side by side, as in the panel.
+    again = subprocess.run(
+        [*cli, "run", "widget_demo.ipynb", "-p", "n_estimators=30", "-q"],
+        cwd=lab.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    widget.locator("[data-nbmlops='widget-refresh']").click()
+    expect(rows).to_have_count(2)
+    for i in range(2):
+        rows.nth(i).locator("[data-nbmlops-compare]").check()
+    compared = widget.locator("[data-nbmlops='widget-compare']")
+    expect(compared).to_contain_text("Compare 2 runs")
+    trees = compared.locator("[data-nbmlops-param='n_estimators']")
+    expect(trees).to_have_attribute("data-differs", "true")
+    expect(trees).to_contain_text("20")
+    expect(trees).to_contain_text("30")
+    expect(compared.locator(f"[data-nbmlops-bar='f1:{run_id}']")).to_have_count(1)
+    expect(compared.locator("[data-nbmlops='widget-compare-steps'] [data-step]")).to_have_count(4)
+    _screenshot(page, compared, "widget-compare.png", tmp_path)
+    _readable_in_every_theme(
         page, widget, "the widget with a selected row", "widget-dark.png", tmp_path
     )
     _screenshot(
@@ -611,6 +717,41 @@ def test_promote_from_the_notebook_widget(lab: Lab, page: Page, tmp_path: Path) 
         "widget.png",
         tmp_path,
     )
+
+
+def test_metrics_logged_by_step_are_compared_as_curves(
+    lab: Lab, page: Page, tmp_path: Path
+) -> None:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=lab.tracking_uri)
+    cli = [sys.executable, "-c", "from nbmlops.cli import main; main()"]
+    for rate in ("0.5", "2.0"):
+        made = subprocess.run(
+            [*cli, "run", "curves.ipynb", "-p", f"rate={rate}", "-q"],
+            cwd=lab.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert made.returncode == 0, made.stderr
+    _open_notebook(page, lab, "curves.ipynb")
+    panel = page.locator("#nbmlops-panel")
+    if not panel.is_visible():
+        page.locator(".jp-SideBar [data-id='nbmlops-panel']").click()
+    expect(panel.locator("[data-nbmlops='notebook-path']")).to_have_text("curves.ipynb")
+    boxes = panel.locator("[data-nbmlops='runs-table'] [data-nbmlops-select]")
+    expect(boxes).to_have_count(2)
+    for i in range(2):
+        boxes.nth(i).check()
+    curve = panel.locator("[data-nbmlops='compare-curve'][data-nbmlops-metric='loss']")
+    expect(curve.locator("polyline")).to_have_count(2)
+    expect(curve).to_contain_text("step 0–7")
+    points = curve.locator("polyline").first.get_attribute("points") or ""
+    assert len(points.split()) == 8, points
+    # final_loss is one value per run: bars, not a curve.
+    expect(panel.locator("[data-nbmlops-metric='final_loss']")).to_have_count(0)
+    _screenshot(page, panel.locator("[data-nbmlops='compare']"), "panel-curves.png", tmp_path)
+    _readable_in_every_theme(page, panel.locator("[data-nbmlops='compare']"), "the curves")
 
 
 def test_a_notebook_nbmlops_cannot_parse_opens_and_the_panel_says_why(lab: Lab, page: Page) -> None:

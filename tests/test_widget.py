@@ -351,3 +351,50 @@ def test_compare_shows_runs_side_by_side_and_who_holds_an_alias(
         "evaluate": ["miss", "miss"],
     }
     assert all(r["seconds"] is not None for st in data["steps"] for r in st["runs"])
+
+
+def test_metrics_logged_by_step_are_compared_as_curves(
+    nbmlops: Any, client: Any, experiment: str, project: Path
+) -> None:
+    from nbmlops.capture.compare import compare
+
+    write_notebook(
+        project / "curve.ipynb",
+        [
+            code("import nbmlops"),
+            code("rate = 0.5", "parameters"),
+            code(
+                "for i in range(4):\n    nbmlops.log_metric('loss', 1 / (1 + rate * i), step=i)\n"
+                "nbmlops.log_metric('final', 1 / (1 + rate * 3))",
+                "step:fit",
+            ),
+        ],
+    )
+    for rate in (0.5, 1.0):
+        args = ("run", "curve.ipynb", "-q", "--experiment", experiment, "-p", f"rate={rate}")
+        nbmlops(*args, check=True)
+    ids = [r.info.run_id for r in reversed(pipeline_runs(client, experiment))]
+    data = compare(client, experiment, ids)
+    assert data["curves"] == [
+        {
+            "name": "loss",
+            "runs": [[[i, 1 / (1 + rate * i)] for i in range(4)] for rate in (0.5, 1.0)],
+        }
+    ]
+
+
+def test_ticking_two_rows_compares_them_in_the_widget(
+    trained: dict[str, Any], tracking_uri: str
+) -> None:
+    ids = trained["ids"]
+    w = RunsWidget(trained["experiment"], tracking_uri)
+    w.compared = [ids[2]]
+    assert w.comparison == {}  # one run: nothing to compare
+    w.compared = [ids[2], ids[3]]
+    assert [r["run_id"] for r in w.comparison["runs"]] == [ids[2], ids[3]]
+    params = {p["name"]: (p["values"], p["differs"]) for p in w.comparison["params"]}
+    assert params["depth"] == (["2", "3"], True)
+    metrics = {m["name"]: m["values"] for m in w.comparison["metrics"]}
+    assert metrics["score"] == [0.8, 0.9]
+    w.compared = [ids[2], "0" * 32]
+    assert "0" * 32 in w.comparison["error"] and w.comparison["fix"]

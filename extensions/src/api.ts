@@ -6,6 +6,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import {
   ICompare,
   IErrorBody,
+  IGlance,
   IJob,
   IPipeline,
   IPromoteRequest,
@@ -49,6 +50,12 @@ export const api = {
   /** End the run as KILLED; the steps that finished stay cached. */
   stopJob: (jobId: string) => post<IJob>(`jobs/${encodeURIComponent(jobId)}/stop`, {}),
   promote: (body: IPromoteRequest) => post<IPromotion>('promote', body),
+  glance: (path: string) => request<IGlance>(`glance?path=${q(path)}`),
+  /** The served model's over-time report page (HTML), for an iframe. */
+  reportUrl: (path: string) => {
+    const settings = ServerConnection.makeSettings();
+    return URLExt.join(settings.baseUrl, 'nbmlops', 'api', `glance?path=${q(path)}&format=html`);
+  },
   compare: (path: string, runIds: string[]) =>
     request<ICompare>(`compare?path=${q(path)}${runIds.map(id => `&run_id=${q(id)}`).join('')}`)
 };

@@ -3,11 +3,14 @@
 
 import { fill, h, s } from './dom';
 import { BAR_HEIGHT, LABEL_HEIGHT, layoutBars } from './logic/bars';
+import { layoutCurve } from './logic/curves';
 import { ICompare } from './logic/contract';
 import { formatNumber, formatSeconds, formatStart } from './logic/status';
 
 const CHART_WIDTH = 240;
 const VALUE_WIDTH = 48;
+const CURVE_HEIGHT = 90;
+const AXIS = 14;
 
 /** A run's column heading: its number in the selection, start time and aliases. */
 function runHead(run: ICompare['runs'][number], i: number): HTMLElement {
@@ -77,6 +80,64 @@ function metricChart(data: ICompare): Element {
   return svg;
 }
 
+/** A metric logged by step: a line per run, the step range below, the value range left. */
+function curveChart(curve: { name: string; runs: [number, number][][] }, data: ICompare): Element {
+  const inner = CHART_WIDTH - VALUE_WIDTH;
+  const layout = layoutCurve(curve.runs, inner, CURVE_HEIGHT);
+  const height = CURVE_HEIGHT + 2 * AXIS;
+  const svg = s('svg', {
+    class: 'nbmlops-curves',
+    'data-nbmlops': 'compare-curve',
+    'data-nbmlops-metric': curve.name,
+    width: CHART_WIDTH,
+    height,
+    viewBox: `0 0 ${CHART_WIDTH} ${height}`,
+    role: 'img',
+    'aria-label': `${curve.name} by step in the selected runs`
+  });
+  svg.appendChild(s('text', { x: 0, y: AXIS - 3, class: 'nbmlops-bars-label' }, curve.name));
+  const plot = s('g', { transform: `translate(0 ${AXIS})` });
+  plot.appendChild(
+    s('rect', { x: 0, y: 0, width: inner, height: CURVE_HEIGHT, class: 'nbmlops-curve-frame' })
+  );
+  for (const line of layout.lines) {
+    const run = data.runs[line.run].run_id;
+    plot.appendChild(
+      s(
+        'polyline',
+        {
+          points: line.points,
+          class: `nbmlops-curve nbmlops-series-${line.run % 5}`,
+          'data-nbmlops-curve': `${curve.name}:${run}`
+        },
+        s('title', {}, `#${line.run + 1} ${curve.name}: ${line.points.split(' ').length} steps`)
+      )
+    );
+    plot.appendChild(
+      s(
+        'text',
+        { x: inner + 4, y: line.last.y + 4, class: 'nbmlops-bars-value' },
+        formatNumber(line.last.value)
+      )
+    );
+  }
+  svg.appendChild(plot);
+  const [first, last] = layout.steps;
+  const [low, high] = layout.values;
+  const base = AXIS + CURVE_HEIGHT + AXIS - 3;
+  svg.appendChild(
+    s('text', { x: 0, y: base, class: 'nbmlops-bars-value' }, `step ${first}–${last}`)
+  );
+  svg.appendChild(
+    s(
+      'text',
+      { x: inner, y: base, class: 'nbmlops-bars-value', 'text-anchor': 'end' },
+      `${formatNumber(low)}–${formatNumber(high)}`
+    )
+  );
+  return svg;
+}
+
 /** The view for `data` (two or more runs: side by side; one run: its steps). */
 export function compareView(data: ICompare, into: HTMLElement): void {
   if (!data.runs.length) {
@@ -124,6 +185,14 @@ export function compareView(data: ICompare, into: HTMLElement): void {
     data.metrics.length
       ? h('div', { class: 'nbmlops-compare-chart' }, h('div', { class: 'nbmlops-hint' }, 'Metrics'), metricChart(data))
       : h('p', { class: 'nbmlops-hint' }, 'No metrics.'),
+    data.curves?.length
+      ? h(
+          'div',
+          { class: 'nbmlops-compare-chart' },
+          h('div', { class: 'nbmlops-hint' }, 'Metrics by step'),
+          ...data.curves.map(c => curveChart(c, data))
+        )
+      : null,
     table(data, 'Step', steps, { 'data-nbmlops': 'compare-steps' })
   );
 }

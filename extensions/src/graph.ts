@@ -1,11 +1,13 @@
 /** The steps graph: an SVG drawn from logic/graph's layout. */
 
 import { s } from './dom';
-import { IStep } from './logic/contract';
-import { layoutSteps, NODE_HEIGHT, NODE_WIDTH } from './logic/graph';
+import { IStepLike, layoutSteps, NODE_HEIGHT, NODE_WIDTH } from './logic/graph';
 
-/** `statuses`: a running job's step states, to colour the nodes. */
-export function stepsGraph(steps: IStep[], statuses: Map<string, string> = new Map()): SVGElement {
+/** `statuses`: a running job's step states, to colour the nodes; `cells` (the server's
+ * answer, not the live model's links) name a step's cells in its tooltip. */
+export function stepsGraph(
+  steps: (IStepLike & { cells?: number[] })[],
+  statuses: Map<string, string> = new Map()): SVGElement {
   const layout = layoutSteps(steps);
   const svg = s('svg', {
     'data-nbmlops': 'steps-graph',
@@ -68,7 +70,7 @@ export function stepsGraph(steps: IStep[], statuses: Map<string, string> = new M
         s(
           'title',
           {},
-          `${n.name}${step?.cells.length ? ` (cells ${step.cells.join(', ')})` : ''}${
+          `${n.name}${step?.cells?.length ? ` (cells ${step.cells.join(', ')})` : ''}${
             status ? `: ${status}` : ''
           }`
         ),

@@ -7,7 +7,7 @@
  */
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, IFrame, MainAreaWidget } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
@@ -94,6 +94,20 @@ function activateUnsafe(
         throw new Error(openFailedMessage(path));
       }
       await commands.execute('docmanager:open', { path });
+    },
+    openPage: (url, title) => {
+      // The report is the server's own page (inline SVG images, no scripts): a frame that
+      // runs no script but is sent the login cookie (same origin).
+      const frame = new IFrame({ sandbox: ['allow-same-origin'] });
+      frame.url = url;
+      const tab = new MainAreaWidget({ content: frame });
+      tab.id = `nbmlops-report-${Date.now()}`;
+      tab.title.label = title;
+      tab.title.icon = nbmlopsIcon;
+      tab.title.closable = true;
+      tab.addClass('nbmlops-report');
+      shell.add(tab, 'main');
+      shell.activateById(tab.id);
     }
   });
   panel.title.icon = nbmlopsIcon;

@@ -6,7 +6,7 @@
  * failure inside itself: nothing here may get in the way of a notebook opening.
  */
 
-import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { Widget } from '@lumino/widgets';
@@ -15,7 +15,8 @@ import { api } from './api';
 import { compareView } from './compare';
 import { fill, h } from './dom';
 import { stepsGraph } from './graph';
-import { ICompare, IJob, IPipeline, IRuns } from './logic/contract';
+import { ICompare, IGlance, IJob, IPipeline, IRuns } from './logic/contract';
+import { servedView } from './served';
 import {
   ApiError,
   cellSuffix,
@@ -24,7 +25,7 @@ import {
   messageText,
   savesKernelFirst
 } from './logic/errors';
-import { outputNotebookReason } from './logic/tags';
+import { graphProblem, linkSteps, outputNotebookReason } from './logic/tags';
 import {
   changedParameters,
   defaultMode,
@@ -40,11 +41,14 @@ import {
 
 export const PANEL_ID = 'nbmlops-panel';
 const POLL_MS = 1000;
+const LIVE_MS = 300; // the graph follows edits of the notebook this long after the last
 const MAX_POLL_FAILURES = 5;
 
 export interface IPanelOptions {
   /** Open a file in JupyterLab (the `docmanager:open` command); rejects with the reason. */
   openPath: (path: string) => Promise<void>;
+  /** Open a page of the server (the served model's report) in a JupyterLab tab. */
+  openPage: (url: string, title: string) => void;
 }
 
 /** A job started from the panel, for the notebook at `path`. */
@@ -91,6 +95,8 @@ export class NbmlopsPanel extends Widget {
       this._runStatus,
       this._promoteForm,
       this._promoteResult,
+      h('h3', {}, 'Served model'),
+      this._served,
       h('h3', {}, 'Recent runs'),
       h('p', { class: 'nbmlops-hint' }, 'Select runs to compare them.'),
       this._runs,
@@ -110,8 +116,11 @@ export class NbmlopsPanel extends Widget {
     if (this._notebook) {
       this._notebook.context.saveState.disconnect(this._onSaveState, this);
       this._notebook.context.pathChanged.disconnect(this._onPathChanged, this);
+      this._watch(this._notebook, false);
     }
     this._notebook = panel;
+    this._liveSteps = null;
+    this._liveProblem = null;
     // Show what this notebook showed last time until the reload answers.
     const cached = panel ? this._cache.get(panel.context.path) : undefined;
     this._pipeline = cached?.pipeline ?? null;
@@ -120,12 +129,19 @@ export class NbmlopsPanel extends Widget {
     this._runsError = null;
     this._selected = new Set();
     this._compareData = null;
+    this._glance = null;
+    this._glanceError = null;
     fill(this._runForm);
     fill(this._promoteForm);
     fill(this._promoteResult);
     if (panel) {
       panel.context.saveState.connect(this._onSaveState, this);
       panel.context.pathChanged.connect(this._onPathChanged, this);
+      void panel.context.ready.then(() => {
+        if (panel === this._notebook) {
+          this._watch(panel, true);
+        }
+      });
     }
     this._stale = true;
     this._render();
@@ -190,7 +206,23 @@ export class NbmlopsPanel extends Widget {
           }
         }
       );
-      await Promise.all([pipeline, runs, this._loadCompare(path)]);
+      const served = api.glance(path).then(
+        g => {
+          if (current()) {
+            this._glance = g;
+            this._glanceError = null;
+            this._render();
+          }
+        },
+        err => {
+          if (current()) {
+            this._glance = null;
+            this._glanceError = err;
+            this._render();
+          }
+        }
+      );
+      await Promise.all([pipeline, runs, served, this._loadCompare(path)]);
     } catch (err) {
       if (current()) {
         this._pipelineError = err;
@@ -238,6 +270,57 @@ export class NbmlopsPanel extends Widget {
     if (this._stale) {
       void this.refresh();
     }
+  }
+
+  /** Follow (or stop following) edits of `panel`'s model: cells added, moved, removed,
+   * edited, and their tags. */
+  private _watch(panel: NotebookPanel, on: boolean): void {
+    const model = panel.content.model;
+    if (!model) {
+      return;
+    }
+    const cells = model.cells;
+    for (let i = 0; i < cells.length; i++) {
+      if (on) {
+        cells.get(i).metadataChanged.connect(this._onEdited, this);
+      } else {
+        cells.get(i).metadataChanged.disconnect(this._onEdited, this);
+      }
+    }
+    if (on) {
+      model.contentChanged.connect(this._onEdited, this);
+      cells.changed.connect(this._onCellsChanged, this);
+    } else {
+      model.contentChanged.disconnect(this._onEdited, this);
+      cells.changed.disconnect(this._onCellsChanged, this);
+      window.clearTimeout(this._liveTimer);
+    }
+  }
+
+  private _onCellsChanged(): void {
+    if (this._notebook) {
+      this._watch(this._notebook, true); // the new cells too (connecting twice is a no-op)
+    }
+    this._onEdited();
+  }
+
+  /** Debounced: the graph of the live model, once the edits pause. */
+  private _onEdited(): void {
+    window.clearTimeout(this._liveTimer);
+    this._liveTimer = window.setTimeout(() => {
+      const cells = this._notebook?.content.model?.cells;
+      if (!cells) {
+        return;
+      }
+      const tags: string[][] = [];
+      for (let i = 0; i < cells.length; i++) {
+        const t = cells.get(i).getMetadata('tags');
+        tags.push(Array.isArray(t) ? t.map(String) : []);
+      }
+      this._liveSteps = linkSteps(tags);
+      this._liveProblem = this._liveSteps ? null : graphProblem(tags);
+      this._renderGraph();
+    }, LIVE_MS);
   }
 
   private _onSaveState(_: unknown, state: DocumentRegistry.SaveState): void {
@@ -325,7 +408,30 @@ export class NbmlopsPanel extends Widget {
       : 'Run the pipeline with parameters';
     this._promoteButton.disabled = !this._runsData;
     this._renderJob();
+    this._renderServed(path);
     this._renderRuns();
+  }
+
+  private _renderServed(path: string): void {
+    if (this._glanceError) {
+      fill(
+        this._served,
+        messageBox(errorMessage(this._glanceError), {
+          'data-nbmlops': 'served-error',
+          title: 'Could not read the served model'
+        })
+      );
+    } else if (this._glance) {
+      const g = this._glance;
+      fill(
+        this._served,
+        servedView(g, () =>
+          this._options.openPage(api.reportUrl(path), `${g.model}@${g.alias} report`)
+        )
+      );
+    } else {
+      fill(this._served);
+    }
   }
 
   private _renderError(): void {
@@ -378,15 +484,24 @@ export class NbmlopsPanel extends Widget {
     if (job?.job?.status === 'running' && job.job.current_step) {
       statuses.set(job.job.current_step, 'running');
     }
+    // The live notebook's steps once it is edited (unsaved changes included); a loop
+    // there keeps the last graph that ran, the dialog and the warnings say why.
+    const live = this._liveSteps;
+    const steps = live ?? p.steps;
+    const unsaved = live !== null && !!this._notebook?.context.model.dirty;
     fill(
       this._graph,
-      p.steps.length
-        ? stepsGraph(p.steps, statuses)
+      steps.length
+        ? stepsGraph(steps, statuses)
         : h('p', { class: 'nbmlops-hint' }, 'No steps: mark a cell with "Mark as step...".'),
       h(
         'p',
-        { class: 'nbmlops-hint' },
-        'As saved on disk; the panel reloads when the notebook is saved.'
+        { class: 'nbmlops-hint', 'data-nbmlops': 'graph-source' },
+        this._liveProblem
+          ? `As last read: the edited tags make no pipeline. ${this._liveProblem}`
+          : unsaved
+            ? 'As edited, not saved yet: a run uses the notebook as saved.'
+            : 'As in the notebook; it follows your edits.'
       )
     );
   }
@@ -884,7 +999,8 @@ export class NbmlopsPanel extends Widget {
   private async _promote(
     path: string,
     choice: { metric: string; mode: 'max' | 'min'; gates: string[]; alias: string | null },
-    force = false
+    force = false,
+    reason = ''
   ): Promise<void> {
     const submit = this._promoteForm.querySelector('button[type="submit"]') as HTMLButtonElement;
     if (submit) {
@@ -898,7 +1014,8 @@ export class NbmlopsPanel extends Widget {
         ...choice,
         model_name: null,
         run_id: null,
-        force
+        force,
+        reason
       });
       if (path !== this._path) {
         return;
@@ -943,13 +1060,9 @@ export class NbmlopsPanel extends Widget {
           'Promote anyway…'
         );
         anyway.addEventListener('click', async () => {
-          const answer = await showDialog({
-            title: 'Promote anyway?',
-            body: `${msg.problem}. The override and what it overrode are recorded in the alias history.`,
-            buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Promote anyway' })]
-          });
-          if (answer.button.accept) {
-            await this._promote(path, choice, true);
+          const why = await askReason(msg.problem);
+          if (why !== null) {
+            await this._promote(path, choice, true, why);
           }
         });
       }
@@ -1013,6 +1126,33 @@ export class NbmlopsPanel extends Widget {
   private _selected = new Set<string>();
   private _compareData: ICompare | null = null;
   private _compareError: unknown = null;
+  private _served = h('div', {});
+  private _glance: IGlance | null = null;
+  private _glanceError: unknown = null;
+  private _liveSteps: { name: string; after: string[] }[] | null = null;
+  private _liveProblem: string | null = null;
+  private _liveTimer = 0;
+}
+
+/** Why promote anyway: asked until given (null: cancelled). */
+async function askReason(problem: string): Promise<string | null> {
+  let label = `${problem}. Why promote anyway? The reason and what it overrides are recorded in the alias history.`;
+  for (;;) {
+    const answer = await InputDialog.getText({
+      title: 'Promote anyway?',
+      label,
+      placeholder: 'e.g. the better run leaked the test split',
+      okLabel: 'Promote anyway'
+    });
+    if (!answer.button.accept) {
+      return null;
+    }
+    const why = (answer.value ?? '').trim();
+    if (why) {
+      return why;
+    }
+    label = `A reason is needed: it is recorded with the override. ${problem}.`;
+  }
 }
 
 /** A problem/fix box. */

@@ -1,6 +1,6 @@
 """Runs side by side, for the JupyterLab panel's comparison view: their parameters (which
-differ), their metrics, each step's time and cache status, and which run holds which alias
-of the experiment's registered model.
+differ), their metrics (as curves, where they were logged by step), each step's time and
+cache status, and which run holds which alias of the experiment's registered model.
 
 The data comes from the same records the CLI and the widget read (``records.load``); the
 panel only draws it.
@@ -43,6 +43,21 @@ def _row(name: str, values: list[Any]) -> dict[str, Any]:
     }
 
 
+def curves(client: Any, run_ids: list[str], names: list[str]) -> list[dict[str, Any]]:
+    """The metrics of ``names`` logged at more than one step (``log_metric(name, value,
+    step=i)``) in any of the runs: ``{"name", "runs": [[[step, value], ...] per run]}``,
+    each run's points by step (the last value logged at a step)."""
+    out = []
+    for name in names:
+        per_run = []
+        for run_id in run_ids:
+            points = {m.step: m.value for m in client.get_metric_history(run_id, name)}
+            per_run.append([[step, points[step]] for step in sorted(points)])
+        if any(len(points) > 1 for points in per_run):
+            out.append({"name": name, "runs": per_run})
+    return out
+
+
 def compare(client: Any, experiment: str, run_ids: list[str]) -> dict[str, Any]:
     """The runs ``run_ids`` (pipeline runs) side by side, and the aliases of the model
     named after ``experiment`` (the promotion's default); :class:`records.RunNotFound`
@@ -81,4 +96,5 @@ def compare(client: Any, experiment: str, run_ids: list[str]) -> dict[str, Any]:
         "params": [_row(n, [v.params.get(n) for v in views]) for n in param_names],
         "metrics": [_row(n, [m.get(n) for m in metrics]) for n in metric_names],
         "steps": steps,
+        "curves": curves(client, [v.run_id for v in views], metric_names),
     }

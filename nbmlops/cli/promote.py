@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 @click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias to move.")
 @click.option("--run", "run_id", help="Promote this pipeline run instead of the best one.")
 @click.option("--force", is_flag=True, help="Promote even if a gate fails or the model is worse.")
+@click.option("--reason", default="", help="With --force: why, recorded in the history.")
 @click.option(
     "--build", is_flag=True, help="Then build the promoted version's Bento (as nbmlops build)."
 )
@@ -48,12 +49,15 @@ def promote(
     alias: str,
     run_id: str | None,
     force: bool,
+    reason: str,
     build: bool,
     tracking_uri: str | None,
 ) -> None:
     """Register the best finished run's model and move the alias to it."""
     from nbmlops.serve.release import release
 
+    if reason and not force:
+        raise click.UsageError("--reason explains a --force: pass --force too, or drop --reason")
     done = release(
         experiment,
         metric,
@@ -65,6 +69,7 @@ def promote(
         force=force,
         tracking_uri=tracking_uri,
         build=build,
+        reason=reason,
     )
     _show(done.promotion)
     if done.bento is not None:

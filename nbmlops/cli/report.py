@@ -34,46 +34,21 @@ def report(
 ) -> None:
     """Write one self-contained HTML page of MODEL over time: drift per feature per window,
     predictions, traffic and latency, realised and estimated performance, segments."""
-    from nbmlops.monitor.errors import MonitorInputError
     from nbmlops.monitor.export import production
-    from nbmlops.monitor.feedback import load_joined
-    from nbmlops.monitor.performance import evaluate, since_time
-    from nbmlops.monitor.segments import segment
-    from nbmlops.monitor.timeline import build_timeline, write_html
-    from nbmlops.promote.errors import PromoteError
-    from nbmlops.promote.registry import load_reference
+    from nbmlops.monitor.timeline import over_time, write_html
 
     rule, configured = performance_rule(model, threshold, None, min_labels)
     found = production(model, monitor_dir, tracking_uri)
-    joined = load_joined(found.folder, since_time(since))
-    if joined.frame.empty:
-        raise MonitorInputError(
-            str(found.folder),
-            f"no predictions of {found.label} in the last {since}",
-            "give a longer --since, or send requests to the service first",
-        )
-    try:
-        reference = load_reference(found.ref, tracking_uri)
-    except PromoteError:
-        reference = None
-    perf = evaluate(
-        joined.frame,
-        model=found.label,
+    line, joined = over_time(
+        found,
+        since=since,
         window=window,
-        training=found.training_metrics(tracking_uri),
         rule=rule,
-        unknown_ids=len(joined.unknown),
-        duplicate_labels=len(joined.duplicates),
+        segments=list(segments) or list(configured),
+        tracking_uri=tracking_uri,
     )
-    columns = list(segments) or list(configured)
-    line = build_timeline(
-        joined.frame,
-        model=found.label,
-        window=window,
-        reference=reference,
-        performance=perf,
-        segments=segment(joined.frame, columns, min_labels) if columns else None,
-    )
+    perf = line.performance
+    assert perf is not None
     path = write_html(line, html_path)
     click.echo(
         f"{len(joined.frame)} predictions ({joined.matched} labelled) in "

@@ -12,6 +12,8 @@ block) and answers JSON. A user's mistake is a 4xx ``{"error": {"problem", "fix"
   KILLED; ``POST runs`` answers 409 while a run of the notebook goes, unless
   ``"concurrent": true``;
 - ``GET compare?path=&run_id=...``: runs side by side, and which run holds which alias;
+- ``GET glance?path=``: the champion and the latest drift and performance verdicts;
+  ``format=html``: the model's over-time report, for a JupyterLab tab;
 - ``POST promote``: ``serve.release.release`` (promote, and build the Bento with
   ``"build": true``); 409 when refused.
 
@@ -36,7 +38,7 @@ from jupyter_server.base.handlers import APIHandler
 
 from nbmlops.capture.schema import DEFAULT_ALIAS, MODES
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.project import experiment_name
+from nbmlops.project import experiment_name, state_dir
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -326,6 +328,65 @@ class CompareHandler(NbmlopsHandler):
         )
 
 
+class GlanceHandler(NbmlopsHandler):
+    """``GET glance?path=&model_name=&alias=``: the served model at a glance
+    (``monitor.glance``); with ``format=html`` its over-time report page."""
+
+    @property
+    def content_security_policy(self) -> str:
+        """The API's (nothing may load), but the report's inline style and data: images."""
+        return f"{super().content_security_policy}; img-src data:; style-src 'unsafe-inline'"
+
+    @tornado.web.authenticated
+    @authorized
+    @answers
+    async def get(self) -> None:
+        from nbmlops.monitor import glance
+
+        notebook = self.notebook(self.get_query_argument("path", ""))
+        name = self.get_query_argument("model_name", "") or experiment_name(notebook)
+        alias = self.get_query_argument("alias", "") or DEFAULT_ALIAS
+        uri = self.app.store
+        if not _store_exists(uri):  # looking creates no store
+            note = "nothing promoted yet: run the pipeline, then Promote"
+            self.reply(200, {"model": name, "alias": alias, "champion": None, "note": note})
+            return
+        rule = _monitor_rule(self.app.root, name)
+        logs = os.environ.get("NBMLOPS_MONITOR_DIR") or str(state_dir(self.app.root) / "monitoring")
+        if self.get_query_argument("format", "json") == "html":
+            from nbmlops.monitor.timeline import render_html
+
+            line = await self.blocking(lambda: glance.report(name, alias, rule, logs, uri))
+            assert line is not None
+            self.finish(render_html(line), set_content_type="text/html; charset=utf-8")
+            return
+        self.reply(
+            200,
+            await self.blocking(
+                lambda: glance.glance(name, alias, rule=rule, monitor_dir=logs, tracking_uri=uri)
+            ),
+        )
+
+
+def _monitor_rule(root: Path, model: str) -> Any:
+    """The performance rule of the project configuration's pipeline training ``model``
+    (``[tool.nbmlops.pipelines.X.monitor]``), else the default rule; a broken
+    configuration is the error to answer."""
+    from nbmlops import config
+    from nbmlops.monitor.performance import Rule
+
+    try:
+        config.find(root)
+    except config.ConfigError:  # no configuration
+        return Rule()
+    project = config.load(root)
+    try:
+        configured = project.for_model(model).monitor
+    except NbmlopsError:  # no pipeline trains it
+        return Rule()
+    return Rule(gate=configured.performance, max_drop=configured.max_drop)
+
+
 def _store_exists(uri: str) -> bool:
     """False for a SQLite store whose file is not there yet (the first run creates it)."""
     if not uri.startswith("sqlite:///"):
@@ -354,7 +415,7 @@ class PromoteHandler(NbmlopsHandler):
                 raise RequestError(
                     400, f"{key} must be true or false, not {flag!r}", f'send "{key}": false'
                 )
-        texts = {k: body.get(k) for k in ("mode", "model_name", "alias", "run_id")}
+        texts = {k: body.get(k) for k in ("mode", "model_name", "alias", "run_id", "reason")}
         for key, value in texts.items():
             if value is not None and not isinstance(value, str):
                 raise RequestError(
@@ -372,6 +433,7 @@ class PromoteHandler(NbmlopsHandler):
                 force=flags["force"],
                 tracking_uri=self.app.store,
                 build=flags["build"],
+                reason=texts["reason"] or "",
             )
         )
         self.reply(200, {"promoted": True, **done.summary()})
@@ -386,4 +448,5 @@ def routes() -> list[tuple[str, type, dict[str, Any]]]:
         (rf"{api}/jobs/([A-Za-z0-9_-]+)/stop", StopJobHandler, {}),
         (f"{api}/promote", PromoteHandler, {}),
         (f"{api}/compare", CompareHandler, {}),
+        (f"{api}/glance", GlanceHandler, {}),
     ]

@@ -17,13 +17,17 @@ import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from nbmlops.monitor.performance import PerformanceResult, parse_duration
+from nbmlops.monitor.performance import PerformanceResult, Rule, parse_duration
 from nbmlops.monitor.segments import Segments
+
+if TYPE_CHECKING:
+    from nbmlops.monitor.export import Production
+    from nbmlops.monitor.feedback import Joined
 
 MIN_DRIFT_ROWS = 50  # a window with fewer predictions is not compared for drift
 
@@ -91,6 +95,69 @@ def build_timeline(
         return line
     _drift(line, frame, slot, keys, reference, set(proba_columns(frame)))
     return line
+
+
+def over_time(
+    found: Production,
+    *,
+    since: str | None = "30d",
+    window: str = "1d",
+    rule: Rule | None = None,
+    segments: list[str] | tuple[str, ...] = (),
+    tracking_uri: str | None = None,
+) -> tuple[Timeline, Joined]:
+    """The report of the served ``found`` (``monitor.export.production``) over its logged
+    predictions since ``since``: the one computation behind ``nbmlops monitor report`` and
+    the JupyterLab panel's verdicts. :class:`MonitorInputError` when nothing was logged."""
+    from nbmlops.monitor.errors import MonitorInputError
+    from nbmlops.monitor.feedback import load_joined
+    from nbmlops.monitor.performance import evaluate, since_time
+    from nbmlops.monitor.segments import segment
+    from nbmlops.promote.errors import PromoteError
+    from nbmlops.promote.registry import load_reference
+
+    joined = load_joined(found.folder, since_time(since))
+    if joined.frame.empty:
+        raise MonitorInputError(
+            str(found.folder),
+            f"no predictions of {found.label} in the last {since}",
+            "give a longer --since, or send requests to the service first",
+        )
+    try:
+        reference = load_reference(found.ref, tracking_uri)
+    except PromoteError:
+        reference = None
+    rule = rule or Rule()
+    perf = evaluate(
+        joined.frame,
+        model=found.label,
+        window=window,
+        training=found.training_metrics(tracking_uri),
+        rule=rule,
+        unknown_ids=len(joined.unknown),
+        duplicate_labels=len(joined.duplicates),
+    )
+    line = build_timeline(
+        joined.frame,
+        model=found.label,
+        window=window,
+        reference=reference,
+        performance=perf,
+        segments=segment(joined.frame, segments, rule.min_labels) if segments else None,
+    )
+    return line, joined
+
+
+def latest_drift(line: Timeline) -> tuple[str, list[str]] | None:
+    """The drift verdict of the latest window that was compared: ``("drift", features)``
+    or ``("no drift", [])``; None when no window was (no reference, too few rows)."""
+    if not line.drift:
+        return None
+    for i in range(len(line.windows) - 1, -1, -1):
+        if any(scores[i] is not None for scores in line.drift.values()):
+            drifted = [f for f, marks in line.drifted.items() if marks[i]]
+            return ("drift" if drifted else "no drift"), drifted
+    return None
 
 
 def _drift(

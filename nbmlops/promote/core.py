@@ -57,6 +57,7 @@ class Promotion:
     previous_value: float | None = None
     forced: bool = False
     overridden: list[str] = field(default_factory=list)  # refusals that --force overrode
+    reason: str = ""  # why the user forced it (--reason)
     reused_version: bool = False
     unchanged: bool = False  # the version already held the alias
     reference: str | None = None
@@ -89,8 +90,10 @@ def promote(
     run_id: str | None = None,
     force: bool = False,
     tracking_uri: str | None = None,
+    reason: str = "",
 ) -> Promotion:
-    """Register the best (or given) run's model and move ``alias`` to it; see the module doc."""
+    """Register the best (or given) run's model and move ``alias`` to it; see the module doc.
+    ``reason`` is the user's why for a forced promotion, recorded in the move."""
     if mode not in s.MODES:
         raise PromoteError(f"mode {mode!r} is not max or min", "use --mode max or --mode min")
     parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]
@@ -124,6 +127,7 @@ def promote(
         previous_value=against.value,
         forced=bool(refusals),
         overridden=refusals,
+        reason=reason.strip() if refusals else "",
         reused_version=registered.reused,
         reference=registered.reference,
         warnings=against.warnings + registered.warnings,
@@ -519,10 +523,18 @@ def move(client: Any, promotion: Promotion, holder: r.ModelRef | None) -> Promot
             value=promotion.value,
             previous_value=promotion.previous_value,
             forced=promotion.forced,
-            reason="; ".join(promotion.overridden),
+            reason=_reason(promotion),
         ),
     )
     return promotion
+
+
+def _reason(promotion: Promotion) -> str:
+    """The move's recorded reason: the refusals overridden, and the user's why."""
+    overridden = "; ".join(promotion.overridden)
+    if promotion.reason and overridden:
+        return f"{promotion.reason} (overrode: {overridden})"
+    return promotion.reason or overridden
 
 
 # ---------------------------------------------------------------- rollback, history

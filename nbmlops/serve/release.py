@@ -56,6 +56,7 @@ def release(
     force: bool = False,
     tracking_uri: str | None = None,
     build: bool = False,
+    reason: str = "",
     on_promoted: Callable[[Promotion], None] | None = None,
 ) -> Release:
     """Promote the best (or given) run as :func:`~nbmlops.promote.core.promote` does; with
@@ -73,6 +74,7 @@ def release(
         run_id=run_id,
         force=force,
         tracking_uri=tracking_uri,
+        reason=reason,
     )
     done = Release(promotion)
     if on_promoted is not None:

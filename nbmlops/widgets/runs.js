@@ -82,7 +82,12 @@ function table(model, state, rerender) {
   // The row this widget promoted: marked with the alias it now holds.
   const done = model.get("result") || {};
   const promoted = ["promoted", "built"].includes(done.state) ? done.run_id : null;
-  const head = h("tr", {}, cols.map((c) =>
+  const ticked = model.get("compared");
+  const tick = (runId, on) => {
+    model.set("compared", on ? [...ticked, runId] : ticked.filter((id) => id !== runId));
+    model.save_changes();
+  };
+  const head = h("tr", {}, h("th", { title: "tick two or more runs to compare them" }, "≷"), cols.map((c) =>
     h("th", {
       "data-sort": c.key,
       class: c.kind || null,
@@ -103,7 +108,10 @@ function table(model, state, rerender) {
         model.set("selected_run", r.run_id);
         model.save_changes();
       },
-    }, cols.map((c, i) => {
+    }, h("td", { onclick: (e) => e.stopPropagation() }, h("input", {
+      type: "checkbox", checked: ticked.includes(r.run_id), "aria-label": `compare run ${r.run_id}`,
+      "data-nbmlops-compare": r.run_id, onchange: (e) => tick(r.run_id, e.target.checked),
+    })), cols.map((c, i) => {
       const v = c.get(r);
       const cell = h("td", { class: c.numeric ? "num" : null }, v === undefined || v === null ? "" : c.show ? c.show(v) : fmt(v));
       if (i === 0 && r.run_id === promoted) {
@@ -184,6 +192,48 @@ function details(model) {
   );
 }
 
+// Two or more runs ticked: parameters side by side (differences marked), metrics as bars
+// (each scaled to its largest value), steps' cache and time.
+function comparison(model) {
+  const c = model.get("comparison");
+  if (!c || !(c.runs || c.error)) return null;
+  if (c.error) return h("div", { class: "error", "data-nbmlops": "widget-compare" }, c.error, c.fix ? h("div", { class: "fix" }, "fix: " + c.fix) : null);
+  const heads = h("tr", {}, h("th", {}, ""), c.runs.map((r, i) => h("th", { title: r.run_id, class: `series-${i % 5}` },
+    h("span", { class: "swatch" }), `#${i + 1} ${started(r.start_time)}`,
+    r.aliases.map((a) => h("span", { class: "alias" }, ` @${a}`)))));
+  const params = c.params.map((p) => h("tr", { class: p.differs ? "differs" : null, "data-nbmlops-param": p.name, "data-differs": String(p.differs) },
+    h("td", {}, h("code", {}, p.name), p.differs ? " ≠" : ""), p.values.map((v) => h("td", {}, v ?? "—"))));
+  const W = 260, BAR = 10, GAP = 2, LABEL = 14, VALUE = 48;
+  const n = c.runs.length;
+  const height = c.metrics.length * (LABEL + n * (BAR + GAP) + 6);
+  const svg = s("svg", { width: W, height, viewBox: `0 0 ${W} ${height}`, "data-nbmlops": "widget-compare-bars" });
+  let y = 0;
+  for (const m of c.metrics) {
+    svg.append(s("text", { x: 0, y: y + LABEL - 3 }, m.name));
+    y += LABEL;
+    const top = Math.max(0, ...m.values.map((v) => (v === null ? 0 : Math.abs(v))));
+    m.values.forEach((v, i) => {
+      if (v !== null) {
+        const w = Math.max(1, top > 0 ? (Math.abs(v) / top) * (W - VALUE) : 0);
+        const bar = s("rect", { x: 0, y, width: w, height: BAR, class: `bar series-${i % 5}`, "data-nbmlops-bar": `${m.name}:${c.runs[i].run_id}` });
+        bar.append(s("title", {}, `#${i + 1} ${m.name} = ${v}`));
+        svg.append(bar, s("text", { x: w + 4, y: y + BAR - 1 }, fmt(v)));
+      }
+      y += BAR + GAP;
+    });
+    y += 6;
+  }
+  const steps = c.steps.map((st) => h("tr", { "data-step": st.name }, h("td", {}, st.name),
+    st.runs.map((r) => h("td", {}, r === null ? "—" : r.cache === "hit" ? "cached" : `${r.seconds === null ? "" : r.seconds.toFixed(1) + " s"} ${r.status === "FINISHED" ? "" : r.status.toLowerCase()}`.trim()))));
+  return h("div", { class: "compare", "data-nbmlops": "widget-compare" },
+    h("b", {}, `Compare ${n} runs`),
+    h("div", { class: "body" },
+      h("table", { "data-nbmlops": "widget-compare-params" }, heads, params),
+      c.metrics.length ? svg : h("div", { class: "hint" }, "no metrics"),
+      h("table", { "data-nbmlops": "widget-compare-steps" }, heads.cloneNode(true), steps)),
+  );
+}
+
 function result(model) {
   const r = model.get("result") || {};
   return h("div", { "data-nbmlops": "widget-result", "data-state": r.state || "", class: `result ${r.state || ""}` },
@@ -229,6 +279,7 @@ function render({ model, el }) {
       controls(model),
       h("div", { class: "body" }, chart(model), details(model)),
       table(model, state, draw),
+      comparison(model),
       result(model),
     ];
     root.replaceChildren(...parts.filter(Boolean));
@@ -237,7 +288,7 @@ function render({ model, el }) {
   // then would replace the button the user is clicking (typing gates, then clicking
   // "Promote best", blurs the input: its change event fires first).
   const events = ["rows", "metrics", "params", "metric", "x_param", "chart", "selected_run",
-    "details", "busy", "result", "error"];
+    "details", "busy", "result", "error", "compared", "comparison"];
   for (const e of events) model.on(`change:${e}`, draw);
   draw();
   return () => { for (const e of events) model.off(`change:${e}`, draw); };

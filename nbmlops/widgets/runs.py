@@ -1,8 +1,9 @@
 """The runs widget: a notebook's pipeline runs, a metric across runs, one run's lineage,
-and promotion, in the notebook itself.
+runs side by side, and promotion, in the notebook itself.
 
 The data (table rows, chart points, a run's steps) is computed here from the same core
-the CLI and the JupyterLab panel use (``records.run_table``, ``records.load``); the
+the CLI and the JupyterLab panel use (``records.run_table``, ``records.load``,
+``capture.compare`` for the rows ticked); the
 JavaScript in ``runs.js`` only draws it. "Promote best" and "Promote selected" call
 :meth:`RunsWidget.promote_best` and :meth:`RunsWidget.promote_selected` (a script calls them
 too), which run ``serve.release.release()`` (promote, then build the Bento) on a background
@@ -130,6 +131,8 @@ class RunsWidget(anywidget.AnyWidget):
     chart = traitlets.Dict().tag(sync=True)
     selected_run = traitlets.Unicode("").tag(sync=True)
     details = traitlets.Dict().tag(sync=True)
+    compared = traitlets.List(traitlets.Unicode()).tag(sync=True)  # the rows ticked
+    comparison = traitlets.Dict().tag(sync=True)  # capture.compare of two or more
     modes = traitlets.List(traitlets.Unicode(), default_value=list(MODES)).tag(sync=True)
     mode = traitlets.Unicode(MODES[0]).tag(sync=True)
     gates = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -180,6 +183,17 @@ class RunsWidget(anywidget.AnyWidget):
             self.details = run_details(self.client(), run_id) if run_id else {}
         except NbmlopsError as exc:
             self.details = {"run_id": run_id, "error": exc.problem, "fix": exc.fix, "steps": []}
+
+    @traitlets.observe("compared")
+    def _compare(self, change: dict[str, Any]) -> None:
+        """Two or more runs ticked: them side by side, as the JupyterLab panel shows them."""
+        from nbmlops.capture.compare import compare
+
+        ids = list(dict.fromkeys(change["new"]))
+        try:
+            self.comparison = compare(self.client(), self.experiment, ids) if len(ids) > 1 else {}
+        except NbmlopsError as exc:
+            self.comparison = {"error": exc.problem, "fix": exc.fix}
 
     def _on_message(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
         """What the buttons send: ``{"action": "promote_best" | "promote" | "refresh"}``."""

@@ -1,6 +1,7 @@
 import {
   afterOf,
   graphProblem,
+  linkSteps,
   outputNotebookReason,
   parseUpstream,
   stepOf,
@@ -139,5 +140,22 @@ describe('outputNotebookReason', () => {
       'output notebook of a run'
     );
     expect(outputNotebookReason('wine.ipynb', [{ tags: ['step:load'] }])).toBeNull();
+  });
+});
+
+describe('linkSteps', () => {
+  it('links steps as the server does: after tags, else the step before', () => {
+    expect(
+      linkSteps([['step:load'], [], ['step:train'], ['step:report', 'after:load'], ['step:end']])
+    ).toEqual([
+      { name: 'load', after: [] },
+      { name: 'train', after: ['load'] },
+      { name: 'report', after: ['load'] },
+      { name: 'end', after: ['report'] }
+    ]);
+  });
+
+  it('is null for a loop', () => {
+    expect(linkSteps([['step:a', 'after:b'], ['step:b', 'after:a']])).toBeNull();
   });
 });

@@ -94,6 +94,26 @@ export interface IPromoteRequest {
   model_name: string | null;
   run_id: string | null;
   force: boolean;
+  /** Why the user forced it (recorded in the alias history). */
+  reason?: string;
+}
+
+/** `GET glance`: the served model at a glance. */
+export interface IGlance {
+  model: string;
+  alias: string;
+  champion: {
+    version: string;
+    run_id: string | null;
+    promoted_at: string | null;
+    promoted_by: string | null;
+    action: string | null;
+    forced: boolean;
+    reason: string;
+  } | null;
+  drift?: { verdict: 'drift' | 'no drift'; features: string[]; window: string } | null;
+  performance?: { verdict: 'ok' | 'alert'; summary: string; labelled: number } | null;
+  note: string;
 }
 
 /** `{"error": {"problem", "fix", ...}}`: every error body of the API. */
@@ -128,4 +148,6 @@ export interface ICompare {
   params: ICompareRow<string>[];
   metrics: ICompareRow<number>[];
   steps: ICompareStep[];
+  /** Metrics logged at more than one step: per run, its [step, value] points. */
+  curves?: { name: string; runs: [number, number][][] }[];
 }

@@ -154,6 +154,25 @@ function pathTo(start: string, goal: string, byName: Map<string, IDeclared>): st
 export function graphProblem(
   cellTags: ReadonlyArray<readonly string[] | undefined | null>
 ): string | null {
+  return linked(cellTags).problem;
+}
+
+/**
+ * The steps the cells' tags make, each with its upstream steps (`after`), as the server
+ * links them; null when they make a loop (`graphProblem` says which). The panel draws
+ * the graph of the live notebook from it, unsaved edits included.
+ */
+export function linkSteps(
+  cellTags: ReadonlyArray<readonly string[] | undefined | null>
+): { name: string; after: string[] }[] | null {
+  const { steps, problem } = linked(cellTags);
+  return problem ? null : steps.map(st => ({ name: st.name, after: [...st.upstream] }));
+}
+
+function linked(cellTags: ReadonlyArray<readonly string[] | undefined | null>): {
+  steps: IDeclared[];
+  problem: string | null;
+} {
   const steps: IDeclared[] = [];
   for (const tags of cellTags) {
     const name = stepOf(tags);
@@ -185,12 +204,12 @@ export function graphProblem(
       }
       const loop = pathTo(earlier.name, st.name, byName);
       if (loop.length) {
-        return (
+        const problem =
           `Step "${st.name}" has no "after", so it follows "${earlier.name}", the step ` +
           `before it in the notebook; with the "after" tags that makes a loop: ` +
           `${[st.name, ...loop].join(' → ')}. Give "${st.name}" an "after" step, or ` +
-          'remove one of the "after" tags on that loop.'
-        );
+          'remove one of the "after" tags on that loop.';
+        return { steps, problem };
       }
       st.upstream = [earlier.name];
       break;
@@ -221,13 +240,13 @@ export function graphProblem(
   for (const st of steps) {
     const loop = visit(st.name);
     if (loop) {
-      return (
+      const problem =
         `The steps would depend on each other in a loop: ${loop.join(' → ')}. ` +
-        'Remove one of the "after" steps on that loop.'
-      );
+        'Remove one of the "after" steps on that loop.';
+      return { steps, problem };
     }
   }
-  return null;
+  return { steps, problem: null };
 }
 
 /**
