@@ -64,6 +64,19 @@ class Lab:
         return f"{self.url}/lab/tree/{path}?token={self.token}"
 
 
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[None]:
+    """pytest-jupyter's autouse event loop and server clean-up (its plugin is loaded by other
+    test modules) are not for these tests: they start their own ``jupyter lab``, and
+    Playwright's sync API runs its own loop, which that fixture would close."""
+    yield None
+
+
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    yield None
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("lab")
