@@ -14,16 +14,29 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import code, pipeline_runs, write_notebook
+from conftest import classifier, code, pipeline_runs, write_notebook
 from mlflow import MlflowClient
-from test_promote import Trained, make_cli, train
+from test_promote import Trained, make_cli
 
 from nbmlops.capture import schema
 from nbmlops.config import ConfigError, load
+from nbmlops.monitor.estimate import estimate as cbpe
+from nbmlops.monitor.estimate import fit_calibration, read_calibration_document
 from nbmlops.monitor.feedback import read_feedback
 from nbmlops.promote import promote, resolve_model
 from nbmlops.serve import server
 from nbmlops.serve.build import bento_tags
+from nbmlops.serve.monitoring import read_monitor_logs
+
+# TRAIN (test_promote's) with its test split (100 rows) logged as the calibration reference
+TRAIN = classifier(
+    integer_feature=True,
+    fail=True,
+    train=(
+        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
+        "nbmlops.log_model(model, input_example=X_train, reference=(X_test, y_test))"
+    ),
+)
 
 
 @dataclass
@@ -53,7 +66,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
         mp.chdir(root)
         for key, value in env.items():
             mp.setenv(key, value)
-        trained = train(root, tracking_uri, {"v1": ["depth=3"]})
+        trained = train(root, tracking_uri)
         monitor_dir = root / "monitoring"
         trained.cli = make_cli(root, {**env, "NBMLOPS_MONITOR_DIR": str(monitor_dir)})
         name = f"perf-{trained.experiment}"
@@ -89,6 +102,60 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
             yield Served(trained, name, url, monitor_dir, rows, ids, [truth(r) for r in rows])
         finally:
             server.stop(proc)
+
+
+def train(root: Path, tracking_uri: str) -> Trained:
+    """Run TRAIN once in a git project (as test_promote's ``train``)."""
+    import subprocess
+    import uuid
+
+    write_notebook(root / "train.ipynb", TRAIN)
+    for args in (
+        ["init", "-q"],
+        ["add", "train.ipynb"],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "nb"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    experiment = f"perf-{uuid.uuid4().hex[:8]}"
+    cli = make_cli(root, {"MLFLOW_TRACKING_URI": tracking_uri})
+    result = cli("run", "train.ipynb", "-q", "--experiment", experiment, "-p", "depth=3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = pipeline_runs(MlflowClient(tracking_uri), experiment)[0].info.run_id
+    return Trained(root, tracking_uri, experiment, {"v1": run_id}, cli)
+
+
+def test_before_any_label_the_estimate_is_calibrated_on_the_reference(served: Served) -> None:
+    version = resolve_model(served.name, served.trained.tracking_uri)
+    uri = version.tags[schema.CALIBRATION]
+    run = MlflowClient(served.trained.tracking_uri).get_run(served.trained.runs["v1"])
+    assert run.data.tags[schema.CALIBRATION] == uri  # the run's, carried by promotion
+    import mlflow
+
+    held_out = read_calibration_document(mlflow.artifacts.load_dict(uri), uri)
+    assert len(held_out) == 100 and set(held_out["label"]) == {"0", "1"}
+
+    shown = served.cli("monitor", "performance", served.name)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "estimates calibrated on: reference (n=100)" in shown.stdout
+    logged = read_monitor_logs(next(served.monitor_dir.iterdir()))
+    expected = cbpe(logged, fit_calibration(held_out, ["0", "1"], "reference"))
+    assert f"{expected['accuracy']:.4f}" in shown.stdout
+    assert f"{expected['f1']:.4f}" in shown.stdout
+
+
+def test_feedback_bodies_over_the_limits_get_4xx(served: Served) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answer = httpx.post(served.url + "/feedback", content=deep, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert "nests 100000 levels deep; at most 8" in answer.json()["error"]
+    huge = b'[{"request_id": "' + b"x" * (17 * 1024 * 1024) + b'", "label": 1}]'
+    answer = httpx.post(served.url + "/feedback", content=huge, timeout=60)
+    assert answer.status_code == 413, answer.text
+    assert "body over 16777216 bytes" in answer.json()["error"]
+    text = httpx.post(
+        served.url + "/feedback", content=b"{}", headers={"content-type": "text/csv"}, timeout=60
+    )
+    assert text.status_code == 415, text.text
 
 
 def feedback(served: Served, body: Any) -> httpx.Response:

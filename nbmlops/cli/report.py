@@ -35,6 +35,7 @@ def report(
     """Write one self-contained HTML page of MODEL over time: drift per feature per window,
     predictions, traffic and latency, realised and estimated performance, segments."""
     from nbmlops.monitor.errors import MonitorInputError
+    from nbmlops.monitor.estimate import reference_set
     from nbmlops.monitor.export import production
     from nbmlops.monitor.feedback import load_joined
     from nbmlops.monitor.performance import evaluate, since_time
@@ -64,6 +65,7 @@ def report(
         rule=rule,
         unknown_ids=len(joined.unknown),
         duplicate_labels=len(joined.duplicates),
+        reference=reference_set(found.ref, tracking_uri),
     )
     columns = list(segments) or list(configured)
     line = build_timeline(

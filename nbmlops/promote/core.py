@@ -342,9 +342,12 @@ def register(
     for tag, value in tags.items():
         client.set_model_version_tag(name, version, tag, value)
 
-    done = Registered(
-        version, reused, (client.get_model_version(name, version).tags or {}).get(s.REFERENCE)
-    )
+    stored = client.get_model_version(name, version).tags or {}
+    done = Registered(version, reused, stored.get(s.REFERENCE))
+    calibration = run.data.tags.get(s.CALIBRATION)
+    if calibration and not stored.get(s.CALIBRATION):
+        # the held-out set log_model(reference=...) stored: CBPE calibrates on it
+        client.set_model_version_tag(name, version, s.CALIBRATION, calibration)
     if not done.reference:
         done.reference, warning = _store_reference(client, name, version, run, columns)
         if warning:
