@@ -32,7 +32,7 @@ from nbmlops.serve.monitoring import PROBA_PREFIX
 
 MIN_CALIBRATION = 100
 MAX_CALIBRATION = 50_000  # the latest labelled records a calibration is fitted on
-FORMAT = "nbmlops.calibration"
+FORMAT = "nbmlops.calibration_set"
 REFERENCE = "reference"
 PRODUCTION = "production labels"
 NONE = "none"
