@@ -306,6 +306,7 @@ def test_labels_from_the_service_and_a_file_give_performance_then_an_alert_retra
     ):
         assert f"<h2>{title}</h2>" in text
     assert text.count("data:image/svg+xml;base64,") == 4 and "<script" not in text
+    assert "estimates calibrated on: reference (n=100)" in text
 
     out = tmp_path / "prod.parquet"
     exported = served.cli("monitor", "export", served.name, str(out))

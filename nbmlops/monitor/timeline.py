@@ -156,9 +156,10 @@ def render_html(line: Timeline) -> str:
     if perf is not None:
         state = "bad" if perf.alert else "good"
         summary = f"<div class='summary {state}'>{esc(perf.summary())}</div>"
-        sections.insert(
-            0, _section("Performance", summary + _svg(_performance, line), f"rule: {perf.rule}")
-        )
+        note = f"rule: {perf.rule}"
+        if perf.kind == "classifier":
+            note += f"; estimates calibrated on: {perf.calibrated_on()}"
+        sections.insert(0, _section("Performance", summary + _svg(_performance, line), note))
     if line.segments is not None:
         sections.append(_section("Segments", _segments_table(line.segments)))
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
