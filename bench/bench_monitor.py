@@ -10,7 +10,9 @@ Printed: reading the logs with the pyarrow reader against the line-by-line Pytho
 it replaced (rounds alternate; medians and the ratio), the time of the whole report
 (read, join, per-day performance and CBPE, segments, per-day drift against the reference
 profile, the HTML page) and, per window, CBPE's estimate minus the realised accuracy and
-F1 (mean, sd, max |.|), calibrated on earlier labels and uncalibrated.
+F1 (mean, sd, max |.|), calibrated on a labelled held-out reference set (what
+``log_model(reference=...)`` stores: the model's probabilities on 5,000 unshifted rows and
+their labels), on earlier labels and uncalibrated.
 
     .venv/bin/python bench/bench_monitor.py [--records N] [--rounds R] [--days D]
 """
@@ -56,6 +58,20 @@ def truth(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(1 / (1 + np.exp(-logit)))
 
 
+def model_proba(p: np.ndarray) -> np.ndarray:
+    """The model: right ranking, over-confident probabilities."""
+    return np.asarray(1 / (1 + np.exp(-2.0 * np.log(p / (1 - p)))))
+
+
+def held_out(rows: int = 5000, seed: int = 2) -> pd.DataFrame:
+    """A labelled reference set (unshifted) as ``read_calibration_document`` returns it."""
+    rng = np.random.default_rng(seed)
+    p = truth(features(rng, rows, 0.0))
+    p_model = model_proba(p)
+    labels = (rng.random(rows) < p).astype(int).astype(str)
+    return pd.DataFrame({"proba_0": 1 - p_model, "proba_1": p_model, "label": labels})
+
+
 def generate(folder: Path, records: int, days: int, seed: int = 0) -> pd.DataFrame:
     """Write the logs under ``folder`` (a monitor's folder); returns the reference rows."""
     rng = np.random.default_rng(seed)
@@ -70,8 +86,7 @@ def generate(folder: Path, records: int, days: int, seed: int = 0) -> pd.DataFra
             frame = features(rng, per_day, shift=0.6 * max(0, day - 14) / (days - 15))
             p = truth(frame)
             y = rng.random(per_day) < p
-            # the model: right ranking, over-confident probabilities
-            p_model = 1 / (1 + np.exp(-2.0 * np.log(p / (1 - p))))
+            p_model = model_proba(p)
             seconds = np.sort(rng.uniform(0, 86400, per_day))
             stamps = (start + pd.Timedelta(days=day) + pd.to_timedelta(seconds, "s")).strftime(
                 "%Y-%m-%dT%H:%M:%S.%f+00:00"
@@ -134,6 +149,10 @@ def python_reader(folder: Path) -> pd.DataFrame:
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
+def read_joined(folder: Path) -> pd.DataFrame:
+    return join_labels(read_monitor_logs(folder), read_feedback(folder)).frame
+
+
 def report(folder: Path, profile: dict[str, Any]) -> tuple[str, Any]:
     joined = join_labels(read_monitor_logs(folder), read_feedback(folder))
     perf = evaluate(joined.frame, model="bench/1", window="1d", training={"accuracy": 0.8})
@@ -150,7 +169,7 @@ def report(folder: Path, profile: dict[str, Any]) -> tuple[str, Any]:
 def closeness(name: str, diffs: list[float]) -> str:
     a = np.asarray(diffs)
     return (
-        f"  {name:<28} mean {a.mean():+.4f}  sd {a.std(ddof=1):.4f}  max |.| {np.abs(a).max():.4f}"
+        f"  {name:<32} mean {a.mean():+.4f}  sd {a.std(ddof=1):.4f}  max |.| {np.abs(a).max():.4f}"
     )
 
 
@@ -191,28 +210,37 @@ def main() -> None:
             f"median {statistics.median(whole):.2f} s ({len(page) / 1e6:.1f} MB page)"
         )
         assert perf is not None
+        on_reference = evaluate(
+            read_joined(folder), model="bench/1", window="1d", reference=held_out()
+        )
         print(
             f"CBPE estimate minus realised over {len(perf.windows) - 1} daily windows "
             "(all but the first, which has no earlier labels to calibrate on):"
         )
-        joined = join_labels(read_monitor_logs(folder), read_feedback(folder))
+        joined = read_joined(folder)
         raw = Calibration(["0", "1"])
+        print(f"  (reference: {on_reference.calibrated_on()})")
         for metric in ("accuracy", "f1"):
+            on_ref = [
+                w.estimated[metric] - w.realised[metric]
+                for w in on_reference.windows[1:]
+                if w.realised
+            ]
+            print(closeness(f"{metric}, on the reference", on_ref))
             calibrated = [
                 w.estimated[metric] - w.realised[metric] for w in perf.windows[1:] if w.realised
             ]
-            print(closeness(f"{metric}, calibrated", calibrated))
+            print(closeness(f"{metric}, on production labels", calibrated))
             uncalibrated = []
-            stamps = joined.frame["timestamp"]
+            stamps = joined["timestamp"]
             for w in perf.windows[1:]:
-                part = joined.frame[
-                    (stamps >= pd.Timestamp(w.start)) & (stamps < pd.Timestamp(w.end))
-                ]
+                part = joined[(stamps >= pd.Timestamp(w.start)) & (stamps < pd.Timestamp(w.end))]
                 uncalibrated.append(estimate(part, raw)[metric] - w.realised[metric])
             print(closeness(f"{metric}, uncalibrated", uncalibrated))
         first, last = perf.windows[0], perf.windows[-1]
         print(
-            f"accuracy day 1 {first.realised['accuracy']:.4f} (est. {first.estimated['accuracy']:.4f}), "
+            f"accuracy day 1 {first.realised['accuracy']:.4f} (est. {first.estimated['accuracy']:.4f}, "
+            f"on the reference {on_reference.windows[0].estimated['accuracy']:.4f}), "
             f"day {len(perf.windows)} {last.realised['accuracy']:.4f} "
             f"(est. {last.estimated['accuracy']:.4f})"
         )

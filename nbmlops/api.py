@@ -190,15 +190,21 @@ def log_model(
     name: str = "model",
     input_example: Any = None,
     flavor: str | None = None,
+    reference: tuple[Any, Any] | None = None,
     **kwargs: Any,
 ) -> str:
     """Log ``model`` as an MLflow model with its signature; returns its ``models:/`` URI.
 
     The flavor is found from the model's package (scikit-learn, XGBoost, LightGBM, ...) or
     given as ``flavor="sklearn"``. The signature is inferred from ``input_example``.
+    ``reference=(X_test, y_test)``, a labelled held-out set the model did not train on,
+    stores its labels and the classifier's probabilities on it (JSON, at most 50,000 rows)
+    with the run: promotion carries it with the version, and performance estimates
+    before labels arrive (``nbmlops monitor performance``) are calibrated on it.
     """
     import mlflow
 
+    held_out = _calibration_set(model, reference) if reference is not None else None
     module = _flavor_module(model, flavor)
     example = _head(input_example)
     if module.__name__ == "mlflow.sklearn":
@@ -232,13 +238,62 @@ def log_model(
         "flavor": module.__name__,
         "files": files,
     }
+    from nbmlops.capture import schema
+
+    if held_out is not None:
+        artifact = schema.calibration_artifact(name)
+        run = mlflow.active_run()
+        assert run is not None  # log_model ran in it
+        mlflow.log_dict(held_out, artifact)
+        event["calibration"] = f"runs:/{run.info.run_id}/{artifact}"
     if _kernel.active():
         _kernel.emit(event)
     else:
-        from nbmlops.capture import schema
-
-        mlflow.set_tags({schema.MODEL_URI: info.model_uri, schema.MODEL_FILES: files})
+        tags = {schema.MODEL_URI: info.model_uri, schema.MODEL_FILES: files}
+        if held_out is not None:
+            tags[schema.CALIBRATION] = event["calibration"]
+        mlflow.set_tags(tags)
     return str(info.model_uri)
+
+
+def _calibration_set(model: Any, reference: Any) -> dict[str, Any]:
+    """The calibration document of ``reference`` (``(X, y)``): the labels and the model's
+    class probabilities on X, checked before anything is logged."""
+    from nbmlops.monitor.estimate import MAX_CALIBRATION, calibration_document
+
+    usage = "pass reference=(X_test, y_test): held-out features and their true labels"
+    if not isinstance(reference, tuple | list) or len(reference) != 2:
+        raise ApiError(f"log_model: reference is a {type(reference).__name__}", usage)
+    features, labels = reference
+    classes = getattr(model, "classes_", None)
+    if not callable(getattr(model, "predict_proba", None)) or classes is None:
+        raise ApiError(
+            f"log_model: reference= needs a classifier with predict_proba and classes_; "
+            f"a {type(model).__name__} has not both",
+            "leave reference out (performance estimates need class probabilities)",
+        )
+    try:
+        rows, given = len(features), len(labels)
+    except TypeError:
+        raise ApiError("log_model: reference's features or labels have no length", usage) from None
+    if rows != given or rows == 0:
+        raise ApiError(
+            f"log_model: reference has {rows} rows of features and {given} labels",
+            "give as many labels as rows, at least one (e.g. X_test, y_test of one split)",
+        )
+    head = (
+        features.iloc[:MAX_CALIBRATION] if hasattr(features, "iloc") else features[:MAX_CALIBRATION]
+    )
+    proba = model.predict_proba(head)
+    truth = labels.iloc[:MAX_CALIBRATION] if hasattr(labels, "iloc") else labels[:MAX_CALIBRATION]
+    return calibration_document(
+        [_class_name(c) for c in classes], [_class_name(y) for y in truth], proba
+    )
+
+
+def _class_name(value: Any) -> str:
+    """A class as the service logs it (``proba_<class>``): numpy scalars as Python's."""
+    return str(value.item() if hasattr(value, "item") else value)
 
 
 def _logged_files(model_uri: str) -> str:

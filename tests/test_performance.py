@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,16 +14,29 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import code, pipeline_runs, write_notebook
+from conftest import classifier, code, pipeline_runs, write_notebook
 from mlflow import MlflowClient
-from test_promote import Trained, make_cli, train
+from test_promote import Trained, make_cli
 
 from nbmlops.capture import schema
 from nbmlops.config import ConfigError, load
+from nbmlops.monitor.estimate import estimate as cbpe
+from nbmlops.monitor.estimate import fit_calibration, read_calibration_document
 from nbmlops.monitor.feedback import read_feedback
 from nbmlops.promote import promote, resolve_model
 from nbmlops.serve import server
 from nbmlops.serve.build import bento_tags
+from nbmlops.serve.monitoring import read_monitor_logs
+
+# TRAIN (test_promote's) with its test split (100 rows) logged as the calibration reference
+TRAIN = classifier(
+    integer_feature=True,
+    fail=True,
+    train=(
+        "model = DecisionTreeClassifier(max_depth=depth, random_state=seed).fit(X_train, y_train)\n"
+        "nbmlops.log_model(model, input_example=X_train, reference=(X_test, y_test))"
+    ),
+)
 
 
 @dataclass
@@ -35,6 +48,8 @@ class Served:
     rows: list[dict[str, Any]]
     ids: list[str]
     truth: list[int]
+    tag: str
+    env: dict[str, str]
 
     def cli(self, *args: str) -> Any:
         return self.trained.cli(*args, "--monitor-dir", str(self.monitor_dir))
@@ -53,7 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
         mp.chdir(root)
         for key, value in env.items():
             mp.setenv(key, value)
-        trained = train(root, tracking_uri, {"v1": ["depth=3"]})
+        trained = train(root, tracking_uri)
         monitor_dir = root / "monitoring"
         trained.cli = make_cli(root, {**env, "NBMLOPS_MONITOR_DIR": str(monitor_dir)})
         name = f"perf-{trained.experiment}"
@@ -86,9 +101,92 @@ def served(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Itera
                 )
                 assert answer.status_code == 200, answer.text
                 ids += answer.json()["request_ids"]
-            yield Served(trained, name, url, monitor_dir, rows, ids, [truth(r) for r in rows])
+            yield Served(
+                trained, name, url, monitor_dir, rows, ids, [truth(r) for r in rows], tag, env
+            )
         finally:
             server.stop(proc)
+
+
+def train(root: Path, tracking_uri: str) -> Trained:
+    """Run TRAIN once in a git project (as test_promote's ``train``)."""
+    import subprocess
+    import uuid
+
+    write_notebook(root / "train.ipynb", TRAIN)
+    for args in (
+        ["init", "-q"],
+        ["add", "train.ipynb"],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "nb"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    experiment = f"perf-{uuid.uuid4().hex[:8]}"
+    cli = make_cli(root, {"MLFLOW_TRACKING_URI": tracking_uri})
+    result = cli("run", "train.ipynb", "-q", "--experiment", experiment, "-p", "depth=3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = pipeline_runs(MlflowClient(tracking_uri), experiment)[0].info.run_id
+    return Trained(root, tracking_uri, experiment, {"v1": run_id}, cli)
+
+
+def test_before_any_label_the_estimate_is_calibrated_on_the_reference(served: Served) -> None:
+    version = resolve_model(served.name, served.trained.tracking_uri)
+    uri = version.tags[schema.CALIBRATION]
+    run = MlflowClient(served.trained.tracking_uri).get_run(served.trained.runs["v1"])
+    assert run.data.tags[schema.CALIBRATION] == uri  # the run's, carried by promotion
+    import mlflow
+
+    held_out = read_calibration_document(mlflow.artifacts.load_dict(uri), uri)
+    assert len(held_out) == 100 and set(held_out["label"]) == {"0", "1"}
+
+    shown = served.cli("monitor", "performance", served.name)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "estimates calibrated on: reference (n=100)" in shown.stdout
+    logged = read_monitor_logs(next(served.monitor_dir.iterdir()))
+    expected = cbpe(logged, fit_calibration(held_out, ["0", "1"], "reference"))
+    assert f"{expected['accuracy']:.4f}" in shown.stdout
+    assert f"{expected['f1']:.4f}" in shown.stdout
+
+
+def test_feedback_bodies_over_the_limits_get_4xx(served: Served) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answer = httpx.post(served.url + "/feedback", content=deep, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert "nests 100000 levels deep; at most 8" in answer.json()["error"]
+    huge = b'[{"request_id": "' + b"x" * (17 * 1024 * 1024) + b'", "label": 1}]'
+    answer = httpx.post(served.url + "/feedback", content=huge, timeout=60)
+    assert answer.status_code == 413, answer.text
+    assert "body over 16777216 bytes" in answer.json()["error"]
+    text = httpx.post(
+        served.url + "/feedback", content=b"{}", headers={"content-type": "text/csv"}, timeout=60
+    )
+    assert text.status_code == 415, text.text
+
+
+def test_feedback_logs_rotate_like_the_prediction_logs(served: Served, tmp_path: Path) -> None:
+    monitor_dir = tmp_path / "monitoring"
+    env = {**served.env, "NBMLOPS_MONITOR_MAX_BYTES": "2000", "NBMLOPS_MONITOR_FILES": "3"}
+    log = tmp_path / "server.log"
+    proc = server.start(
+        server.serve_command(served.tag, port := server.free_port()),
+        {**server.server_env(monitor_dir), **env},
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_ready(url, proc, log)
+        for start in range(0, 100, 10):  # about 8,500 bytes of lines
+            body = [{"request_id": f"id-{i:03d}", "label": i % 2} for i in range(start, start + 10)]
+            assert httpx.post(url + "/feedback", json=body, timeout=60).json() == {"accepted": 10}
+    finally:
+        server.stop(proc)
+    folder = next(monitor_dir.iterdir()) / "feedback"
+    names = sorted(p.name for p in folder.iterdir())
+    worker = names[0]  # feedback.<worker index>.log
+    assert names == [worker, f"{worker}.1", f"{worker}.2"]  # at most 3 files kept
+    assert all(p.stat().st_size <= 2000 for p in folder.iterdir())
+    kept = read_feedback(folder.parent)
+    assert 10 <= len(kept) < 100  # the oldest file was dropped, the newest labels are read
+    assert {f"id-{i:03d}" for i in range(90, 100)} <= set(kept["request_id"])
 
 
 def feedback(served: Served, body: Any) -> httpx.Response:
@@ -208,6 +306,7 @@ def test_labels_from_the_service_and_a_file_give_performance_then_an_alert_retra
     ):
         assert f"<h2>{title}</h2>" in text
     assert text.count("data:image/svg+xml;base64,") == 4 and "<script" not in text
+    assert "estimates calibrated on: reference (n=100)" in text
 
     out = tmp_path / "prod.parquet"
     exported = served.cli("monitor", "export", served.name, str(out))
@@ -328,3 +427,96 @@ def test_the_monitor_table_is_read(tmp_path: Path) -> None:
         0.05,
         ("plan",),
     )
+
+
+def _logged(rows: int, seed: int) -> pd.DataFrame:
+    """Predictions as the monitor logs hold them (one day), their labels, over-confident
+    probabilities: the raw estimate is too high, a calibrated one is not."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, rows)
+    said = 1 / (1 + np.exp(-3 * np.log(p / (1 - p))))
+    return pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp("2026-11-02", tz="UTC")
+            + pd.to_timedelta(np.arange(rows), "s"),
+            "prediction": (said > 0.5).astype(int),
+            "proba_0": 1 - said,
+            "proba_1": said,
+            "label": (rng.random(rows) < p).astype(int).astype(str),
+        }
+    )
+
+
+def test_the_estimate_says_what_it_was_calibrated_on() -> None:
+    from nbmlops.monitor.performance import evaluate
+
+    reference = _logged(150, 1)[["proba_0", "proba_1", "label"]]
+    unlabelled = _logged(400, 2).assign(label=None)
+    on_reference = evaluate(unlabelled, model="m/1", reference=reference)
+    assert on_reference.calibrated_on() == "reference (n=150)"
+    raw = evaluate(unlabelled, model="m/1")
+    assert raw.calibrated_on() == "none"
+    assert raw.windows[0].estimated["accuracy"] > on_reference.windows[0].estimated["accuracy"]
+    # too small a reference: the earlier production labels (day 1) calibrate day 2
+    days = pd.concat([_logged(300, 3), _logged(300, 4)], ignore_index=True)
+    days.loc[300:, "timestamp"] += pd.Timedelta("1D")
+    days.loc[300:, "label"] = None
+    fallback = evaluate(days, model="m/1", reference=reference.head(50))
+    assert fallback.calibrated_on() == "production labels (n=300)"
+    assert fallback.to_dict()["windows"][1]["calibration"] == "production labels"
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ([1, 2], "not a nbmlops.calibration_set document"),
+        (
+            {
+                "format": "nbmlops.calibration_set",
+                "classes": ["0", "1"],
+                "labels": ["1"],
+                "proba": [],
+            },
+            "do not line up",
+        ),
+        (
+            {
+                "format": "nbmlops.calibration_set",
+                "classes": ["0", "1"],
+                "labels": ["1"],
+                "proba": [["a", 0.5]],
+            },
+            "not all numbers",
+        ),
+    ],
+)
+def test_a_bad_calibration_document_names_the_problem(doc: Any, words: str) -> None:
+    from nbmlops.monitor.errors import MonitorInputError
+
+    with pytest.raises(MonitorInputError) as err:
+        read_calibration_document(doc, "runs:/r/nbmlops/calibration/model.json")
+    assert words in str(err.value) and "reference=(X_test, y_test)" in str(err.value)
+
+
+BAD_REFERENCES: list[tuple[str, Callable[[pd.DataFrame, pd.Series], Any], str]] = [
+    ("classifier", lambda X, y: X, "reference is a DataFrame"),
+    ("regressor", lambda X, y: (X, y), "needs a classifier with predict_proba"),
+    ("classifier", lambda X, y: (X, y[:5]), "10 rows of features and 5 labels"),
+]
+
+
+@pytest.mark.parametrize(("model", "reference", "words"), BAD_REFERENCES)
+def test_log_model_refuses_a_bad_reference_before_logging(
+    model: str, reference: Callable[[pd.DataFrame, pd.Series], Any], words: str
+) -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    import nbmlops
+    from nbmlops.api import ApiError
+
+    X = pd.DataFrame({"a": np.arange(10.0)})
+    y = pd.Series([0, 1] * 5)
+    fitted = (LogisticRegression() if model == "classifier" else LinearRegression()).fit(X, y)
+    with pytest.raises(ApiError) as err:
+        nbmlops.log_model(fitted, input_example=X, reference=reference(X, y))
+    assert words in str(err.value)

@@ -46,6 +46,9 @@ NOTEBOOK = "nbmlops.notebook"  # the notebook, relative to the git root or the p
 SETUP_HASH = "nbmlops.setup_hash"  # code hash of the setup cells
 MODEL_URI = "nbmlops.model_uri"  # the model nbmlops.log_model logged (models:/m-...)
 MODEL_FILES = "nbmlops.model_files"  # JSON: file -> sha256 of that model, taken at log time
+# runs:/ URI of the held-out set log_model(reference=...) stored (labels and the model's class
+# probabilities, JSON): on the run, and on the model version promoted from it
+CALIBRATION = "nbmlops.calibration"
 DATA_PREFIX = "nbmlops.data."  # + data name: its full-content BLAKE3 digest
 ERROR = "nbmlops.error"  # why the run failed, or why its record is incomplete
 # The process that writes a run, so a later command can tell a run whose driver died from
@@ -140,10 +143,15 @@ SWEEP_JSON = "sweep.json"  # a sweep's points and their outcomes
 DRIFT_DIR = "drift"  # the drift reports that started a retraining
 PERFORMANCE_DIR = "performance"  # the performance report that started a retraining
 REFERENCE_DIR = "nbmlops/reference"  # reference profiles, on the promoted run
+CALIBRATION_DIR = "nbmlops/calibration"  # log_model's held-out sets, on the model's run
 
 
 def reference_artifact(model_name: str, version: str) -> str:
     return f"{REFERENCE_DIR}/{safe_name(model_name)}-v{version}.json"
+
+
+def calibration_artifact(model_name: str) -> str:
+    return f"{CALIBRATION_DIR}/{safe_name(model_name)}.json"
 
 
 # ---------------------------------------------------------------- model version tags

@@ -150,6 +150,8 @@ def _show(checked: Any) -> None:
     if result.training:
         table.add_row("at training", "", "", *[_num(result.training.get(n)) for n in names])
     console.print(table)
+    if estimated:
+        console.print(f"estimates calibrated on: {escape(result.calibrated_on())}")
     if result.unknown_ids or result.duplicate_labels:
         console.print(
             f"labels: {result.unknown_ids} unknown ids, {result.duplicate_labels} duplicates"

@@ -88,6 +88,8 @@ def _show(p: Promotion) -> None:
     click.echo(f"  version:  {p.uri}{reused}")
     if p.reference:
         click.echo(f"  reference profile: {p.reference}")
+    if p.calibration:
+        click.echo(f"  calibration set:   {p.calibration}")
     if p.unchanged:
         click.secho(f"{p.model_name}@{p.alias} is already version {p.version}", fg="green")
         return

@@ -227,6 +227,7 @@ def check_performance(
     columns compared (bias). The front doors read both from the options or the project
     configuration (``[tool.nbmlops.pipelines.X.monitor]``).
     """
+    from nbmlops.monitor.estimate import reference_set
     from nbmlops.monitor.export import production
     from nbmlops.monitor.feedback import load_joined
     from nbmlops.monitor.performance import Rule, evaluate, since_time
@@ -247,6 +248,7 @@ def check_performance(
         rule=rule or Rule(),
         unknown_ids=len(joined.unknown),
         duplicate_labels=len(joined.duplicates),
+        reference=reference_set(found.ref, tracking_uri),
     )
     min_labels = (rule or Rule()).min_labels
     outcome = PerformanceOutcome(

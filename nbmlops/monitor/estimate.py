@@ -6,13 +6,17 @@ from it the expected accuracy and F1 (as NannyML describes CBPE). Calibration is
 regression of each class's probability (one against the rest) on records whose labels are
 known, the rows normalised to sum to 1.
 
-Which labelled records: the reference profile stored at promotion holds the training
-features but not the labels (and not the model's probabilities), so nbmlops calibrates on
-the labelled production records *before* the window it estimates (every earlier labelled
-record, at least :data:`MIN_CALIBRATION` of them). Without them the model's own
-probabilities are used as they are (``calibrated: false`` in the result). Calibrating on
-the training reference needs the labels and probabilities of a held-out set stored at
-promotion: not done yet.
+Which labelled records, first found first used (``calibrated on`` in the output):
+
+- ``reference``: the held-out set ``nbmlops.log_model(model, reference=(X_test, y_test))``
+  stored with the run (its labels and the model's probabilities, a JSON artifact, see
+  :func:`calibration_document`), which promotion points the version at (as NannyML
+  calibrates on a labelled reference the model did not train on);
+- ``production labels``: the labelled production records *before* the window estimated
+  (every earlier one, the latest :data:`MAX_CALIBRATION`);
+- ``none``: the model's own probabilities as they are.
+
+Either set needs at least :data:`MIN_CALIBRATION` records.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbmlops.monitor.errors import MonitorInputError
 from nbmlops.serve.monitoring import PROBA_PREFIX
 
 MIN_CALIBRATION = 100
 MAX_CALIBRATION = 50_000  # the latest labelled records a calibration is fitted on
+FORMAT = "nbmlops.calibration_set"
+REFERENCE = "reference"
+PRODUCTION = "production labels"
+NONE = "none"
 
 
 def as_classes(values: pd.Series) -> np.ndarray:
@@ -63,10 +72,15 @@ class Calibration:
     classes: list[str]
     rows: int = 0
     maps: list[Any] = field(default_factory=list)  # IsotonicRegression per class; [] = none
+    source: str = NONE  # REFERENCE, PRODUCTION or NONE
 
     @property
     def calibrated(self) -> bool:
         return bool(self.maps)
+
+    def describe(self) -> str:
+        """``reference (n=143)``, ``production labels (n=3000)`` or ``none``."""
+        return f"{self.source} (n={self.rows})" if self.maps else NONE
 
     def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
         """``frame``'s class probabilities (rows, classes), calibrated and normalised."""
@@ -82,9 +96,12 @@ class Calibration:
         return even
 
 
-def fit_calibration(labelled: pd.DataFrame, classes: list[str]) -> Calibration:
+def fit_calibration(
+    labelled: pd.DataFrame, classes: list[str], source: str = PRODUCTION
+) -> Calibration:
     """Isotonic calibration on the last :data:`MAX_CALIBRATION` rows of ``labelled`` (logged
-    probabilities and a ``label`` column); none with fewer than :data:`MIN_CALIBRATION`."""
+    probabilities and a ``label`` column), from ``source``; none with fewer than
+    :data:`MIN_CALIBRATION`."""
     from sklearn.isotonic import IsotonicRegression
 
     if len(labelled) < MIN_CALIBRATION:
@@ -96,7 +113,72 @@ def fit_calibration(labelled: pd.DataFrame, classes: list[str]) -> Calibration:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         iso.fit(labelled[PROBA_PREFIX + c].to_numpy(dtype=np.float64), labels == c)
         maps.append(iso)
-    return Calibration(classes, len(labelled), maps)
+    return Calibration(classes, len(labelled), maps, source)
+
+
+def calibration_document(classes: list[str], labels: list[str], proba: Any) -> dict[str, Any]:
+    """The held-out set ``log_model(reference=...)`` stores: its labels and the model's
+    class probabilities (rows x classes, in ``classes`` order), at most
+    :data:`MAX_CALIBRATION` rows, as JSON (never a pickle)."""
+    rows = np.asarray(proba, dtype=np.float64)[:MAX_CALIBRATION]
+    return {
+        "format": FORMAT,
+        "classes": classes,
+        "labels": labels[:MAX_CALIBRATION],
+        "proba": np.round(rows, 6).tolist(),
+    }
+
+
+def read_calibration_document(doc: Any, where: str) -> pd.DataFrame:
+    """A :func:`calibration_document` as the frame :func:`fit_calibration` reads
+    (``proba_<class>`` columns and ``label``), or a :class:`MonitorInputError` naming
+    what is wrong with it."""
+    fix = "log the model again with nbmlops.log_model(model, ..., reference=(X_test, y_test))"
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise MonitorInputError(where, f"not a {FORMAT} document", fix)
+    classes, labels, proba = doc.get("classes"), doc.get("labels"), doc.get("proba")
+    if not (
+        isinstance(classes, list)
+        and classes
+        and all(isinstance(c, str) for c in classes)
+        and isinstance(labels, list)
+        and all(isinstance(y, str) for y in labels)
+        and isinstance(proba, list)
+        and len(proba) == len(labels)
+        and all(isinstance(r, list) and len(r) == len(classes) for r in proba)
+    ):
+        raise MonitorInputError(
+            where, "its classes, labels and probabilities do not line up (rows x classes)", fix
+        )
+    try:
+        values = np.asarray(proba, dtype=np.float64).reshape(len(labels), len(classes))
+    except (TypeError, ValueError):
+        raise MonitorInputError(where, "its probabilities are not all numbers", fix) from None
+    if not np.isfinite(values).all():
+        raise MonitorInputError(where, "its probabilities are not all finite numbers", fix)
+    frame = pd.DataFrame(values, columns=[PROBA_PREFIX + c for c in classes])
+    frame["label"] = pd.Series(labels, dtype=object)
+    return frame
+
+
+def reference_set(model: Any, tracking_uri: str | None = None) -> pd.DataFrame | None:
+    """The held-out set stored with ``model`` (a ``ModelRef``) for calibration, or None
+    when it was logged without ``reference=``."""
+    from nbmlops.capture import schema
+    from nbmlops.promote.registry import download_json
+
+    uri = model.tags.get(schema.CALIBRATION)
+    if not uri:
+        return None
+    try:
+        doc = download_json(uri, tracking_uri)
+    except Exception as exc:
+        raise MonitorInputError(
+            uri,
+            f"cannot read the calibration set of {model} ({exc})",
+            "check that the run's artifacts are still in the artifact store",
+        ) from exc
+    return read_calibration_document(doc, f"calibration set of {model} ({uri})")
 
 
 def estimate(frame: pd.DataFrame, calibration: Calibration) -> dict[str, float]:

@@ -4,7 +4,8 @@ The logged predictions joined with their labels (:mod:`nbmlops.monitor.feedback`
 into windows (``1d`` by default); each window gets accuracy, F1 and ROC AUC (a classifier:
 its logs hold class probabilities, or its labels are not numbers) or RMSE and MAE (a
 regressor), the number of predictions and of labels, and the CBPE estimate
-(:mod:`nbmlops.monitor.estimate`). The rule (``--threshold "f1>=0.9"``, ``--max-drop 0.05``
+(:mod:`nbmlops.monitor.estimate`), calibrated on the version's held-out reference set when it
+has one, else on the earlier labels (``calibration`` says which). The rule (``--threshold "f1>=0.9"``, ``--max-drop 0.05``
 below the training figure, or ``[tool.nbmlops.pipelines.X.monitor]``) is checked on the
 latest window with at least ``min_labels`` labels: an older breach has already been seen.
 """
@@ -24,6 +25,8 @@ import pandas as pd
 from nbmlops.monitor.errors import MonitorInputError
 from nbmlops.monitor.estimate import (
     MAX_CALIBRATION,
+    NONE,
+    REFERENCE,
     Calibration,
     as_classes,
     classes_of,
@@ -32,6 +35,7 @@ from nbmlops.monitor.estimate import (
 )
 from nbmlops.monitor.feedback import LABEL
 from nbmlops.promote.gates import Gate
+from nbmlops.serve.monitoring import PROBA_PREFIX
 
 CLASSIFIER_METRICS = ("accuracy", "f1", "roc_auc")
 REGRESSOR_METRICS = ("rmse", "mae")
@@ -81,6 +85,7 @@ class Window:
     realised: dict[str, float] = field(default_factory=dict)
     estimated: dict[str, float] = field(default_factory=dict)
     calibrated_on: int = 0  # labelled records the estimate's calibration used
+    calibration: str = NONE  # which: "reference", "production labels" or "none"
 
 
 @dataclass
@@ -98,6 +103,14 @@ class PerformanceResult:
     @property
     def alert(self) -> bool:
         return bool(self.alerts)
+
+    def calibrated_on(self) -> str:
+        """What the latest window's estimate was calibrated on: ``reference (n=143)``,
+        ``production labels (n=3000)`` or ``none``."""
+        if self.kind != "classifier" or not self.windows:
+            return NONE
+        last = self.windows[-1]
+        return f"{last.calibration} (n={last.calibrated_on})" if last.calibrated_on else NONE
 
     def summary(self) -> str:
         if self.alerts:
@@ -175,13 +188,28 @@ def evaluate(
     rule: Rule | None = None,
     unknown_ids: int = 0,
     duplicate_labels: int = 0,
+    reference: pd.DataFrame | None = None,
 ) -> PerformanceResult:
     """Per-window realised and estimated performance of ``frame`` (predictions joined with
-    labels: ``read_monitor_logs`` plus ``label``, ``labelled_at``), and the rule's verdict."""
+    labels: ``read_monitor_logs`` plus ``label``, ``labelled_at``), and the rule's verdict.
+    ``reference`` is the version's held-out set (:func:`~nbmlops.monitor.estimate.reference_set`):
+    when it has enough rows every window's estimate is calibrated on it."""
     rule = rule or Rule()
     size = parse_duration(window, "--window")
     kind = model_kind(frame)
     classes = classes_of(frame)
+    on_reference = None
+    if classes and reference is not None:
+        missing = [c for c in classes if PROBA_PREFIX + c not in reference]
+        if missing:
+            raise MonitorInputError(
+                "calibration set",
+                f"it has no probabilities of class {', '.join(missing)}, which the service logs",
+                "log the served model again with reference=(X_test, y_test) and promote it",
+            )
+        on_reference = fit_calibration(reference, classes, REFERENCE)
+        if not on_reference.calibrated:
+            on_reference = None
     windows: list[Window] = []
     if not frame.empty:
         if not frame["timestamp"].is_monotonic_increasing:
@@ -205,10 +233,11 @@ def evaluate(
                 realised=metrics(labelled, kind, classes),
             )
             if classes:
-                earlier = labelled_all.iloc[max(0, below - MAX_CALIBRATION) : below]
-                calibration: Calibration = fit_calibration(earlier, classes)
+                calibration: Calibration = on_reference or fit_calibration(
+                    labelled_all.iloc[max(0, below - MAX_CALIBRATION) : below], classes
+                )
                 win.estimated = estimate(part, calibration)
-                win.calibrated_on = calibration.rows
+                win.calibrated_on, win.calibration = calibration.rows, calibration.source
             windows.append(win)
     training = {
         k: v

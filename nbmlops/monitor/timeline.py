@@ -110,6 +110,7 @@ def over_time(
     predictions since ``since``: the one computation behind ``nbmlops monitor report`` and
     the JupyterLab panel's verdicts. :class:`MonitorInputError` when nothing was logged."""
     from nbmlops.monitor.errors import MonitorInputError
+    from nbmlops.monitor.estimate import reference_set
     from nbmlops.monitor.feedback import load_joined
     from nbmlops.monitor.performance import evaluate, since_time
     from nbmlops.monitor.segments import segment
@@ -136,6 +137,7 @@ def over_time(
         rule=rule,
         unknown_ids=len(joined.unknown),
         duplicate_labels=len(joined.duplicates),
+        reference=reference_set(found.ref, tracking_uri),
     )
     line = build_timeline(
         joined.frame,
@@ -223,9 +225,10 @@ def render_html(line: Timeline) -> str:
     if perf is not None:
         state = "bad" if perf.alert else "good"
         summary = f"<div class='summary {state}'>{esc(perf.summary())}</div>"
-        sections.insert(
-            0, _section("Performance", summary + _svg(_performance, line), f"rule: {perf.rule}")
-        )
+        note = f"rule: {perf.rule}"
+        if perf.kind == "classifier":
+            note += f"; estimates calibrated on: {perf.calibrated_on()}"
+        sections.insert(0, _section("Performance", summary + _svg(_performance, line), note))
     if line.segments is not None:
         sections.append(_section("Segments", _segments_table(line.segments)))
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -61,6 +61,7 @@ class Promotion:
     reused_version: bool = False
     unchanged: bool = False  # the version already held the alias
     reference: str | None = None
+    calibration: str | None = None  # runs:/ URI of the held-out set CBPE calibrates on
     warnings: list[str] = field(default_factory=list)
     event: s.AliasEvent | None = None
 
@@ -130,6 +131,7 @@ def promote(
         reason=reason.strip() if refusals else "",
         reused_version=registered.reused,
         reference=registered.reference,
+        calibration=registered.calibration,
         warnings=against.warnings + registered.warnings,
     )
     return move(client, promotion, against.holder)
@@ -317,6 +319,7 @@ class Registered:
     reused: bool  # the version of this same model, registered before
     reference: str | None  # runs:/ URI of the reference profile, if there is one
     warnings: list[str] = field(default_factory=list)
+    calibration: str | None = None  # runs:/ URI of log_model's held-out set, if there is one
 
 
 def register(
@@ -349,9 +352,12 @@ def register(
     for tag, value in tags.items():
         client.set_model_version_tag(name, version, tag, value)
 
-    done = Registered(
-        version, reused, (client.get_model_version(name, version).tags or {}).get(s.REFERENCE)
-    )
+    stored = client.get_model_version(name, version).tags or {}
+    done = Registered(version, reused, stored.get(s.REFERENCE))
+    done.calibration = stored.get(s.CALIBRATION) or run.data.tags.get(s.CALIBRATION)
+    if done.calibration and not stored.get(s.CALIBRATION):
+        # the held-out set log_model(reference=...) stored: CBPE calibrates on it
+        client.set_model_version_tag(name, version, s.CALIBRATION, done.calibration)
     if not done.reference:
         done.reference, warning = _store_reference(client, name, version, run, columns)
         if warning:

@@ -673,6 +673,8 @@ class Session:
                 tags = {schema.MODEL_URI: m["uri"]}
                 if m.get("files"):
                     tags[schema.MODEL_FILES] = m["files"]
+                if m.get("calibration"):
+                    tags[schema.CALIBRATION] = m["calibration"]
                 t.log_tags(client, runs, tags)
 
     def _write_step_notebook(self, name: str, nb: nbformat.NotebookNode) -> Path:

@@ -22,8 +22,8 @@ request; ``NBMLOPS_TOKEN_ENV`` names the variable holding the bearer token every
 but ``/livez``, ``/readyz`` and ``/healthz`` then requires; ``NBMLOPS_MONITOR=0`` turns
 monitoring off; ``NBMLOPS_MONITOR_DIR`` is where the monitor logs go (default
 ``./monitoring``); ``NBMLOPS_MONITOR_MAX_BYTES``, ``NBMLOPS_MONITOR_FILES`` and
-``NBMLOPS_MONITOR_MAX_DAYS`` bound them (each worker keeps at most that many files of that
-size, none older than that many days).
+``NBMLOPS_MONITOR_MAX_DAYS`` bound them and the feedback logs (each worker keeps at most
+that many files of that size, none older than that many days).
 
 The monitor log: JSON lines, one per predicted record, under
 ``<monitor dir>/<monitor name>/data/data.<worker>.log`` (rotated to ``.log.1``, ``.log.2``...):
@@ -453,11 +453,13 @@ def _json_kind(value: Any) -> str:
 
 
 BODY_FIELDS = frozenset({"records", "request_ids"})
+GUARDED_PATHS = frozenset({"/predict", "/feedback"})  # bodies PredictGuard checks
 
 
 class PredictGuard:
     """ASGI middleware: the bearer token (when one is set) on every route but the probes,
-    and every check of ``POST /predict`` before BentoML sees the request.
+    and every check of ``POST /predict`` before BentoML sees the request (of ``POST
+    /feedback`` the same Content-Type, size and nesting limits).
 
     In order, each refusal a 4xx naming the problem: the token (401); the Content-Type
     (415); the Content-Length, then the streamed size (413, before the body is read
@@ -482,18 +484,19 @@ class PredictGuard:
                 [(b"www-authenticate", b'Bearer realm="nbmlops"')],
             )
             return
-        if scope["path"] != "/predict" or scope["method"] != "POST":
+        if scope["path"] not in GUARDED_PATHS or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        check = check_body if scope["path"] == "/predict" else check_feedback_body
         try:
             body = await _read_body(headers, receive)
             if body is None:
                 return  # the client went away
             # A large body is checked on a thread: the requests behind it keep being served.
             if len(body) > 65536:
-                problems = await asyncio.to_thread(check_body, body)
+                problems = await asyncio.to_thread(check, body)
             else:
-                problems = check_body(body)
+                problems = check(body)
         except BadRequest as exc:
             await _reply(send, exc.status, exc.message)
             return
@@ -510,6 +513,19 @@ class PredictGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def check_feedback_body(body: bytes) -> list[str]:
+    """The limits of a ``POST /feedback`` body, on the raw bytes before it is parsed (its
+    fields are checked by the route: ``nbmlops_feedback.problems``)."""
+    depth, _ = scan_brackets(body)
+    if depth > MAX_DEPTH:
+        raise BadRequest(
+            400,
+            f"the body nests {depth} levels deep; at most {MAX_DEPTH} "
+            '([{"request_id": ..., "label": ...}] nests 2)',
+        )
+    return []
 
 
 def check_body(body: bytes) -> list[str]:
@@ -835,7 +851,12 @@ _info_app = Starlette(
     routes=[
         Route("/model", _model_info, methods=["GET"]),
         Route("/docs", _docs, methods=["GET"]),
-        feedback.route(MONITOR_DIR, MONITOR_NAME, MONITOR),
+        feedback.route(
+            MONITOR_DIR,
+            MONITOR_NAME,
+            MONITOR,
+            lambda path: MonitorLog(path, LOG_MAX_BYTES, LOG_FILES, LOG_MAX_DAYS),
+        ),
     ]
 )
 

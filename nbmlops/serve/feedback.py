@@ -4,7 +4,9 @@ the service as ``nbmlops_feedback.py``; like the service it cannot import nbmlop
 Body: ``{"request_id": "...", "label": ...}`` or a list of them (at most 10,000). Each
 label is appended as one JSON line ``{"timestamp", "request_id", "label"}`` to
 ``<monitor dir>/<monitor name>/feedback/feedback.<worker>.log``, the prediction logs'
-sibling folder. The answer counts what was accepted. Whether an id was predicted is not
+sibling folder, rotated as they are (the service hands :func:`route` its ``MonitorLog``).
+The body's size, Content-Type and nesting are checked before it reaches here (the
+service's ``PredictGuard``). The answer counts what was accepted. Whether an id was predicted is not
 checked here: another worker (or an earlier, rotated log) may hold it, so unknown ids are
 reported when labels are joined with the logs (``nbmlops monitor feedback`` and
 ``monitor performance``). A malformed body answers 400 naming the item and the field.
@@ -13,9 +15,10 @@ reported when labels are joined with the logs (``nbmlops monitor feedback`` and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -70,9 +73,27 @@ def lines(body: Any) -> list[bytes]:
     ]
 
 
-def route(monitor_dir: str, monitor_name: str, enabled: bool) -> Route:
-    """The ``POST /feedback`` route writing under ``monitor_dir/monitor_name/feedback``."""
+class Log(Protocol):
+    """An append-only log file (the service's ``MonitorLog``: rotated by size and age)."""
+
+    def write(self, lines: list[bytes]) -> None: ...
+
+
+def route(
+    monitor_dir: str, monitor_name: str, enabled: bool, open_log: Callable[[Path], Log]
+) -> Route:
+    """The ``POST /feedback`` route writing under ``monitor_dir/monitor_name/feedback``
+    through the log ``open_log`` opens (one per worker, on first use)."""
     folder = Path(monitor_dir) / monitor_name / "feedback"
+    logs: dict[int, Log] = {}
+
+    def append(data: list[bytes]) -> None:
+        import bentoml
+
+        worker = bentoml.server_context.worker_index or 0
+        if worker not in logs:
+            logs[worker] = open_log(folder / f"feedback.{worker}.log")
+        logs[worker].write(data)
 
     async def feedback(request: Request) -> JSONResponse:
         if not enabled:
@@ -87,19 +108,10 @@ def route(monitor_dir: str, monitor_name: str, enabled: bool) -> Route:
         if found:
             return JSONResponse({"error": "; ".join(found[:5]), "problems": found}, 400)
         written = lines(body)
-        _append(folder, written)
+        append(written)
         return JSONResponse({"accepted": len(written)})
 
     return Route("/feedback", feedback, methods=["POST"])
-
-
-def _append(folder: Path, data: list[bytes]) -> None:
-    import bentoml
-
-    worker = bentoml.server_context.worker_index or 0
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"feedback.{worker}.log", "ab") as fh:
-        fh.write(b"".join(data))
 
 
 def _error(status: int, error: str) -> JSONResponse:
