@@ -465,7 +465,13 @@ async def test_runs_beyond_the_limit_wait_in_a_queue_and_say_their_place(
     seen = [(await call(jp_fetch, "jobs", job_id))[1] for job_id in ids]
     assert [s["status"] for s in seen] == ["running", "running", "queued", "queued"], seen
     assert [s.get("queue_position") for s in seen[2:]] == [1, 2]
+    status, stopped = await call(jp_fetch, "jobs", ids[2], "stop", method="POST", body={})
+    assert status == 200 and stopped["status"] == "killed", stopped  # it leaves the queue
+    status, moved = await call(jp_fetch, "jobs", ids[3])
+    assert moved["status"] == "queued" and moved["queue_position"] == 1, moved
     go.touch()
-    for job_id in ids:
+    for job_id in ids[:2] + ids[3:]:
         job = await finished_job(jp_fetch, job_id)
         assert job["status"] == "succeeded", job
+    status, never = await call(jp_fetch, "jobs", ids[2])
+    assert never["status"] == "killed" and never["run_id"] is None, never

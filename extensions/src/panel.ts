@@ -873,7 +873,7 @@ export class NbmlopsPanel extends Widget {
       );
     }
     let stopButton: HTMLButtonElement | null = null;
-    if (job.status === 'running') {
+    if (job.status === 'running' || job.status === 'queued') {
       stopButton = h(
         'button',
         {

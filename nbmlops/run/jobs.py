@@ -239,7 +239,7 @@ class Jobs:
         if job.process is None:
             with self._lock:
                 place = self._queue.index(job) + 1 if job in self._queue else None
-            status = KILLED if job.stopped else "queued" if job.error is None else "error"
+            status = KILLED if job.stopped else "queued" if job.error is None else events.FAILED
             return {
                 "job_id": job.job_id,
                 "path": job.path,
@@ -250,7 +250,9 @@ class Jobs:
                 "run_id": None,
                 "output_path": None,
                 "run_url": None,
-                "error": None if job.error is None else {"problem": job.error, "fix": ""},
+                "error": None
+                if job.error is None
+                else {"step": None, "cell": None, "line": job.error, "message": job.error},
                 "seconds": 0.0,
             }
         exit_code = job.process.poll()  # before reading: the final event precedes the exit

@@ -24,6 +24,14 @@ const job = (over: Partial<IJob>): IJob => ({
 });
 
 describe('jobStatusText', () => {
+  it('shows a queued job with its place, still to be polled', () => {
+    const j = job({ status: 'queued', queue_position: 2 });
+    expect(jobStatusText(j)).toBe(
+      'queued: number 2 in line (the server runs a few at a time; it starts when one ends)'
+    );
+    expect(jobFinished(j)).toBe(false);
+  });
+
   it('shows a starting job', () => {
     expect(jobStatusText(job({}))).toBe('running: starting (kernel and setup cells)');
     expect(jobStatusText(job({ seconds: 12 }), 4)).toBe(

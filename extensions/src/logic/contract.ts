@@ -63,8 +63,11 @@ export interface IJobError {
 export interface IJob {
   job_id: string;
   path: string;
-  /** `killed`: stopped from the panel (the MLflow run is KILLED). */
-  status: 'running' | 'succeeded' | 'failed' | 'killed';
+  /** `killed`: stopped from the panel (the MLflow run is KILLED); `queued`: waiting for the
+   * server's limit on concurrent runs (`Nbmlops.max_concurrent_runs`). */
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'killed';
+  /** While queued: its place in the queue, 1 for the next to start. */
+  queue_position?: number | null;
   current_step: string | null;
   steps: IJobStep[];
   run_id: string | null;

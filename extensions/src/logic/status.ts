@@ -16,6 +16,10 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
   const seconds = job.seconds ?? job.steps.reduce((sum, s) => sum + (s.seconds ?? 0), 0);
   const elapsed = job.seconds !== undefined ? `, ${formatSeconds(job.seconds)}` : '';
   switch (job.status) {
+    case 'queued': {
+      const place = job.queue_position ? `: number ${job.queue_position} in line` : '';
+      return `queued${place} (the server runs a few at a time; it starts when one ends)`;
+    }
     case 'running': {
       const count = total ? ` (${done} of ${total} steps done${elapsed})` : '';
       if (job.current_step) {
@@ -58,7 +62,7 @@ export function jobStatusText(job: IJob, totalSteps?: number): string {
 
 /** Whether polling can stop. */
 export function jobFinished(job: IJob): boolean {
-  return job.status !== 'running';
+  return job.status !== 'running' && job.status !== 'queued';
 }
 
 /** "0.4 s", "12 s", "3 min 05 s". */
