@@ -66,8 +66,11 @@ def server(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
         time.sleep(0.2)
     yield Server(f"http://127.0.0.1:{port}", proc, out)
-    proc.send_signal(signal.SIGINT)
+    # SIGTERM, as a service manager stops it (SIGINT is ignored by a process that a
+    # non-interactive shell started in the background, as CI runners may do).
+    proc.send_signal(signal.SIGTERM)
     proc.wait(60)
+    assert "stopped" in out.read_text()
 
 
 def nbmlops(
